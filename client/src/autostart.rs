@@ -1,0 +1,231 @@
+//! Finding a running server, or starting one, race-free.
+//!
+//! Starters serialize on `NAME.start.lock`: the first one that finds no server spawns one,
+//! detached (`setsid`, standard input from /dev/null, standard error to the server log), and
+//! waits for the readiness line on a pipe; the others, once they get the lock, find the new
+//! server listening. Every wait is bounded, and a failed start reports the tail of the log.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use mcli_shared::lockfile;
+use mcli_shared::paths::{self, PathError, ServerPaths};
+
+use crate::connection::{ConnectError, Connection};
+
+/// How long to wait for a new server's readiness line by default; `MCLI_START_TIMEOUT` (seconds)
+/// overrides it.
+pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(10);
+/// A log over this size is rotated to `NAME.log.1` when a server is started.
+const LOG_ROTATE_BYTES: u64 = 4 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Path(#[from] PathError),
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error("cannot start the server: {context}: {source}")]
+    Io { context: String, source: io::Error },
+    #[error("another client has been starting the server for over {0:?}; see {1}")]
+    LockTimeout(Duration, PathBuf),
+    #[error("the server did not become ready within {timeout:?}{}", log_tail(.log))]
+    NotReady { timeout: Duration, log: PathBuf },
+    #[error("the server exited before it was ready{}", log_tail(.log))]
+    Failed { log: PathBuf },
+}
+
+fn log_tail(log: &Path) -> String {
+    match tail(log, 15) {
+        Some(lines) if !lines.is_empty() => format!("; the end of {}:\n{lines}", log.display()),
+        _ => format!("; its log {} is empty", log.display()),
+    }
+}
+
+/// The last `count` lines of the file at `path` (at most the last 8 KiB of it).
+pub fn tail(path: &Path, count: usize) -> Option<String> {
+    let mut file = File::open(path).ok()?;
+    let len = file.metadata().ok()?.len();
+    file.seek(SeekFrom::Start(len.saturating_sub(8 * 1024)))
+        .ok()?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).ok()?;
+    let text = String::from_utf8_lossy(&bytes);
+    let lines: Vec<&str> = text.lines().collect();
+    Some(lines[lines.len().saturating_sub(count)..].join("\n"))
+}
+
+/// How to start a server.
+#[derive(Debug, Clone)]
+pub struct Starter {
+    /// The `mcli-server` executable.
+    pub program: PathBuf,
+    /// Extra arguments for `mcli-server start --foreground` (e.g. `--config FILE`).
+    pub extra_args: Vec<String>,
+    /// Where the server log goes.
+    pub log: PathBuf,
+    pub timeout: Duration,
+}
+
+impl Starter {
+    /// A starter that uses the `mcli-server` beside the running executable (else the one on
+    /// PATH) and the standard log and timeout.
+    pub fn from_env(paths: &ServerPaths) -> Self {
+        let program = std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(|dir| dir.join("mcli-server")))
+            .filter(|candidate| candidate.is_file())
+            .unwrap_or_else(|| PathBuf::from("mcli-server"));
+        let timeout = std::env::var("MCLI_START_TIMEOUT")
+            .ok()
+            .and_then(|s| s.parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .map_or(DEFAULT_START_TIMEOUT, Duration::from_secs_f64);
+        let log = paths::log_file(&paths::state_dir(paths::process_env), &paths.name);
+        Starter {
+            program,
+            extra_args: Vec::new(),
+            log,
+            timeout,
+        }
+    }
+}
+
+/// A server that was started: its readiness line and pid.
+#[derive(Debug, Clone)]
+pub struct Started {
+    pub line: String,
+    pub pid: u32,
+}
+
+/// Connects to the server, starting one first when none is running. Returns the connection and,
+/// when this call started the server, what it started.
+pub fn connect_or_start(
+    paths: &ServerPaths,
+    starter: &Starter,
+) -> Result<(Connection, Option<Started>), StartError> {
+    match Connection::connect(&paths.socket) {
+        Ok(conn) => return Ok((conn, None)),
+        Err(ConnectError::NoServer { .. }) => {}
+        Err(other) => return Err(other.into()),
+    }
+    let started = start(paths, starter)?;
+    Ok((Connection::connect(&paths.socket)?, started))
+}
+
+/// Starts a server unless one is running. `Ok(None)` means one was running (perhaps started by a
+/// racing starter while this one waited for the start lock).
+pub fn start(paths: &ServerPaths, starter: &Starter) -> Result<Option<Started>, StartError> {
+    paths::ensure_runtime_dir(&paths.dir)?;
+    let io_err = |context: &str| {
+        let context = context.to_owned();
+        move |source| StartError::Io { context, source }
+    };
+    let _start_lock =
+        lockfile::lock_within(&paths.start_lock, starter.timeout + Duration::from_secs(5))
+            .map_err(io_err("taking the start lock"))?
+            .ok_or_else(|| StartError::LockTimeout(starter.timeout, paths.start_lock.clone()))?;
+    match Connection::connect(&paths.socket) {
+        Ok(_) => return Ok(None),
+        Err(ConnectError::NoServer { .. }) => {}
+        Err(other) => return Err(other.into()),
+    }
+
+    let log = open_log(&starter.log).map_err(io_err(&format!(
+        "opening the log {}",
+        starter.log.display()
+    )))?;
+    let mut command = Command::new(&starter.program);
+    command
+        .args([
+            "--socket-name",
+            &paths.name,
+            "start",
+            "--foreground",
+            "--notify-ready",
+        ])
+        .args(&starter.extra_args)
+        // A relative runtime dir would change meaning once the server leaves this directory.
+        .env(
+            "MCLI_RUNTIME_DIR",
+            std::path::absolute(&paths.dir).map_err(io_err("resolving the runtime dir"))?,
+        )
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log);
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        command.pre_exec(|| nix::unistd::setsid().map(drop).map_err(io::Error::from));
+    }
+    let mut child = command
+        .spawn()
+        .map_err(io_err(&format!("running {}", starter.program.display())))?;
+    wait_ready(&mut child, starter).map(Some)
+}
+
+/// Reads the readiness line from the new server's standard output, within the timeout.
+fn wait_ready(child: &mut Child, starter: &Starter) -> Result<Started, StartError> {
+    let Some(stdout) = child.stdout.take() else {
+        return Err(StartError::Failed {
+            log: starter.log.clone(),
+        });
+    };
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let read = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(read.map(|_| line));
+    });
+    match rx.recv_timeout(starter.timeout) {
+        Ok(Ok(line)) if line.contains(" listening on ") => Ok(Started {
+            line: line.trim_end().to_owned(),
+            pid: child.id(),
+        }),
+        Ok(_) => {
+            let _ = child.wait();
+            Err(StartError::Failed {
+                log: starter.log.clone(),
+            })
+        }
+        Err(_) => {
+            // Leave nothing half-started behind.
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(StartError::NotReady {
+                timeout: starter.timeout,
+                log: starter.log.clone(),
+            })
+        }
+    }
+}
+
+/// Opens the server log for appending (creating its private directory), rotating it first when
+/// it has grown large.
+fn open_log(path: &Path) -> io::Result<File> {
+    if let Some(dir) = path.parent() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    if fs::metadata(path)
+        .map(|m| m.len() > LOG_ROTATE_BYTES)
+        .unwrap_or(false)
+    {
+        let mut rotated = path.as_os_str().to_owned();
+        rotated.push(".1");
+        fs::rename(path, rotated)?;
+    }
+    OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)
+}

@@ -1,0 +1,294 @@
+//! The `mcli-client` command line: run one command through the server (starting it when
+//! needed), stream its output, and exit with its status.
+
+use std::ffi::OsString;
+use std::io::{self, Write};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::time::Duration;
+
+use clap::Parser;
+use mcli_shared::paths::{self, ServerPaths};
+use mcli_shared::protocol::{
+    ExecStatus, ExecuteParams, ExecuteResult, OutputParams, PROTOCOL_VERSION, Stream, code,
+};
+
+use crate::autostart::{self, Starter};
+use crate::connection::{CallError, ConnectError, Connection};
+use crate::local;
+
+/// Exit statuses of the client itself (the command's own status passes through).
+pub mod exit {
+    pub const USAGE: i32 = 2;
+    pub const UNAVAILABLE: i32 = 69;
+    pub const TEMPFAIL: i32 = 75;
+    pub const TIMED_OUT: i32 = 124;
+    pub const NOT_FOUND: i32 = 127;
+    pub const INTERRUPTED: i32 = 130;
+    /// Standard output was closed by its reader, as a shell reports SIGPIPE.
+    pub const BROKEN_PIPE: i32 = 141;
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mcli-client",
+    version,
+    about = "Run a command through the mcli server and exit with its status",
+    after_help = "Options after COMMAND belong to COMMAND.\n\
+                  Exit status: the command's own; 128+N when signal N ended it; 124 timed out; \
+                  130 interrupted; 127 unknown command; 69 no server and none could be started; 2 usage error."
+)]
+pub struct Cli {
+    /// When no server answers: empty starts one, `local` runs the command in this process,
+    /// anything else is a program run with COMMAND and ARGS
+    #[arg(
+        short = 'a',
+        long = "alternate-editor",
+        env = "MCLI_ALTERNATE_EDITOR",
+        value_name = "PROGRAM"
+    )]
+    pub alternate_editor: Option<String>,
+    /// Talk to the server with this name
+    #[arg(short = 's', long = "socket-name", env = "MCLI_SOCKET_NAME", value_name = "NAME", default_value = paths::DEFAULT_SERVER_NAME)]
+    pub socket_name: String,
+    /// End the command after SECONDS
+    #[arg(short = 't', long, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub timeout: Option<f64>,
+    /// Run the command even if a cached result exists
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Print the result object as JSON (output captured, not streamed)
+    #[arg(long)]
+    pub json: bool,
+    /// Say nothing of the client's own doings (such as starting the server)
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// The command to run, then its arguments
+    #[arg(value_name = "COMMAND", required = true, trailing_var_arg = true, allow_hyphen_values = true, num_args = 1..)]
+    pub command: Vec<String>,
+}
+
+fn parse_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs > 0.0 && secs < 1e9 => Ok(secs),
+        _ => Err(format!("`{text}` is not a positive number of seconds")),
+    }
+}
+
+/// Runs the client with the process's arguments and returns the exit status.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let _ = err.print();
+            return if err.use_stderr() { exit::USAGE } else { 0 };
+        }
+    };
+    run(cli)
+}
+
+fn say(quiet: bool, message: std::fmt::Arguments<'_>) {
+    if !quiet {
+        eprintln!("mcli-client: {message}");
+    }
+}
+
+fn fail(status: i32, message: std::fmt::Arguments<'_>) -> i32 {
+    eprintln!("mcli-client: {message}");
+    status
+}
+
+/// What to do when no server answers.
+enum Fallback {
+    Start,
+    Local,
+    Program(String),
+}
+
+fn routing_disabled(value: Option<OsString>) -> bool {
+    value.is_some_and(|v| {
+        matches!(
+            v.to_string_lossy().to_ascii_lowercase().as_str(),
+            "0" | "false" | "no" | "off"
+        )
+    })
+}
+
+pub fn run(cli: Cli) -> i32 {
+    let (name, args) = match cli.command.split_first() {
+        Some((name, args)) => (name.clone(), args.to_vec()),
+        None => return fail(exit::USAGE, format_args!("no command given")),
+    };
+    if routing_disabled(std::env::var_os("MCLI_DAEMON_ROUTING")) {
+        return local::run(&name, &args, &cli);
+    }
+    let fallback = match cli.alternate_editor.as_deref() {
+        None | Some("") => Fallback::Start,
+        Some("local") => Fallback::Local,
+        Some(program) => Fallback::Program(program.to_owned()),
+    };
+    let dir = paths::runtime_dir(paths::process_env);
+    let server = match paths::check_runtime_dir(&dir)
+        .and_then(|_| ServerPaths::new(dir, &cli.socket_name))
+    {
+        Ok(server) => server,
+        Err(err) => return fail(exit::UNAVAILABLE, format_args!("{err}")),
+    };
+
+    let params = match execute_params(&name, args.clone(), &cli) {
+        Ok(params) => params,
+        Err(status) => return status,
+    };
+    // One retry: a server that was shutting down is replaced by a new one.
+    for attempt in 0..2 {
+        let mut conn = match Connection::connect(&server.socket) {
+            Ok(conn) => conn,
+            Err(ConnectError::NoServer { .. }) => match &fallback {
+                Fallback::Local => return local::run(&name, &args, &cli),
+                Fallback::Program(program) => return run_program(program, &name, &args),
+                Fallback::Start => {
+                    match autostart::connect_or_start(&server, &Starter::from_env(&server)) {
+                        Ok((conn, started)) => {
+                            if let Some(started) = started {
+                                say(
+                                    cli.quiet,
+                                    format_args!("started mcli-server (pid {})", started.pid),
+                                );
+                            }
+                            conn
+                        }
+                        Err(err) => return fail(exit::UNAVAILABLE, format_args!("{err}")),
+                    }
+                }
+            },
+            Err(err) => return fail(exit::UNAVAILABLE, format_args!("{err}")),
+        };
+        match execute(&mut conn, &params, cli.json) {
+            Err(CallError::Rpc(err)) if err.code == code::SHUTTING_DOWN && attempt == 0 => {
+                // The old server holds its name until it exits; a new one waits for it.
+                continue;
+            }
+            result => return report(result, &name, cli.json),
+        }
+    }
+    fail(
+        exit::UNAVAILABLE,
+        format_args!("the server kept shutting down; try again"),
+    )
+}
+
+fn execute_params(name: &str, args: Vec<String>, cli: &Cli) -> Result<ExecuteParams, i32> {
+    let cwd = match std::env::current_dir() {
+        Ok(dir) => match dir.into_os_string().into_string() {
+            Ok(dir) => dir,
+            Err(dir) => {
+                return Err(fail(
+                    exit::USAGE,
+                    format_args!("the current directory {dir:?} is not valid UTF-8"),
+                ));
+            }
+        },
+        Err(err) => {
+            return Err(fail(
+                exit::USAGE,
+                format_args!("cannot read the current directory: {err}"),
+            ));
+        }
+    };
+    // Variables that are not UTF-8 cannot travel in JSON text; the command runs without them.
+    let env = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect();
+    Ok(ExecuteParams {
+        command: name.to_owned(),
+        args,
+        cwd: Some(cwd),
+        env: Some(env),
+        stdin: None,
+        timeout: cli.timeout,
+        stream: Some(!cli.json),
+        no_cache: cli.no_cache,
+        protocol: Some(PROTOCOL_VERSION),
+    })
+}
+
+/// Writes streamed output as it arrives.
+fn write_output(output: &OutputParams) -> io::Result<()> {
+    let bytes = output
+        .bytes()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    match output.stream {
+        Stream::Stdout => {
+            let mut out = io::stdout().lock();
+            out.write_all(&bytes)?;
+            out.flush()
+        }
+        Stream::Stderr => io::stderr().lock().write_all(&bytes),
+    }
+}
+
+fn execute(
+    conn: &mut Connection,
+    params: &ExecuteParams,
+    json: bool,
+) -> Result<ExecuteResult, CallError> {
+    if json {
+        conn.execute(params, |_| Ok(()))
+    } else {
+        conn.execute(params, write_output)
+    }
+}
+
+/// Turns a call's result into output and an exit status.
+fn report(result: Result<ExecuteResult, CallError>, name: &str, json: bool) -> i32 {
+    match result {
+        Ok(result) => {
+            if json {
+                match serde_json::to_string(&result) {
+                    Ok(text) => println!("{text}"),
+                    Err(err) => return fail(1, format_args!("cannot print the result: {err}")),
+                }
+            }
+            exit_status(&result)
+        }
+        Err(CallError::Rpc(err)) => match err.code {
+            code::COMMAND_NOT_FOUND => fail(exit::NOT_FOUND, format_args!("{}", err.message)),
+            code::INCOMPATIBLE_PROTOCOL | code::SHUTTING_DOWN => {
+                fail(exit::UNAVAILABLE, format_args!("{}", err.message))
+            }
+            code::SERVER_BUSY => fail(exit::TEMPFAIL, format_args!("{}", err.message)),
+            _ => fail(1, format_args!("{}", err.message)),
+        },
+        Err(CallError::Io(err)) if err.kind() == io::ErrorKind::BrokenPipe => exit::BROKEN_PIPE,
+        Err(CallError::Closed) => fail(
+            exit::UNAVAILABLE,
+            format_args!("the server closed the connection while `{name}` ran"),
+        ),
+        Err(err) => fail(exit::UNAVAILABLE, format_args!("{err}")),
+    }
+}
+
+/// The client's exit status for a command's result.
+pub fn exit_status(result: &ExecuteResult) -> i32 {
+    match result.status {
+        ExecStatus::TimedOut => exit::TIMED_OUT,
+        ExecStatus::Cancelled => exit::INTERRUPTED,
+        ExecStatus::Completed | ExecStatus::Failed => match (result.exit_code, result.signal) {
+            (Some(code), _) => code,
+            (None, Some(signal)) => 128 + signal,
+            (None, None) => 1,
+        },
+    }
+}
+
+/// Runs the alternate program in place of this process.
+fn run_program(program: &str, name: &str, args: &[String]) -> i32 {
+    let err = Command::new(program).arg(name).args(args).exec();
+    fail(
+        exit::UNAVAILABLE,
+        format_args!("no server is running and the alternate editor `{program}` cannot run: {err}"),
+    )
+}
+
+/// A timeout for calls that should answer at once (status, stop).
+pub const QUICK_CALL: Duration = Duration::from_secs(10);

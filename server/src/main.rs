@@ -1,0 +1,330 @@
+//! The `mcli-server` command line. `start --foreground` runs the daemon through the library's
+//! `serve`; the other subcommands are clients of a running server.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+use mcli_client::autostart::{self, Starter};
+use mcli_client::cli::QUICK_CALL;
+use mcli_client::connection::{ConnectError, Connection};
+use mcli_server::state::SHUTDOWN_GRACE;
+use mcli_server::{ServeOptions, serve};
+use mcli_shared::config::{self, Config};
+use mcli_shared::lockfile;
+use mcli_shared::paths::{self, ServerPaths};
+use mcli_shared::protocol::{self, NoParams, ShutdownParams, StatusResult};
+use mcli_shared::registry::Registry;
+
+/// How long a new server waits for an old one (shutting down) to release the name.
+const NAME_LOCK_WAIT: Duration = Duration::from_secs(8);
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mcli-server",
+    version,
+    about = "The mcli daemon: runs named commands for mcli-client and editors"
+)]
+struct Cli {
+    /// The server to act on
+    #[arg(short = 's', long = "socket-name", env = "MCLI_SOCKET_NAME", value_name = "NAME", default_value = paths::DEFAULT_SERVER_NAME, global = true)]
+    socket_name: String,
+    /// Config file (default: $MCLI_CONFIG, else $XDG_CONFIG_HOME/mcli/config.toml)
+    #[arg(long, value_name = "FILE", global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Start the server in the background (does nothing if it already runs)
+    Start {
+        /// Run in the foreground, logging to standard error
+        #[arg(long)]
+        foreground: bool,
+        /// Log at debug level
+        #[arg(long)]
+        debug: bool,
+        /// Standard output is a pipe to a starter waiting for the readiness line
+        #[arg(long, hide = true, requires = "foreground")]
+        notify_ready: bool,
+    },
+    /// Stop the running server and wait until it has exited
+    Stop,
+    /// Stop the running server, if any, and start a new one
+    Restart {
+        /// Log at debug level
+        #[arg(long)]
+        debug: bool,
+    },
+    /// Show what the running server is doing (exit status 1 when none runs)
+    Status {
+        /// Print the status as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the commands the server can run
+    Commands {
+        /// Print the list as JSON
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("mcli-server: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let dir = paths::runtime_dir(paths::process_env);
+    let server = ServerPaths::new(dir, &cli.socket_name)?;
+    match cli.command {
+        Cmd::Start {
+            foreground: true,
+            debug,
+            notify_ready,
+        } => run_foreground(&server, cli.config.as_deref(), debug, notify_ready),
+        Cmd::Start {
+            foreground: false,
+            debug,
+            ..
+        } => start_detached(&server, cli.config.as_deref(), debug),
+        Cmd::Stop => stop(&server).map(|_| ExitCode::SUCCESS),
+        Cmd::Restart { debug } => {
+            stop(&server)?;
+            start_detached(&server, cli.config.as_deref(), debug)
+        }
+        Cmd::Status { json } => status(&server, json),
+        Cmd::Commands { json } => commands(&server, json),
+    }
+}
+
+/// Loads the config and applies the command-line flags on top (flag > env > file > default).
+fn load_config(file: Option<&std::path::Path>, debug: bool) -> anyhow::Result<Config> {
+    let loaded = config::load(file, paths::process_env)?;
+    for warning in &loaded.warnings {
+        eprintln!("mcli-server: warning: {warning}");
+    }
+    let mut config = loaded.config;
+    config.api_daemon.debug |= debug;
+    Ok(config)
+}
+
+/// Connects to the running server, if there is one.
+fn connect(server: &ServerPaths) -> anyhow::Result<Option<Connection>> {
+    paths::check_runtime_dir(&server.dir)?;
+    match Connection::connect(&server.socket) {
+        Ok(conn) => {
+            conn.set_read_timeout(Some(QUICK_CALL))?;
+            Ok(Some(conn))
+        }
+        Err(ConnectError::NoServer { .. }) => Ok(None),
+        Err(err) => Err(err.into()),
+    }
+}
+
+fn not_running(server: &ServerPaths) -> String {
+    format!(
+        "no server named `{}` is running (nothing answers on {})",
+        server.name,
+        server.socket.display()
+    )
+}
+
+fn already_running(conn: &mut Connection, server: &ServerPaths) -> anyhow::Result<String> {
+    let status = conn.call::<protocol::Status>(&NoParams {})?;
+    Ok(format!(
+        "mcli-server {} is already running on {} (pid {})",
+        status.version,
+        server.socket.display(),
+        status.pid
+    ))
+}
+
+fn run_foreground(
+    server: &ServerPaths,
+    file: Option<&std::path::Path>,
+    debug: bool,
+    notify_ready: bool,
+) -> anyhow::Result<ExitCode> {
+    let config = load_config(file, debug)?;
+    init_logging(config.api_daemon.debug);
+    paths::ensure_runtime_dir(&server.dir)?;
+    if !notify_ready && let Some(mut conn) = connect(server)? {
+        bail!(
+            "{}; stop it first with `mcli-server stop`",
+            already_running(&mut conn, server)?
+        );
+    }
+    let Some(lock) = lockfile::lock_within(&server.lock, NAME_LOCK_WAIT)
+        .with_context(|| format!("cannot lock {}", server.lock.display()))?
+    else {
+        bail!(
+            "another mcli-server process holds {} but does not answer on {}; find it with `fuser {}` and stop it",
+            server.lock.display(),
+            server.socket.display(),
+            server.lock.display()
+        );
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let options = ServeOptions {
+        config,
+        paths: server.clone(),
+        notify_ready,
+    };
+    runtime.block_on(serve(options, lock))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn init_logging(debug: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = if debug { "debug" } else { "info" };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_target(false)
+        .try_init();
+}
+
+fn start_detached(
+    server: &ServerPaths,
+    file: Option<&std::path::Path>,
+    debug: bool,
+) -> anyhow::Result<ExitCode> {
+    // Check the config here too, so that a mistake is reported on this terminal.
+    load_config(file, debug)?;
+    paths::ensure_runtime_dir(&server.dir)?;
+    if let Some(mut conn) = connect(server)? {
+        println!("{}", already_running(&mut conn, server)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut starter = Starter::from_env(server);
+    starter.program = std::env::current_exe().context("cannot find this executable")?;
+    if let Some(file) = file {
+        starter.extra_args.extend([
+            "--config".to_owned(),
+            std::path::absolute(file)?.display().to_string(),
+        ]);
+    }
+    if debug {
+        starter.extra_args.push("--debug".to_owned());
+    }
+    match autostart::start(server, &starter)? {
+        Some(started) => println!("{}", started.line),
+        None => match connect(server)? {
+            Some(mut conn) => println!("{}", already_running(&mut conn, server)?),
+            None => bail!("{}", not_running(server)),
+        },
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Asks the server to shut down, then waits until it has let go of its name lock, which it
+/// does only after removing its socket.
+fn stop(server: &ServerPaths) -> anyhow::Result<()> {
+    let Some(mut conn) = connect(server)? else {
+        println!("mcli-server: {}", not_running(server));
+        return Ok(());
+    };
+    let pid = conn.call::<protocol::Status>(&NoParams {})?.pid;
+    conn.call::<protocol::Shutdown>(&ShutdownParams {
+        graceful: Some(true),
+    })?;
+    let wait = SHUTDOWN_GRACE + Duration::from_secs(5);
+    match lockfile::lock_within(&server.lock, wait)? {
+        Some(_) => {
+            println!("mcli-server: stopped the server (pid {pid})");
+            Ok(())
+        }
+        None => bail!(
+            "the server (pid {pid}) did not stop within {}s; `kill {pid}` ends it",
+            wait.as_secs()
+        ),
+    }
+}
+
+fn status(server: &ServerPaths, json: bool) -> anyhow::Result<ExitCode> {
+    let Some(mut conn) = connect(server)? else {
+        eprintln!("mcli-server: {}", not_running(server));
+        return Ok(ExitCode::FAILURE);
+    };
+    let status = conn.call::<protocol::Status>(&NoParams {})?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print!("{}", render_status(&status));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn render_status(s: &StatusResult) -> String {
+    let mut out = format!(
+        "mcli-server {} (protocol {}), pid {}, up {}\nsocket:    {}\n",
+        s.version,
+        s.protocol,
+        s.pid,
+        humantime::format_duration(Duration::from_secs(s.uptime_secs)),
+        s.socket
+    );
+    if let Some(http) = &s.http {
+        out += &format!("http:      {http}\n");
+    }
+    out += &format!(
+        "state:     {}\ncommands:  {} running, {} queued, {} executed, {} failed, {} in history\n",
+        if s.running {
+            "running"
+        } else {
+            "shutting down"
+        },
+        s.active_commands.len(),
+        s.queued,
+        s.executed_total,
+        s.failed_total,
+        s.command_history_count
+    );
+    for active in &s.active_commands {
+        out += &format!(
+            "  #{} {} (since {})\n",
+            active.id, active.command, active.started
+        );
+    }
+    out
+}
+
+fn commands(server: &ServerPaths, json: bool) -> anyhow::Result<ExitCode> {
+    let list = match connect(server)? {
+        Some(mut conn) => conn.call::<protocol::List>(&NoParams {})?.commands,
+        None => Registry::builtin().list(),
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&protocol::ListResult { commands: list })?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let width = list.iter().map(|c| c.name.len()).max().unwrap_or(0);
+    for command in &list {
+        println!(
+            "{:width$}  {}  [{}]",
+            command.name, command.description, command.source
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,17 @@
+//! `list`: the commands this server can run.
+
+use jsonrpsee_types::ErrorObjectOwned;
+use mcli_shared::protocol::{ListResult, NoParams};
+
+use crate::dispatch::RequestCtx;
+use crate::state::State;
+
+pub async fn list(
+    _: NoParams,
+    state: State,
+    _: RequestCtx,
+) -> Result<ListResult, ErrorObjectOwned> {
+    Ok(ListResult {
+        commands: state.registry.list(),
+    })
+}

@@ -1,0 +1,64 @@
+//! The JSON-RPC methods, one file each, and the one table that maps names to them. Each handler
+//! gets its params already decoded into the protocol crate's types, the server state, and the
+//! request's context.
+
+mod execute;
+mod health;
+mod list;
+mod shutdown;
+mod status;
+
+use std::sync::Arc;
+
+use jsonrpsee::RpcModule;
+use jsonrpsee::{Extensions, Methods};
+use jsonrpsee_types::{ErrorObject, ErrorObjectOwned, Params};
+use mcli_shared::protocol::{self, Method, code};
+
+use crate::dispatch::RequestCtx;
+use crate::state::State;
+
+/// Builds the dispatch table.
+pub fn table(state: State) -> Methods {
+    let mut module = RpcModule::new(state);
+    register::<protocol::Execute, _, _>(&mut module, execute::execute);
+    register::<protocol::Status, _, _>(&mut module, status::status);
+    register::<protocol::List, _, _>(&mut module, list::list);
+    register::<protocol::Shutdown, _, _>(&mut module, shutdown::shutdown);
+    register::<protocol::Health, _, _>(&mut module, health::health);
+    module.into()
+}
+
+fn register<M, F, Fut>(module: &mut RpcModule<State>, handler: F)
+where
+    M: Method,
+    F: Fn(M::Params, State, RequestCtx) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<M::Result, ErrorObjectOwned>> + Send + 'static,
+{
+    let registered = module.register_async_method(
+        M::NAME,
+        move |params: Params<'static>, state: Arc<State>, ext: Extensions| {
+            let handler = handler.clone();
+            async move {
+                let params: M::Params = serde_json::from_str(params.as_str().unwrap_or("{}"))
+                    .map_err(|e| error(code::INVALID_PARAMS, format!("invalid params: {e}")))?;
+                let Some(request) = ext.get::<RequestCtx>().cloned() else {
+                    return Err(error(
+                        code::INTERNAL_ERROR,
+                        "internal error: request context missing",
+                    ));
+                };
+                handler(params, State::clone(&state), request).await
+            }
+        },
+    );
+    if let Err(err) = registered {
+        // Names come from the protocol crate's constants; a clash is a programming error.
+        panic!("method `{}` registered twice: {err}", M::NAME);
+    }
+}
+
+/// An error object with a message and no data.
+pub fn error(code: i32, message: impl Into<String>) -> ErrorObjectOwned {
+    ErrorObject::owned(code, message.into(), None::<()>)
+}

@@ -1,0 +1,19 @@
+//! `shutdown`: stop accepting, let running commands finish within the grace period (or cancel
+//! them when `graceful` is false), remove the socket and exit. The reply goes out first.
+
+use jsonrpsee_types::ErrorObjectOwned;
+use mcli_shared::protocol::{OkResult, ShutdownParams};
+
+use crate::dispatch::RequestCtx;
+use crate::state::State;
+
+pub async fn shutdown(
+    params: ShutdownParams,
+    state: State,
+    _: RequestCtx,
+) -> Result<OkResult, ErrorObjectOwned> {
+    let graceful = params.graceful.unwrap_or(true);
+    tracing::info!(graceful, "shutdown requested");
+    state.begin_shutdown(graceful);
+    Ok(OkResult { ok: true })
+}

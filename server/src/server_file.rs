@@ -1,0 +1,62 @@
+//! The server file `NAME.json`: how clients find and authenticate to a running server. Written
+//! atomically (temp file, mode 0600, rename) once the server listens.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+
+use anyhow::Context as _;
+use mcli_shared::paths::ServerPaths;
+use mcli_shared::protocol::PROTOCOL_VERSION;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServerFile {
+    pub pid: u32,
+    pub version: String,
+    pub protocol: u32,
+    pub socket: String,
+    pub tcp: Option<String>,
+    pub http: Option<String>,
+    /// The secret that TCP and HTTP clients present.
+    pub token: String,
+}
+
+impl ServerFile {
+    pub fn new(paths: &ServerPaths, token: String) -> Self {
+        ServerFile {
+            pid: std::process::id(),
+            version: mcli_shared::VERSION.to_owned(),
+            protocol: PROTOCOL_VERSION,
+            socket: paths.socket.display().to_string(),
+            tcp: None,
+            http: None,
+            token,
+        }
+    }
+}
+
+/// A fresh random token: 32 bytes from the OS, hex-encoded.
+pub fn new_token() -> anyhow::Result<String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| anyhow::anyhow!("cannot get random bytes for the token: {e}"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+pub fn write(paths: &ServerPaths, file: &ServerFile) -> anyhow::Result<()> {
+    let tmp = paths.server_file.with_extension("json.tmp");
+    let text = serde_json::to_string_pretty(file)?;
+    let _ = fs::remove_file(&tmp);
+    let mut out = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    out.write_all(text.as_bytes())?;
+    out.sync_all()?;
+    fs::rename(&tmp, &paths.server_file)
+        .with_context(|| format!("cannot write {}", paths.server_file.display()))?;
+    Ok(())
+}

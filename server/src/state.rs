@@ -1,0 +1,182 @@
+//! The server's shared state behind a cheap-clone handle: configuration, registry, counters, the
+//! table of running commands, and the tokens that drive shutdown.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use mcli_shared::config::Config;
+use mcli_shared::paths::ServerPaths;
+use mcli_shared::protocol::{ActiveCommand, ExecStatus};
+use mcli_shared::registry::Registry;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// How long a graceful shutdown lets running commands finish.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+pub type State = Arc<Inner>;
+
+pub struct Inner {
+    pub config: Config,
+    pub paths: ServerPaths,
+    pub registry: Registry,
+    pub started: Instant,
+    next_execution: AtomicU64,
+    pub executed_total: AtomicU64,
+    pub failed_total: AtomicU64,
+    active: Mutex<BTreeMap<u64, Running>>,
+    /// Woken whenever a command ends, so shutdown can wait for the last one.
+    command_ended: Notify,
+    shutting_down: AtomicBool,
+    /// Cancelled when the server should stop: the listener stops accepting.
+    pub stop: CancellationToken,
+    /// Cancelled when running commands must end now (grace over, or a non-graceful shutdown).
+    pub abort: CancellationToken,
+    /// Cancelled when connections should close, after their last responses are written.
+    pub close_connections: CancellationToken,
+    /// Every connection and request task, so shutdown can wait for them.
+    pub tasks: TaskTracker,
+    /// Set by a non-graceful `shutdown`: skip the grace period.
+    immediate: AtomicBool,
+}
+
+struct Running {
+    command: String,
+    started: SystemTime,
+}
+
+impl Inner {
+    pub fn new(config: Config, paths: ServerPaths, registry: Registry) -> State {
+        Arc::new(Inner {
+            config,
+            paths,
+            registry,
+            started: Instant::now(),
+            next_execution: AtomicU64::new(1),
+            executed_total: AtomicU64::new(0),
+            failed_total: AtomicU64::new(0),
+            active: Mutex::new(BTreeMap::new()),
+            command_ended: Notify::new(),
+            shutting_down: AtomicBool::new(false),
+            stop: CancellationToken::new(),
+            abort: CancellationToken::new(),
+            close_connections: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            immediate: AtomicBool::new(false),
+        })
+    }
+
+    pub fn uptime_secs(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// Starts shutting down; a second, non-graceful request skips the grace period.
+    pub fn begin_shutdown(&self, graceful: bool) {
+        if !graceful {
+            self.immediate.store(true, Ordering::SeqCst);
+            self.abort.cancel();
+        }
+        self.shutting_down.store(true, Ordering::SeqCst);
+        self.stop.cancel();
+        self.command_ended.notify_waiters();
+    }
+
+    fn active(&self) -> MutexGuard<'_, BTreeMap<u64, Running>> {
+        // A panic while the lock was held cannot leave the map half-updated (every update is a
+        // single insert or remove), so a poisoned lock is safe to keep using.
+        self.active
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Registers a command as running; the returned guard unregisters it and counts its end.
+    pub fn begin_execution(self: &Arc<Self>, command: &str) -> ExecutionGuard {
+        let id = self.next_execution.fetch_add(1, Ordering::Relaxed);
+        self.active().insert(
+            id,
+            Running {
+                command: command.to_owned(),
+                started: SystemTime::now(),
+            },
+        );
+        ExecutionGuard {
+            state: Arc::clone(self),
+            id,
+            status: None,
+        }
+    }
+
+    pub fn active_commands(&self) -> Vec<ActiveCommand> {
+        self.active()
+            .iter()
+            .map(|(id, run)| ActiveCommand {
+                id: *id,
+                command: run.command.clone(),
+                started: rfc3339(run.started),
+            })
+            .collect()
+    }
+
+    /// Waits until no command runs, or until `grace` has passed (or shutdown turned immediate).
+    pub async fn wait_for_commands(&self, grace: Duration) {
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let ended = self.command_ended.notified();
+            if self.active().is_empty() || self.immediate.load(Ordering::SeqCst) {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, ended).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Keeps a command in the table of running commands while it runs.
+pub struct ExecutionGuard {
+    state: State,
+    pub id: u64,
+    status: Option<ExecStatus>,
+}
+
+impl ExecutionGuard {
+    /// Records how the command ended, for the counters.
+    pub fn finish(mut self, status: ExecStatus) {
+        self.status = Some(status);
+    }
+}
+
+impl Drop for ExecutionGuard {
+    fn drop(&mut self) {
+        self.state.active().remove(&self.id);
+        self.state.executed_total.fetch_add(1, Ordering::Relaxed);
+        if self.status != Some(ExecStatus::Completed) {
+            self.state.failed_total.fetch_add(1, Ordering::Relaxed);
+        }
+        self.state.command_ended.notify_waiters();
+    }
+}
+
+/// Formats a time as RFC 3339 in UTC with second precision.
+pub fn rfc3339(time: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_rfc3339() {
+        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        let leap = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400);
+        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00Z");
+    }
+}

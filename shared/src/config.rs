@@ -1,0 +1,421 @@
+//! The configuration: `config.toml` with the original daemon's `[api_daemon]` table, environment
+//! overrides, and the precedence flag > env > file > default (flags are applied by the binaries
+//! on top of what [`load`] returns).
+//!
+//! An unknown key is a warning that names the file and key; a value of the wrong type or range is
+//! an error that names the file, the line and the key, so a typo never silently changes
+//! behaviour.
+
+use std::ffi::OsString;
+use std::fs;
+use std::io;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::paths;
+
+/// The `[api_daemon]` table, with the original daemon's keys and defaults (but a loopback host).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ApiDaemonConfig {
+    /// Serve the HTTP bridge.
+    pub enabled: bool,
+    /// The bridge's bind address; loopback unless told otherwise.
+    pub host: String,
+    /// The bridge's port; absent means random when `use_random_port` is set, else 8000.
+    pub port: Option<u16>,
+    pub use_random_port: bool,
+    /// Log at debug level.
+    pub debug: bool,
+    /// Open the HTTP bridge on servers that a client starts on demand, not only on an explicit
+    /// `mcli-server start`.
+    pub auto_start: bool,
+    /// Seconds a command may run before it is ended; 0 means no limit.
+    pub command_timeout: f64,
+    pub max_concurrent_commands: usize,
+    pub enable_command_caching: bool,
+    pub enable_command_history: bool,
+}
+
+impl Default for ApiDaemonConfig {
+    fn default() -> Self {
+        ApiDaemonConfig {
+            enabled: false,
+            host: "127.0.0.1".to_owned(),
+            port: None,
+            use_random_port: true,
+            debug: false,
+            auto_start: false,
+            command_timeout: 300.0,
+            max_concurrent_commands: 10,
+            enable_command_caching: true,
+            enable_command_history: true,
+        }
+    }
+}
+
+/// The effective configuration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Config {
+    pub api_daemon: ApiDaemonConfig,
+    /// The file it was read from, when one was.
+    pub file: Option<PathBuf>,
+}
+
+/// A loaded configuration and the warnings met on the way (unknown keys).
+#[derive(Debug, Clone, Default)]
+pub struct Loaded {
+    pub config: Config,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("config file {path}, line {line}: `{key}` {message}")]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        key: String,
+        message: String,
+    },
+    #[error("environment variable {var}={value:?}: {message}")]
+    Env {
+        var: String,
+        value: String,
+        message: String,
+    },
+}
+
+/// The keys of `[api_daemon]` that environment variables override.
+const ENV_OVERRIDES: [(&str, &str); 4] = [
+    ("MCLI_API_DAEMON_ENABLED", "enabled"),
+    ("MCLI_API_DAEMON_HOST", "host"),
+    ("MCLI_API_DAEMON_PORT", "port"),
+    ("MCLI_API_DAEMON_DEBUG", "debug"),
+];
+
+/// The config file to read: `explicit` (from `--config`), else `$MCLI_CONFIG`, else the default
+/// under the config dir. The flag says whether it was named explicitly, and so must exist.
+pub fn config_path(
+    explicit: Option<&Path>,
+    env: &impl Fn(&str) -> Option<OsString>,
+) -> (PathBuf, bool) {
+    if let Some(path) = explicit {
+        return (path.to_owned(), true);
+    }
+    if let Some(path) = env("MCLI_CONFIG").filter(|p| !p.is_empty()) {
+        return (PathBuf::from(path), true);
+    }
+    (paths::config_dir(env).join("config.toml"), false)
+}
+
+/// Loads the configuration from file and environment.
+pub fn load(
+    explicit: Option<&Path>,
+    env: impl Fn(&str) -> Option<OsString>,
+) -> Result<Loaded, ConfigError> {
+    let (path, required) = config_path(explicit, &env);
+    let mut loaded = Loaded::default();
+    match fs::read_to_string(&path) {
+        Ok(text) => {
+            apply_file(&mut loaded, &path, &text)?;
+            loaded.config.file = Some(path);
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound && !required => {}
+        Err(source) => return Err(ConfigError::Read { path, source }),
+    }
+    for (var, key) in ENV_OVERRIDES {
+        let Some(raw) = env(var) else { continue };
+        let value = raw.to_string_lossy().into_owned();
+        set_key(&mut loaded.config.api_daemon, key, Input::Env(&value)).map_err(|message| {
+            ConfigError::Env {
+                var: var.to_owned(),
+                value,
+                message,
+            }
+        })?;
+    }
+    Ok(loaded)
+}
+
+/// Parses `text` (the contents of `path`) into `loaded`.
+pub fn apply_file(loaded: &mut Loaded, path: &Path, text: &str) -> Result<(), ConfigError> {
+    let table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+        path: path.to_owned(),
+        message: e.to_string().trim_end().to_owned(),
+    })?;
+    let invalid = |key: &str, message: String| ConfigError::Invalid {
+        path: path.to_owned(),
+        line: key_line(text, key).unwrap_or(1),
+        key: key.to_owned(),
+        message,
+    };
+    for (name, value) in &table {
+        match (name.as_str(), value) {
+            ("api_daemon", toml::Value::Table(section)) => {
+                for (key, value) in section {
+                    let dotted = format!("api_daemon.{key}");
+                    match set_key(&mut loaded.config.api_daemon, key, Input::Toml(value)) {
+                        Ok(true) => {}
+                        Ok(false) => loaded.warnings.push(format!(
+                            "config file {}: unknown key `{dotted}` ignored",
+                            path.display()
+                        )),
+                        Err(message) => return Err(invalid(&dotted, message)),
+                    }
+                }
+            }
+            ("api_daemon", other) => {
+                return Err(invalid(
+                    "api_daemon",
+                    format!("must be a table, not {}", other.type_str()),
+                ));
+            }
+            (other, _) => loaded.warnings.push(format!(
+                "config file {}: unknown key `{other}` ignored",
+                path.display()
+            )),
+        }
+    }
+    Ok(())
+}
+
+/// A value from the file or from an environment variable.
+enum Input<'a> {
+    Toml(&'a toml::Value),
+    Env(&'a str),
+}
+
+impl Input<'_> {
+    fn bool(&self) -> Result<bool, String> {
+        match self {
+            Input::Toml(toml::Value::Boolean(b)) => Ok(*b),
+            Input::Env(text) => match text.to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => Ok(true),
+                "0" | "false" | "no" | "off" => Ok(false),
+                _ => Err("must be true or false".to_owned()),
+            },
+            Input::Toml(other) => Err(format!("must be true or false, not {}", describe(other))),
+        }
+    }
+
+    fn int(&self, min: i64, max: i64) -> Result<i64, String> {
+        let range = || format!("must be a whole number from {min} to {max}");
+        let n = match self {
+            Input::Toml(toml::Value::Integer(n)) => *n,
+            Input::Toml(other) => return Err(format!("{}, not {}", range(), describe(other))),
+            Input::Env(text) => text.trim().parse::<i64>().map_err(|_| range())?,
+        };
+        if (min..=max).contains(&n) {
+            Ok(n)
+        } else {
+            Err(format!("{}, not {n}", range()))
+        }
+    }
+
+    fn seconds(&self) -> Result<f64, String> {
+        let rule = "must be a number of seconds, 0 or more (0 means no limit)";
+        let n = match self {
+            Input::Toml(toml::Value::Integer(n)) => *n as f64,
+            Input::Toml(toml::Value::Float(f)) => *f,
+            Input::Toml(other) => return Err(format!("{rule}, not {}", describe(other))),
+            Input::Env(text) => text.trim().parse::<f64>().map_err(|_| rule.to_owned())?,
+        };
+        if n.is_finite() && n >= 0.0 {
+            Ok(n)
+        } else {
+            Err(format!("{rule}, not {n}"))
+        }
+    }
+
+    fn string(&self) -> Result<String, String> {
+        match self {
+            Input::Toml(toml::Value::String(s)) => Ok(s.clone()),
+            Input::Toml(other) => Err(format!("must be a string, not {}", describe(other))),
+            Input::Env(text) => Ok((*text).to_owned()),
+        }
+    }
+}
+
+fn describe(value: &toml::Value) -> String {
+    match value {
+        toml::Value::String(s) => format!("the string {s:?}"),
+        toml::Value::Integer(n) => format!("the integer {n}"),
+        toml::Value::Float(f) => format!("the number {f}"),
+        toml::Value::Boolean(b) => format!("the boolean {b}"),
+        other => format!("a {}", other.type_str()),
+    }
+}
+
+/// Sets one `[api_daemon]` key. `Ok(false)` means the key is unknown.
+fn set_key(cfg: &mut ApiDaemonConfig, key: &str, input: Input<'_>) -> Result<bool, String> {
+    match key {
+        "enabled" => cfg.enabled = input.bool()?,
+        "host" => {
+            let host = input.string()?;
+            if host != "localhost" && host.parse::<IpAddr>().is_err() {
+                return Err(format!(
+                    "must be an IP address or `localhost`, not {host:?}"
+                ));
+            }
+            cfg.host = host;
+        }
+        "port" => cfg.port = Some(input.int(1, 65535)? as u16),
+        "use_random_port" => cfg.use_random_port = input.bool()?,
+        "debug" => cfg.debug = input.bool()?,
+        "auto_start" => cfg.auto_start = input.bool()?,
+        "command_timeout" => cfg.command_timeout = input.seconds()?,
+        "max_concurrent_commands" => cfg.max_concurrent_commands = input.int(1, 10_000)? as usize,
+        "enable_command_caching" => cfg.enable_command_caching = input.bool()?,
+        "enable_command_history" => cfg.enable_command_history = input.bool()?,
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+/// The 1-based line where the dotted `key` is defined in `text`, if it can be found.
+fn key_line(text: &str, key: &str) -> Option<usize> {
+    let doc = toml::de::DeTable::parse(text).ok()?;
+    let mut table = doc.get_ref();
+    let mut parts = key.split('.').peekable();
+    while let Some(part) = parts.next() {
+        let (name, value) = table.get_key_value(part)?;
+        if parts.peek().is_none() {
+            let start = name.span().start;
+            return Some(text[..start].matches('\n').count() + 1);
+        }
+        table = value.get_ref().as_table()?;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<OsString> {
+        None
+    }
+
+    fn load_text(text: &str) -> Result<Loaded, ConfigError> {
+        let mut loaded = Loaded::default();
+        apply_file(&mut loaded, Path::new("/x/config.toml"), text)?;
+        Ok(loaded)
+    }
+
+    #[test]
+    fn defaults_are_the_originals_but_loopback() {
+        let cfg = ApiDaemonConfig::default();
+        assert_eq!(cfg.host, "127.0.0.1");
+        assert!(!cfg.enabled && cfg.use_random_port && !cfg.auto_start);
+        assert_eq!(
+            (cfg.command_timeout, cfg.max_concurrent_commands),
+            (300.0, 10)
+        );
+    }
+
+    #[test]
+    fn reads_every_key() {
+        let loaded = load_text(
+            "[api_daemon]\nenabled = true\nhost = \"::1\"\nport = 8123\nuse_random_port = false\n\
+             debug = true\nauto_start = true\ncommand_timeout = 2.5\nmax_concurrent_commands = 3\n\
+             enable_command_caching = false\nenable_command_history = false\n",
+        )
+        .unwrap();
+        let cfg = loaded.config.api_daemon;
+        assert!(cfg.enabled && cfg.debug && cfg.auto_start && !cfg.use_random_port);
+        assert_eq!((cfg.host.as_str(), cfg.port), ("::1", Some(8123)));
+        assert_eq!((cfg.command_timeout, cfg.max_concurrent_commands), (2.5, 3));
+        assert!(!cfg.enable_command_caching && !cfg.enable_command_history);
+        assert!(loaded.warnings.is_empty());
+    }
+
+    #[test]
+    fn unknown_keys_warn_with_file_and_key() {
+        let loaded = load_text("colour = 1\n[api_daemon]\nprot = 1\n").unwrap();
+        assert_eq!(
+            loaded.warnings,
+            vec![
+                "config file /x/config.toml: unknown key `api_daemon.prot` ignored",
+                "config file /x/config.toml: unknown key `colour` ignored"
+            ]
+        );
+    }
+
+    #[test]
+    fn invalid_values_name_file_line_and_key() {
+        let err = load_text("# comment\n[api_daemon]\n\nport = \"abc\"\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "config file /x/config.toml, line 4: `api_daemon.port` must be a whole number from 1 to 65535, not the string \"abc\""
+        );
+        let err = load_text("[api_daemon]\nmax_concurrent_commands = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 2") && err.contains("from 1 to 10000, not 0"),
+            "{err}"
+        );
+        let err = load_text("[api_daemon]\nhost = \"example.com\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`api_daemon.host` must be an IP address"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn syntax_errors_name_the_file() {
+        let err = load_text("[api_daemon\n").unwrap_err().to_string();
+        assert!(
+            err.starts_with("config file /x/config.toml is not valid TOML"),
+            "{err}"
+        );
+        assert!(err.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_file_and_bad_env_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        fs::write(&file, "[api_daemon]\nport = 1000\ndebug = false\n").unwrap();
+        let env = |name: &str| match name {
+            "MCLI_API_DAEMON_PORT" => Some(OsString::from("2000")),
+            "MCLI_API_DAEMON_DEBUG" => Some(OsString::from("yes")),
+            _ => None,
+        };
+        let cfg = load(Some(&file), env).unwrap().config.api_daemon;
+        assert_eq!((cfg.port, cfg.debug), (Some(2000), true));
+
+        let bad = |name: &str| (name == "MCLI_API_DAEMON_ENABLED").then(|| OsString::from("maybe"));
+        let err = load(Some(&file), bad).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "environment variable MCLI_API_DAEMON_ENABLED=\"maybe\": must be true or false"
+        );
+    }
+
+    #[test]
+    fn a_named_file_must_exist_the_default_need_not() {
+        let err = load(Some(Path::new("/nonexistent/c.toml")), no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("cannot read config file /nonexistent/c.toml"),
+            "{err}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().to_owned();
+        let env =
+            move |name: &str| (name == "XDG_CONFIG_HOME").then(|| home.clone().into_os_string());
+        assert_eq!(load(None, env).unwrap().config, Config::default());
+    }
+}

@@ -1,0 +1,89 @@
+//! Advisory file locks (flock) with a bounded wait. The server holds `NAME.lock` for its whole
+//! life; starters hold `NAME.start.lock` while they start one. The kernel drops a lock when its
+//! holder dies, even by `kill -9`, so a lock never goes stale.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// Opens (creating it, mode 0600) the lock file at `path`.
+pub fn open(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+}
+
+/// Takes an exclusive lock on the file at `path`, waiting at most `wait`. `Ok(None)` means
+/// another process still held it when the wait ran out.
+pub fn lock_within(path: &Path, wait: Duration) -> io::Result<Option<File>> {
+    let file = open(path)?;
+    match file.try_lock() {
+        Ok(()) => return Ok(Some(file)),
+        Err(TryLockError::WouldBlock) => {}
+        Err(TryLockError::Error(e)) => return Err(e),
+    }
+    if wait.is_zero() {
+        return Ok(None);
+    }
+    // flock has no timeout: block in a helper thread and stop waiting for it when time is up.
+    // A helper still blocked then ends with the process; the caller gives up on the lock.
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let result = file.lock().map(|()| file);
+        let _ = tx.send(result);
+    });
+    match rx.recv_timeout(wait) {
+        Ok(result) => result.map(Some),
+        Err(_) => Ok(None),
+    }
+}
+
+/// Whether some process holds a lock on the file at `path` right now.
+pub fn is_locked(path: &Path) -> io::Result<bool> {
+    match File::open(path) {
+        Ok(file) => match file.try_lock_shared() {
+            Ok(()) => Ok(false),
+            Err(TryLockError::WouldBlock) => Ok(true),
+            Err(TryLockError::Error(e)) => Err(e),
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_taker_waits_then_gets_it_when_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.lock");
+        let first = lock_within(&path, Duration::ZERO)
+            .unwrap()
+            .expect("free lock");
+        assert!(is_locked(&path).unwrap());
+        assert!(
+            lock_within(&path, Duration::from_millis(50))
+                .unwrap()
+                .is_none()
+        );
+        let waiter = {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                lock_within(&path, Duration::from_secs(30))
+                    .unwrap()
+                    .is_some()
+            })
+        };
+        drop(first);
+        assert!(waiter.join().unwrap());
+    }
+}
