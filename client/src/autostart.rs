@@ -52,8 +52,7 @@ fn log_tail(log: &Path) -> String {
 pub fn tail(path: &Path, count: usize) -> Option<String> {
     let mut file = File::open(path).ok()?;
     let len = file.metadata().ok()?.len();
-    file.seek(SeekFrom::Start(len.saturating_sub(8 * 1024)))
-        .ok()?;
+    file.seek(SeekFrom::Start(len.saturating_sub(8 * 1024))).ok()?;
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes).ok()?;
     let text = String::from_utf8_lossy(&bytes);
@@ -88,12 +87,7 @@ impl Starter {
             .filter(|s| s.is_finite() && *s > 0.0)
             .map_or(DEFAULT_START_TIMEOUT, Duration::from_secs_f64);
         let log = paths::log_file(&paths::state_dir(paths::process_env), &paths.name);
-        Starter {
-            program,
-            extra_args: Vec::new(),
-            log,
-            timeout,
-        }
+        Starter { program, extra_args: Vec::new(), log, timeout }
     }
 }
 
@@ -106,10 +100,7 @@ pub struct Started {
 
 /// Connects to the server, starting one first when none is running. Returns the connection and,
 /// when this call started the server, what it started.
-pub fn connect_or_start(
-    paths: &ServerPaths,
-    starter: &Starter,
-) -> Result<(Connection, Option<Started>), StartError> {
+pub fn connect_or_start(paths: &ServerPaths, starter: &Starter) -> Result<(Connection, Option<Started>), StartError> {
     match Connection::connect(&paths.socket) {
         Ok(conn) => return Ok((conn, None)),
         Err(ConnectError::NoServer { .. }) => {}
@@ -127,35 +118,22 @@ pub fn start(paths: &ServerPaths, starter: &Starter) -> Result<Option<Started>, 
         let context = context.to_owned();
         move |source| StartError::Io { context, source }
     };
-    let _start_lock =
-        lockfile::lock_within(&paths.start_lock, starter.timeout + Duration::from_secs(5))
-            .map_err(io_err("taking the start lock"))?
-            .ok_or_else(|| StartError::LockTimeout(starter.timeout, paths.start_lock.clone()))?;
+    let _start_lock = lockfile::lock_within(&paths.start_lock, starter.timeout + Duration::from_secs(5))
+        .map_err(io_err("taking the start lock"))?
+        .ok_or_else(|| StartError::LockTimeout(starter.timeout, paths.start_lock.clone()))?;
     match Connection::connect(&paths.socket) {
         Ok(_) => return Ok(None),
         Err(ConnectError::NoServer { .. }) => {}
         Err(other) => return Err(other.into()),
     }
 
-    let log = open_log(&starter.log).map_err(io_err(&format!(
-        "opening the log {}",
-        starter.log.display()
-    )))?;
+    let log = open_log(&starter.log).map_err(io_err(&format!("opening the log {}", starter.log.display())))?;
     let mut command = Command::new(&starter.program);
     command
-        .args([
-            "--socket-name",
-            &paths.name,
-            "start",
-            "--foreground",
-            "--notify-ready",
-        ])
+        .args(["--socket-name", &paths.name, "start", "--foreground", "--notify-ready"])
         .args(&starter.extra_args)
         // A relative runtime dir would change meaning once the server leaves this directory.
-        .env(
-            "MCLI_RUNTIME_DIR",
-            std::path::absolute(&paths.dir).map_err(io_err("resolving the runtime dir"))?,
-        )
+        .env("MCLI_RUNTIME_DIR", std::path::absolute(&paths.dir).map_err(io_err("resolving the runtime dir"))?)
         .current_dir("/")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -164,18 +142,14 @@ pub fn start(paths: &ServerPaths, starter: &Starter) -> Result<Option<Started>, 
     unsafe {
         command.pre_exec(|| nix::unistd::setsid().map(drop).map_err(io::Error::from));
     }
-    let mut child = command
-        .spawn()
-        .map_err(io_err(&format!("running {}", starter.program.display())))?;
+    let mut child = command.spawn().map_err(io_err(&format!("running {}", starter.program.display())))?;
     wait_ready(&mut child, starter).map(Some)
 }
 
 /// Reads the readiness line from the new server's standard output, within the timeout.
 fn wait_ready(child: &mut Child, starter: &Starter) -> Result<Started, StartError> {
     let Some(stdout) = child.stdout.take() else {
-        return Err(StartError::Failed {
-            log: starter.log.clone(),
-        });
+        return Err(StartError::Failed { log: starter.log.clone() });
     };
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -184,24 +158,18 @@ fn wait_ready(child: &mut Child, starter: &Starter) -> Result<Started, StartErro
         let _ = tx.send(read.map(|_| line));
     });
     match rx.recv_timeout(starter.timeout) {
-        Ok(Ok(line)) if line.contains(" listening on ") => Ok(Started {
-            line: line.trim_end().to_owned(),
-            pid: child.id(),
-        }),
+        Ok(Ok(line)) if line.contains(" listening on ") => {
+            Ok(Started { line: line.trim_end().to_owned(), pid: child.id() })
+        }
         Ok(_) => {
             let _ = child.wait();
-            Err(StartError::Failed {
-                log: starter.log.clone(),
-            })
+            Err(StartError::Failed { log: starter.log.clone() })
         }
         Err(_) => {
             // Leave nothing half-started behind.
             let _ = child.kill();
             let _ = child.wait();
-            Err(StartError::NotReady {
-                timeout: starter.timeout,
-                log: starter.log.clone(),
-            })
+            Err(StartError::NotReady { timeout: starter.timeout, log: starter.log.clone() })
         }
     }
 }
@@ -210,22 +178,12 @@ fn wait_ready(child: &mut Child, starter: &Starter) -> Result<Started, StartErro
 /// it has grown large.
 fn open_log(path: &Path) -> io::Result<File> {
     if let Some(dir) = path.parent() {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)?;
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     }
-    if fs::metadata(path)
-        .map(|m| m.len() > LOG_ROTATE_BYTES)
-        .unwrap_or(false)
-    {
+    if fs::metadata(path).map(|m| m.len() > LOG_ROTATE_BYTES).unwrap_or(false) {
         let mut rotated = path.as_os_str().to_owned();
         rotated.push(".1");
         fs::rename(path, rotated)?;
     }
-    OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .open(path)
+    OpenOptions::new().append(true).create(true).mode(0o600).open(path)
 }

@@ -10,11 +10,12 @@ use std::time::Duration;
 use clap::Parser;
 use mcli_shared::paths::{self, ServerPaths};
 use mcli_shared::protocol::{
-    ExecStatus, ExecuteParams, ExecuteResult, OutputParams, PROTOCOL_VERSION, Stream, code,
+    ExecStatus, ExecuteParams, ExecuteResult, OutputParams, PROTOCOL_VERSION, STDIN_NOTIFICATION, StdinParams, Stream,
+    code, encode_output,
 };
 
 use crate::autostart::{self, Starter};
-use crate::connection::{CallError, ConnectError, Connection};
+use crate::connection::{CallError, ConnectError, Connection, Notifier};
 use crate::local;
 
 /// Exit statuses of the client itself (the command's own status passes through).
@@ -23,6 +24,8 @@ pub mod exit {
     pub const UNAVAILABLE: i32 = 69;
     pub const TEMPFAIL: i32 = 75;
     pub const TIMED_OUT: i32 = 124;
+    /// The command exists but cannot run (a broken manifest), as a shell's 126.
+    pub const CANNOT_RUN: i32 = 126;
     pub const NOT_FOUND: i32 = 127;
     pub const INTERRUPTED: i32 = 130;
     /// Standard output was closed by its reader, as a shell reports SIGPIPE.
@@ -41,12 +44,7 @@ pub mod exit {
 pub struct Cli {
     /// When no server answers: empty starts one, `local` runs the command in this process,
     /// anything else is a program run with COMMAND and ARGS
-    #[arg(
-        short = 'a',
-        long = "alternate-editor",
-        env = "MCLI_ALTERNATE_EDITOR",
-        value_name = "PROGRAM"
-    )]
+    #[arg(short = 'a', long = "alternate-editor", env = "MCLI_ALTERNATE_EDITOR", value_name = "PROGRAM")]
     pub alternate_editor: Option<String>,
     /// Talk to the server with this name
     #[arg(short = 's', long = "socket-name", env = "MCLI_SOCKET_NAME", value_name = "NAME", default_value = paths::DEFAULT_SERVER_NAME)]
@@ -106,12 +104,7 @@ enum Fallback {
 }
 
 fn routing_disabled(value: Option<OsString>) -> bool {
-    value.is_some_and(|v| {
-        matches!(
-            v.to_string_lossy().to_ascii_lowercase().as_str(),
-            "0" | "false" | "no" | "off"
-        )
-    })
+    value.is_some_and(|v| matches!(v.to_string_lossy().to_ascii_lowercase().as_str(), "0" | "false" | "no" | "off"))
 }
 
 pub fn run(cli: Cli) -> i32 {
@@ -128,9 +121,7 @@ pub fn run(cli: Cli) -> i32 {
         Some(program) => Fallback::Program(program.to_owned()),
     };
     let dir = paths::runtime_dir(paths::process_env);
-    let server = match paths::check_runtime_dir(&dir)
-        .and_then(|_| ServerPaths::new(dir, &cli.socket_name))
-    {
+    let server = match paths::check_runtime_dir(&dir).and_then(|_| ServerPaths::new(dir, &cli.socket_name)) {
         Ok(server) => server,
         Err(err) => return fail(exit::UNAVAILABLE, format_args!("{err}")),
     };
@@ -146,20 +137,15 @@ pub fn run(cli: Cli) -> i32 {
             Err(ConnectError::NoServer { .. }) => match &fallback {
                 Fallback::Local => return local::run(&name, &args, &cli),
                 Fallback::Program(program) => return run_program(program, &name, &args),
-                Fallback::Start => {
-                    match autostart::connect_or_start(&server, &Starter::from_env(&server)) {
-                        Ok((conn, started)) => {
-                            if let Some(started) = started {
-                                say(
-                                    cli.quiet,
-                                    format_args!("started mcli-server (pid {})", started.pid),
-                                );
-                            }
-                            conn
+                Fallback::Start => match autostart::connect_or_start(&server, &Starter::from_env(&server)) {
+                    Ok((conn, started)) => {
+                        if let Some(started) = started {
+                            say(cli.quiet, format_args!("started mcli-server (pid {})", started.pid));
                         }
-                        Err(err) => return fail(exit::UNAVAILABLE, format_args!("{err}")),
+                        conn
                     }
-                }
+                    Err(err) => return fail(exit::UNAVAILABLE, format_args!("{err}")),
+                },
             },
             Err(err) => return fail(exit::UNAVAILABLE, format_args!("{err}")),
         };
@@ -168,13 +154,15 @@ pub fn run(cli: Cli) -> i32 {
                 // The old server holds its name until it exits; a new one waits for it.
                 continue;
             }
+            Err(CallError::Io(err)) if err.kind() == io::ErrorKind::ConnectionReset && attempt == 0 => {
+                // A server that was dying as we connected: it closed without reading the
+                // request (that is what a reset means here), so sending it again is safe.
+                continue;
+            }
             result => return report(result, &name, cli.json),
         }
     }
-    fail(
-        exit::UNAVAILABLE,
-        format_args!("the server kept shutting down; try again"),
-    )
+    fail(exit::UNAVAILABLE, format_args!("the server kept shutting down; try again"))
 }
 
 fn execute_params(name: &str, args: Vec<String>, cli: &Cli) -> Result<ExecuteParams, i32> {
@@ -182,29 +170,23 @@ fn execute_params(name: &str, args: Vec<String>, cli: &Cli) -> Result<ExecutePar
         Ok(dir) => match dir.into_os_string().into_string() {
             Ok(dir) => dir,
             Err(dir) => {
-                return Err(fail(
-                    exit::USAGE,
-                    format_args!("the current directory {dir:?} is not valid UTF-8"),
-                ));
+                return Err(fail(exit::USAGE, format_args!("the current directory {dir:?} is not valid UTF-8")));
             }
         },
         Err(err) => {
-            return Err(fail(
-                exit::USAGE,
-                format_args!("cannot read the current directory: {err}"),
-            ));
+            return Err(fail(exit::USAGE, format_args!("cannot read the current directory: {err}")));
         }
     };
     // Variables that are not UTF-8 cannot travel in JSON text; the command runs without them.
-    let env = std::env::vars_os()
-        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-        .collect();
+    let env = std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))).collect();
     Ok(ExecuteParams {
         command: name.to_owned(),
         args,
         cwd: Some(cwd),
         env: Some(env),
         stdin: None,
+        stdin_b64: None,
+        stdin_stream: stdin_is_forwarded(),
         timeout: cli.timeout,
         stream: Some(!cli.json),
         no_cache: cli.no_cache,
@@ -214,9 +196,7 @@ fn execute_params(name: &str, args: Vec<String>, cli: &Cli) -> Result<ExecutePar
 
 /// Writes streamed output as it arrives.
 fn write_output(output: &OutputParams) -> io::Result<()> {
-    let bytes = output
-        .bytes()
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    let bytes = output.bytes().map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
     match output.stream {
         Stream::Stdout => {
             let mut out = io::stdout().lock();
@@ -227,15 +207,49 @@ fn write_output(output: &OutputParams) -> io::Result<()> {
     }
 }
 
-fn execute(
-    conn: &mut Connection,
-    params: &ExecuteParams,
-    json: bool,
-) -> Result<ExecuteResult, CallError> {
-    if json {
-        conn.execute(params, |_| Ok(()))
-    } else {
-        conn.execute(params, write_output)
+fn execute(conn: &mut Connection, params: &ExecuteParams, json: bool) -> Result<ExecuteResult, CallError> {
+    conn.cancel_on_interrupt()?;
+    let id = conn.send_execute(params)?;
+    if params.stdin_stream {
+        let notifier = conn.notifier();
+        // The pump may block on a command that does not read its input; the result ends the
+        // client all the same.
+        std::thread::spawn(move || pump_stdin(&notifier, id));
+    }
+    if json { conn.wait_execute(id, |_| Ok(())) } else { conn.wait_execute(id, write_output) }
+}
+
+/// Whether the command gets this process's standard input: when it is not a terminal, and not
+/// /dev/null (which needs no forwarding: the command's input is empty either way).
+pub fn stdin_is_forwarded() -> bool {
+    use std::os::fd::AsFd;
+    let stdin = io::stdin();
+    if nix::unistd::isatty(stdin.as_fd()).unwrap_or(false) {
+        return false;
+    }
+    let Ok(stat) = nix::sys::stat::fstat(stdin.as_fd()) else { return false };
+    let is_char_device = (stat.st_mode & nix::libc::S_IFMT) == nix::libc::S_IFCHR;
+    let is_dev_null =
+        is_char_device && nix::sys::stat::stat("/dev/null").is_ok_and(|null| null.st_rdev == stat.st_rdev);
+    !is_dev_null
+}
+
+/// Sends standard input to the server as `mcli/stdin` notifications, then its end.
+fn pump_stdin(notifier: &Notifier, request_id: u64) {
+    use std::io::Read;
+    let mut stdin = io::stdin().lock();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match stdin.read(&mut buf) {
+            Ok(n) => n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => 0,
+        };
+        let (data, data_b64) = if n == 0 { (None, None) } else { encode_output(&buf[..n]) };
+        let params = StdinParams { request_id: request_id.into(), data, data_b64, eof: n == 0 };
+        if notifier.notify(STDIN_NOTIFICATION, &params).is_err() || n == 0 {
+            return;
+        }
     }
 }
 
@@ -253,6 +267,7 @@ fn report(result: Result<ExecuteResult, CallError>, name: &str, json: bool) -> i
         }
         Err(CallError::Rpc(err)) => match err.code {
             code::COMMAND_NOT_FOUND => fail(exit::NOT_FOUND, format_args!("{}", err.message)),
+            code::COMMAND_BROKEN => fail(exit::CANNOT_RUN, format_args!("{}", err.message)),
             code::INCOMPATIBLE_PROTOCOL | code::SHUTTING_DOWN => {
                 fail(exit::UNAVAILABLE, format_args!("{}", err.message))
             }
@@ -260,10 +275,10 @@ fn report(result: Result<ExecuteResult, CallError>, name: &str, json: bool) -> i
             _ => fail(1, format_args!("{}", err.message)),
         },
         Err(CallError::Io(err)) if err.kind() == io::ErrorKind::BrokenPipe => exit::BROKEN_PIPE,
-        Err(CallError::Closed) => fail(
-            exit::UNAVAILABLE,
-            format_args!("the server closed the connection while `{name}` ran"),
-        ),
+        Err(CallError::Interrupted) => exit::INTERRUPTED,
+        Err(CallError::Closed) => {
+            fail(exit::UNAVAILABLE, format_args!("the server closed the connection while `{name}` ran"))
+        }
         Err(err) => fail(exit::UNAVAILABLE, format_args!("{err}")),
     }
 }
@@ -284,10 +299,7 @@ pub fn exit_status(result: &ExecuteResult) -> i32 {
 /// Runs the alternate program in place of this process.
 fn run_program(program: &str, name: &str, args: &[String]) -> i32 {
     let err = Command::new(program).arg(name).args(args).exec();
-    fail(
-        exit::UNAVAILABLE,
-        format_args!("no server is running and the alternate editor `{program}` cannot run: {err}"),
-    )
+    fail(exit::UNAVAILABLE, format_args!("no server is running and the alternate editor `{program}` cannot run: {err}"))
 }
 
 /// A timeout for calls that should answer at once (status, stop).

@@ -2,16 +2,19 @@
 //! the client's warm path is connect, one write, reads until the response, exit.
 
 use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
 use mcli_shared::framing::{DEFAULT_MAX_FRAME, Frame, FrameCodec, Framing};
 use mcli_shared::protocol::{
-    ErrorObject, Execute, ExecuteParams, ExecuteResult, Incoming, Method, OUTPUT_NOTIFICATION,
-    OutputParams, Request,
+    CANCEL_REQUEST_NOTIFICATION, ErrorObject, Execute, ExecuteParams, ExecuteResult, Incoming, Method,
+    OUTPUT_NOTIFICATION, OutputParams, Request,
 };
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use serde::Serialize;
 use tokio_util::codec::Decoder;
 
@@ -38,39 +41,67 @@ pub enum CallError {
     Io(#[from] io::Error),
     #[error("the server sent something this client does not understand: {0}")]
     BadReply(String),
+    /// A SIGINT arrived (handled inside the call: it cancels).
+    #[error("interrupted")]
+    Interrupt,
+    /// A second SIGINT arrived: the call was given up.
+    #[error("interrupted twice; gave up waiting for the command to end")]
+    Interrupted,
 }
 
 pub struct Connection {
     stream: UnixStream,
+    /// Writes go through this lock, shared with [`Notifier`]s on other threads, so that
+    /// messages never interleave.
+    writer: Arc<Mutex<UnixStream>>,
     codec: FrameCodec,
     buf: BytesMut,
     next_id: u64,
+    /// A pipe that becomes readable when SIGINT arrives, while waiting for a reply.
+    interrupts: Option<OwnedFd>,
+}
+
+/// Sends notifications on a connection from any thread.
+#[derive(Clone)]
+pub struct Notifier {
+    writer: Arc<Mutex<UnixStream>>,
+}
+
+impl Notifier {
+    pub fn notify<P: Serialize>(&self, method: &str, params: &P) -> io::Result<()> {
+        #[derive(Serialize)]
+        struct Notification<'a, P> {
+            jsonrpc: &'static str,
+            method: &'a str,
+            params: &'a P,
+        }
+        let mut line = serde_json::to_vec(&Notification { jsonrpc: "2.0", method, params })?;
+        line.push(b'\n');
+        self.writer.lock().unwrap_or_else(|p| p.into_inner()).write_all(&line)
+    }
 }
 
 impl Connection {
     /// Connects to the socket at `path`.
     pub fn connect(path: &Path) -> Result<Self, ConnectError> {
         match UnixStream::connect(path) {
-            Ok(stream) => Ok(Connection {
-                stream,
-                codec: FrameCodec::with_framing(Framing::Lines, DEFAULT_MAX_FRAME),
-                buf: BytesMut::with_capacity(8 * 1024),
-                next_id: 1,
-            }),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
-                ) =>
-            {
-                Err(ConnectError::NoServer {
-                    path: path.display().to_string(),
+            Ok(stream) => {
+                let writer = stream
+                    .try_clone()
+                    .map_err(|source| ConnectError::Io { path: path.display().to_string(), source })?;
+                Ok(Connection {
+                    stream,
+                    writer: Arc::new(Mutex::new(writer)),
+                    codec: FrameCodec::with_framing(Framing::Lines, DEFAULT_MAX_FRAME),
+                    buf: BytesMut::with_capacity(8 * 1024),
+                    next_id: 1,
+                    interrupts: None,
                 })
             }
-            Err(source) => Err(ConnectError::Io {
-                path: path.display().to_string(),
-                source,
-            }),
+            Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused) => {
+                Err(ConnectError::NoServer { path: path.display().to_string() })
+            }
+            Err(source) => Err(ConnectError::Io { path: path.display().to_string(), source }),
         }
     }
 
@@ -86,18 +117,48 @@ impl Connection {
         self.wait_result::<M::Result>(id, |_| Ok(()))
     }
 
+    /// A handle to send notifications from other threads.
+    pub fn notifier(&self) -> Notifier {
+        Notifier { writer: Arc::clone(&self.writer) }
+    }
+
+    /// Watches for SIGINT while waiting for replies: a first one sends `$/cancelRequest` for the
+    /// request being waited for, a second one ends the wait with [`CallError::Interrupted`].
+    pub fn cancel_on_interrupt(&mut self) -> io::Result<()> {
+        // A socket pair, not a pipe: signal-hook writes to sockets without ever blocking.
+        let (read, write) = UnixStream::pair()?;
+        read.set_nonblocking(true)?;
+        signal_hook::low_level::pipe::register(signal_hook::consts::SIGINT, write)?;
+        self.interrupts = Some(OwnedFd::from(read));
+        Ok(())
+    }
+
+    /// Sends an `execute` request; the reply is read with [`Connection::wait_execute`].
+    pub fn send_execute(&mut self, params: &ExecuteParams) -> Result<u64, CallError> {
+        self.send(Execute::NAME, params)
+    }
+
     /// Runs a command, handing each piece of streamed output to `on_output` as it arrives.
     pub fn execute(
         &mut self,
         params: &ExecuteParams,
+        on_output: impl FnMut(&OutputParams) -> io::Result<()>,
+    ) -> Result<ExecuteResult, CallError> {
+        let id = self.send_execute(params)?;
+        self.wait_execute(id, on_output)
+    }
+
+    /// Waits for the result of the `execute` request `id`, handing it streamed output.
+    pub fn wait_execute(
+        &mut self,
+        id: u64,
         mut on_output: impl FnMut(&OutputParams) -> io::Result<()>,
     ) -> Result<ExecuteResult, CallError> {
-        let id = self.send(Execute::NAME, params)?;
         self.wait_result::<ExecuteResult>(id, |incoming| {
             if incoming.method.as_deref() == Some(OUTPUT_NOTIFICATION) {
                 let params = incoming.params.as_ref().map_or("null", |p| p.get());
-                let output: OutputParams = serde_json::from_str(params)
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                let output: OutputParams =
+                    serde_json::from_str(params).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
                 on_output(&output)?;
             }
             Ok(())
@@ -110,7 +171,7 @@ impl Connection {
         let mut line = serde_json::to_vec(&Request::new(id, method, params))
             .map_err(|e| CallError::BadReply(format!("cannot encode the request: {e}")))?;
         line.push(b'\n');
-        self.stream.write_all(&line)?;
+        self.writer.lock().unwrap_or_else(|p| p.into_inner()).write_all(&line)?;
         Ok(id)
     }
 
@@ -119,16 +180,25 @@ impl Connection {
         id: u64,
         mut on_notification: impl FnMut(&Incoming) -> io::Result<()>,
     ) -> Result<T, CallError> {
+        let mut interrupted = false;
         loop {
-            let incoming = self.recv()?;
+            let incoming = match self.recv() {
+                Err(CallError::Interrupt) if !interrupted => {
+                    interrupted = true;
+                    let cancel = serde_json::json!({ "id": id });
+                    self.notifier().notify(CANCEL_REQUEST_NOTIFICATION, &cancel)?;
+                    continue;
+                }
+                Err(CallError::Interrupt) => return Err(CallError::Interrupted),
+                other => other?,
+            };
             match &incoming.id {
                 Some(got) if got.as_u64() == Some(id) => {
                     if let Some(error) = incoming.error {
                         return Err(CallError::Rpc(error));
                     }
                     let result = incoming.result.as_ref().map_or("null", |r| r.get());
-                    return serde_json::from_str(result)
-                        .map_err(|e| CallError::BadReply(e.to_string()));
+                    return serde_json::from_str(result).map_err(|e| CallError::BadReply(e.to_string()));
                 }
                 Some(serde_json::Value::Null) => {
                     // An error the server could not tie to a request (e.g. it is over its
@@ -147,8 +217,7 @@ impl Connection {
         loop {
             match self.codec.decode(&mut self.buf) {
                 Ok(Some(Frame::Message(bytes))) => {
-                    return serde_json::from_slice(&bytes)
-                        .map_err(|e| CallError::BadReply(e.to_string()));
+                    return serde_json::from_slice(&bytes).map_err(|e| CallError::BadReply(e.to_string()));
                 }
                 Ok(Some(Frame::TooLarge { limit, .. })) => {
                     return Err(CallError::BadReply(format!("a message over {limit} bytes")));
@@ -156,22 +225,27 @@ impl Connection {
                 Ok(None) => {}
                 Err(e) => return Err(CallError::BadReply(e.to_string())),
             }
+            if let Some(pipe) = &self.interrupts {
+                // Wait for the server or for a SIGINT, whichever comes first.
+                let mut fds =
+                    [PollFd::new(self.stream.as_fd(), PollFlags::POLLIN), PollFd::new(pipe.as_fd(), PollFlags::POLLIN)];
+                match poll(&mut fds, PollTimeout::NONE) {
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(e) => return Err(CallError::Io(e.into())),
+                    Ok(_) => {}
+                }
+                if fds[1].revents().is_some_and(|r| r.contains(PollFlags::POLLIN)) {
+                    let mut drain = [0u8; 16];
+                    let _ = nix::unistd::read(pipe, &mut drain);
+                    return Err(CallError::Interrupt);
+                }
+            }
             let mut chunk = [0u8; 64 * 1024];
             let n = match self.stream.read(&mut chunk) {
                 Ok(0) => return Err(CallError::Closed),
                 Ok(n) => n,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    let limit = self
-                        .stream
-                        .read_timeout()
-                        .ok()
-                        .flatten()
-                        .unwrap_or_default();
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                    let limit = self.stream.read_timeout().ok().flatten().unwrap_or_default();
                     return Err(CallError::TimedOut(limit));
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

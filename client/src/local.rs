@@ -5,46 +5,71 @@
 use std::io::{self, Write};
 use std::time::Duration;
 
-use bytes::Bytes;
-use mcli_shared::protocol::{ExecuteResult, Stream};
-use mcli_shared::registry::Registry;
-use mcli_shared::runner::{self, Chunk, Invocation};
+use mcli_shared::config;
+use mcli_shared::paths;
+use mcli_shared::protocol::{ExecuteResult, Stream, encode_output};
+use mcli_shared::registry::{LookupError, Registry};
+use mcli_shared::runner::{self, Chunk, Invocation, Stdin};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Cli, exit, exit_status};
+use crate::cli::{Cli, exit, exit_status, stdin_is_forwarded};
 
 pub fn run(name: &str, args: &[String], cli: &Cli) -> i32 {
-    let spec = match Registry::builtin().get(name) {
-        Ok(spec) => spec,
-        Err(not_found) => {
-            eprintln!("mcli-client: {not_found}");
-            return exit::NOT_FOUND;
+    let config = match config::load(None, paths::process_env) {
+        Ok(loaded) => loaded.config,
+        Err(err) => {
+            eprintln!("mcli-client: {err}");
+            return 1;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-    {
+    let registry = Registry::scan(&config.commands_dirs(paths::process_env));
+    let spec = match registry.get(name) {
+        Ok(spec) => spec,
+        Err(err) => {
+            eprintln!("mcli-client: {err}");
+            return match err {
+                LookupError::NotFound(_) => exit::NOT_FOUND,
+                LookupError::Broken(_) => exit::CANNOT_RUN,
+            };
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("mcli-client: cannot run `{name}` locally: {err}");
             return 1;
         }
     };
+    let manifest_timeout = matches!(&spec.kind, mcli_shared::registry::CommandKind::Manifest(m) if m.timeout.is_some());
+    let config_timeout = Some(config.api_daemon.command_timeout).filter(|s| *s > 0.0 && !manifest_timeout);
     let invocation = Invocation {
         args: args.to_vec(),
         cwd: std::env::current_dir().ok(),
         env: None,
-        stdin: None::<Bytes>,
-        timeout: cli.timeout.map(Duration::from_secs_f64),
+        stdin: if stdin_is_forwarded() { Stdin::Inherit } else { Stdin::Null },
+        timeout: cli.timeout.or(config_timeout).map(Duration::from_secs_f64),
+        kill_grace: Duration::from_secs_f64(config.server.kill_grace),
     };
     let (tx, mut rx) = mpsc::channel::<Chunk>(16);
     let cancel = CancellationToken::new();
     let mut captured = (Vec::new(), Vec::new());
     let json = cli.json;
     let outcome = runtime.block_on(async {
-        let run = async move { runner::run(&spec, &invocation, &tx, &cancel).await };
+        // Ctrl-C cancels the command (its process group does not get the terminal's signal);
+        // a second one leaves at once.
+        let interrupts = {
+            let cancel = cancel.clone();
+            tokio::spawn(async move {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    cancel.cancel();
+                }
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(exit::INTERRUPTED);
+                }
+            })
+        };
+        let run = async move { runner::run(&spec, invocation, &tx, &cancel).await };
         let print = async {
             while let Some(chunk) = rx.recv().await {
                 if json {
@@ -66,9 +91,11 @@ pub fn run(name: &str, args: &[String], cli: &Cli) -> i32 {
                 }
             }
         };
-        tokio::join!(run, print).0
+        let outcome = tokio::join!(run, print).0;
+        interrupts.abort();
+        outcome
     });
-    let result = ExecuteResult {
+    let mut result = ExecuteResult {
         id: 0,
         command: name.to_owned(),
         status: outcome.status,
@@ -76,11 +103,16 @@ pub fn run(name: &str, args: &[String], cli: &Cli) -> i32 {
         signal: outcome.signal,
         duration_ms: outcome.duration.as_millis() as u64,
         cached: false,
-        stdout: json.then(|| String::from_utf8_lossy(&captured.0).into_owned()),
-        stderr: json.then(|| String::from_utf8_lossy(&captured.1).into_owned()),
-        truncated: json.then_some(false),
+        stdout: None,
+        stderr: None,
+        stdout_b64: None,
+        stderr_b64: None,
+        truncated: None,
     };
     if json {
+        (result.stdout, result.stdout_b64) = encode_output(&captured.0);
+        (result.stderr, result.stderr_b64) = encode_output(&captured.1);
+        result.truncated = Some(false);
         match serde_json::to_string(&result) {
             Ok(text) => println!("{text}"),
             Err(err) => eprintln!("mcli-client: cannot print the result: {err}"),

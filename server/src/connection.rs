@@ -4,12 +4,13 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
 use jsonrpsee::Methods;
 use mcli_shared::framing::{Frame, FrameCodec, Framing, encode_frame};
-use mcli_shared::protocol::code;
+use mcli_shared::protocol::{STDIN_NOTIFICATION, StdinParams, code};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::codec::FramedRead;
@@ -17,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::dispatch::{self, error_reply};
 use crate::state::State;
+use crate::stdin::StdinRoutes;
 
 /// Requests one connection may have in flight; reading pauses beyond it.
 const MAX_IN_FLIGHT: usize = 64;
@@ -25,11 +27,34 @@ const OUTGOING_QUEUE: usize = 64;
 /// How many queued messages the writer coalesces into one write.
 const WRITE_BATCH_BYTES: usize = 64 * 1024;
 
+/// How often a connection whose peer stopped sending checks whether the peer is gone.
+const HANGUP_CHECK: Duration = Duration::from_millis(200);
+
+/// Tells whether the peer of a connection has gone away entirely, as opposed to only having
+/// finished sending (a half-close, after which replies are still read).
+pub trait Hangup {
+    fn peer_hung_up(&self) -> bool;
+}
+
+impl Hangup for tokio::net::unix::OwnedReadHalf {
+    fn peer_hung_up(&self) -> bool {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        use std::os::fd::AsFd;
+        let stream: &tokio::net::UnixStream = self.as_ref();
+        let mut fds = [PollFd::new(stream.as_fd(), PollFlags::empty())];
+        // POLLHUP is reported whatever the requested events: both directions are shut.
+        matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+            && fds[0].revents().is_some_and(|r| r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR))
+    }
+}
+
 /// What the request handlers of one connection share.
 pub struct ConnectionCtx {
     pub id: usize,
     pub outgoing: mpsc::Sender<Bytes>,
     pub stream_by_default: bool,
+    /// Streamed standard input on its way to this connection's `execute` requests.
+    pub stdin: Arc<StdinRoutes>,
     /// Cancelled when the connection fails or the server aborts; parent of every request's token.
     cancel: CancellationToken,
     /// Cancellation tokens of the requests in flight, by id (as JSON text).
@@ -38,9 +63,7 @@ pub struct ConnectionCtx {
 
 impl ConnectionCtx {
     fn requests(&self) -> std::sync::MutexGuard<'_, HashMap<String, CancellationToken>> {
-        self.requests
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.requests.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn register_request(&self, key: &str) -> CancellationToken {
@@ -62,15 +85,9 @@ impl ConnectionCtx {
 
 /// Serves one connection until the peer closes it, its framing breaks, or the server closes
 /// connections at the end of shutdown.
-pub async fn serve<R, W>(
-    state: State,
-    methods: Methods,
-    id: usize,
-    reader: R,
-    writer: W,
-    max_frame: usize,
-) where
-    R: AsyncRead + Unpin + Send + 'static,
+pub async fn serve<R, W>(state: State, methods: Methods, id: usize, reader: R, writer: W, max_frame: usize)
+where
+    R: AsyncRead + Hangup + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let (tx, rx) = mpsc::channel::<Bytes>(OUTGOING_QUEUE);
@@ -78,6 +95,7 @@ pub async fn serve<R, W>(
         id,
         outgoing: tx,
         stream_by_default: true,
+        stdin: Arc::new(StdinRoutes::default()),
         cancel: state.abort.child_token(),
         requests: Mutex::new(HashMap::new()),
     });
@@ -94,9 +112,7 @@ pub async fn serve<R, W>(
         // The writer starts with the first message, once the framing is known.
         if let Some((writer, rx)) = pending.take() {
             let framing = frames.decoder().framing().unwrap_or(Framing::Lines);
-            state
-                .tasks
-                .spawn(write_loop(writer, rx, framing, ctx.cancel.clone()));
+            state.tasks.spawn(write_loop(writer, rx, framing, ctx.cancel.clone()));
         }
         let frame = match next {
             None => break,
@@ -111,16 +127,20 @@ pub async fn serve<R, W>(
         let text = match frame {
             Frame::Message(text) => text,
             Frame::TooLarge { len, limit } => {
-                let size = len.map_or_else(|| "more than".to_owned(), |n| format!("{n} bytes,"));
-                let message =
-                    format!("invalid request: message of {size} over the limit of {limit} bytes");
-                let _ = ctx
-                    .outgoing
-                    .send(error_reply("null", code::INVALID_REQUEST, &message).into())
-                    .await;
+                let message = match len {
+                    Some(len) => {
+                        format!("invalid request: a message of {len} bytes is over the limit of {limit} bytes")
+                    }
+                    None => format!("invalid request: a message is over the limit of {limit} bytes"),
+                };
+                let _ = ctx.outgoing.send(error_reply("null", code::INVALID_REQUEST, &message).into()).await;
                 continue;
             }
         };
+        // Standard input is delivered here, in order, not in a task of its own.
+        if mentions_stdin(&text) && deliver_stdin(&ctx, &text, frames.get_ref()).await {
+            continue;
+        }
         let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
             break;
         };
@@ -132,7 +152,80 @@ pub async fn serve<R, W>(
             drop(permit);
         });
     }
+    // The peer sends no more. Its requests go on (it may have only half-closed, waiting for the
+    // replies) unless it has hung up entirely, which ends them.
+    while in_flight.available_permits() < MAX_IN_FLIGHT {
+        if frames.get_ref().peer_hung_up() {
+            tracing::debug!(connection = id, "peer hung up; cancelling its requests");
+            ctx.cancel.cancel();
+            break;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(HANGUP_CHECK) => {}
+            () = state.close_connections.cancelled() => break,
+        }
+    }
     tracing::debug!(connection = id, "closed");
+}
+
+/// A cheap first test: could this message be a `mcli/stdin` notification?
+fn mentions_stdin(text: &[u8]) -> bool {
+    memchr::memmem::find(text, STDIN_NOTIFICATION.as_bytes()).is_some()
+}
+
+/// Hands a `mcli/stdin` chunk to its request, waiting while the command's input queue is full,
+/// but not past the peer hanging up or the connection being cancelled. False when the message
+/// is not a `mcli/stdin` notification after all, for the usual dispatch.
+async fn deliver_stdin<R: Hangup>(ctx: &ConnectionCtx, text: &[u8], peer: &R) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Message<'a> {
+        #[serde(borrow)]
+        method: std::borrow::Cow<'a, str>,
+        #[serde(default, borrow)]
+        id: Option<&'a serde_json::value::RawValue>,
+        params: serde_json::Value,
+    }
+    let message = match serde_json::from_slice::<Message<'_>>(text) {
+        Ok(message) if message.method == STDIN_NOTIFICATION && message.id.is_none() => message.params,
+        _ => return false,
+    };
+    let message: StdinParams = match serde_json::from_value(message) {
+        Ok(params) => params,
+        Err(err) => {
+            tracing::debug!(connection = ctx.id, %err, "ignored a malformed mcli/stdin notification");
+            return true;
+        }
+    };
+    let key = message.request_id.to_string();
+    let bytes = match message.bytes() {
+        Ok(bytes) => bytes,
+        Err(err) => {
+            tracing::debug!(connection = ctx.id, %err, "ignored mcli/stdin with bad base64");
+            return true;
+        }
+    };
+    if !bytes.is_empty()
+        && let Some(tx) = ctx.stdin.sender(&key)
+    {
+        let send = tx.send(Bytes::from(bytes));
+        tokio::pin!(send);
+        loop {
+            tokio::select! {
+                _ = &mut send => break,
+                () = ctx.cancel.cancelled() => break,
+                () = tokio::time::sleep(HANGUP_CHECK) => {
+                    if peer.peer_hung_up() {
+                        ctx.cancel.cancel();
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    if message.eof {
+        ctx.stdin.close(&key);
+    }
+    true
 }
 
 /// Writes queued messages in order, coalescing what is ready into one write. A failed write means

@@ -6,6 +6,7 @@
 //! extensions.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -17,6 +18,7 @@ use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 
 use crate::connection::ConnectionCtx;
+use crate::stdin::StdinRoutes;
 
 /// What a method handler learns about the request it serves, from its extensions.
 #[derive(Clone)]
@@ -29,6 +31,10 @@ pub struct RequestCtx {
     pub outgoing: tokio::sync::mpsc::Sender<Bytes>,
     /// Whether output streams by default (stream transports) or is returned in the result.
     pub stream_by_default: bool,
+    /// The request's id as a key of the connection's tables (its JSON text).
+    pub key: String,
+    /// Where the connection's streamed standard input is routed.
+    pub stdin: Arc<StdinRoutes>,
 }
 
 /// The envelope of a message, decoded loosely so that a malformed one can still be answered
@@ -37,8 +43,8 @@ pub struct RequestCtx {
 struct Envelope<'a> {
     #[serde(default, borrow)]
     jsonrpc: Option<Cow<'a, str>>,
-    /// Absent for a notification; `Some("null")` for an explicit null id.
-    #[serde(default, borrow)]
+    /// Absent for a notification; `Some("null")` for an explicit null id, which is a request.
+    #[serde(default, borrow, deserialize_with = "present")]
     id: Option<&'a RawValue>,
     #[serde(default, borrow)]
     method: Option<&'a RawValue>,
@@ -46,19 +52,16 @@ struct Envelope<'a> {
     params: Option<&'a RawValue>,
 }
 
+/// Keeps a present field, `null` included, as `Some`: only an absent field is `None`.
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue as Deserialize>::deserialize(deserializer).map(Some)
+}
+
 /// Handles one message; returns the reply, or `None` when nothing is to be sent (notifications,
 /// and batches of notifications).
-pub async fn handle_message(
-    methods: &Methods,
-    conn: &ConnectionCtx,
-    text: &[u8],
-) -> Option<Vec<u8>> {
+pub async fn handle_message(methods: &Methods, conn: &ConnectionCtx, text: &[u8]) -> Option<Vec<u8>> {
     let Ok(text) = std::str::from_utf8(text) else {
-        return Some(error_reply(
-            "null",
-            code::PARSE_ERROR,
-            "parse error: message is not UTF-8",
-        ));
+        return Some(error_reply("null", code::PARSE_ERROR, "parse error: message is not UTF-8"));
     };
     if text.trim_start().starts_with('[') {
         let items: Vec<&RawValue> = match serde_json::from_str(text) {
@@ -66,19 +69,11 @@ pub async fn handle_message(
             Err(e) => return Some(parse_error_reply(&e)),
         };
         if items.is_empty() {
-            return Some(error_reply(
-                "null",
-                code::INVALID_REQUEST,
-                "invalid request: empty batch",
-            ));
+            return Some(error_reply("null", code::INVALID_REQUEST, "invalid request: empty batch"));
         }
         // The calls of a batch run concurrently; replies keep the order of the requests.
-        let replies = futures_util::future::join_all(
-            items
-                .iter()
-                .map(|item| handle_single(methods, conn, item.get())),
-        )
-        .await;
+        let replies =
+            futures_util::future::join_all(items.iter().map(|item| handle_single(methods, conn, item.get()))).await;
         let replies: Vec<Vec<u8>> = replies.into_iter().flatten().collect();
         if replies.is_empty() {
             return None;
@@ -101,11 +96,7 @@ async fn handle_single(methods: &Methods, conn: &ConnectionCtx, text: &str) -> O
     let envelope: Envelope<'_> = match serde_json::from_str(text) {
         Ok(envelope) => envelope,
         Err(e) if e.is_data() => {
-            return Some(error_reply(
-                "null",
-                code::INVALID_REQUEST,
-                "invalid request: expected a JSON-RPC object",
-            ));
+            return Some(error_reply("null", code::INVALID_REQUEST, "invalid request: expected a JSON-RPC object"));
         }
         Err(e) => return Some(parse_error_reply(&e)),
     };
@@ -120,20 +111,12 @@ async fn handle_single(methods: &Methods, conn: &ConnectionCtx, text: &str) -> O
         }
         None => None,
     };
-    let invalid = |message: &str| {
-        Some(error_reply(
-            reply_id.map_or("null", RawValue::get),
-            code::INVALID_REQUEST,
-            message,
-        ))
-    };
+    let invalid =
+        |message: &str| Some(error_reply(reply_id.map_or("null", RawValue::get), code::INVALID_REQUEST, message));
     if envelope.jsonrpc.as_deref() != Some("2.0") {
         return invalid("invalid request: `jsonrpc` must be \"2.0\"");
     }
-    let Some(method) = envelope
-        .method
-        .and_then(|m| serde_json::from_str::<Cow<'_, str>>(m.get()).ok())
-    else {
+    let Some(method) = envelope.method.and_then(|m| serde_json::from_str::<Cow<'_, str>>(m.get()).ok()) else {
         return invalid("invalid request: `method` must be a string");
     };
     if let Some(params) = envelope.params {
@@ -153,12 +136,7 @@ async fn handle_single(methods: &Methods, conn: &ConnectionCtx, text: &str) -> O
 /// A client notification: `$/cancelRequest` cancels one of the connection's requests, other
 /// `$/` notifications are ignored (LSP allows that), and any other method runs with its reply
 /// dropped, as JSON-RPC says.
-async fn handle_notification(
-    methods: &Methods,
-    conn: &ConnectionCtx,
-    method: &str,
-    params: Option<&RawValue>,
-) {
+async fn handle_notification(methods: &Methods, conn: &ConnectionCtx, method: &str, params: Option<&RawValue>) {
     if method == CANCEL_REQUEST_NOTIFICATION {
         #[derive(Deserialize)]
         struct CancelParams<'a> {
@@ -167,10 +145,7 @@ async fn handle_notification(
         }
         match params.map(|p| serde_json::from_str::<CancelParams<'_>>(p.get())) {
             Some(Ok(cancel)) => conn.cancel_request(&id_key(cancel.id)),
-            _ => tracing::debug!(
-                connection = conn.id,
-                "ignored $/cancelRequest without an id"
-            ),
+            _ => tracing::debug!(connection = conn.id, "ignored $/cancelRequest without an id"),
         }
         return;
     }
@@ -202,28 +177,19 @@ async fn call(
         cancel,
         outgoing: conn.outgoing.clone(),
         stream_by_default: conn.stream_by_default,
+        key: key.clone(),
+        stdin: Arc::clone(&conn.stdin),
     });
     // Methods without params accept an absent `params` as `{}`.
     let params = Params::new(Some(params.map_or("{}", RawValue::get))).into_owned();
     let response: MethodResponse = match methods.method(method) {
         Some(MethodCallback::Async(callback)) => {
-            (callback)(
-                id,
-                params,
-                jsonrpsee::ConnectionId(conn.id),
-                usize::MAX,
-                ext,
-            )
-            .await
+            (callback)(id, params, jsonrpsee::ConnectionId(conn.id), usize::MAX, ext).await
         }
         Some(MethodCallback::Sync(callback)) => (callback)(id, params, usize::MAX, ext),
         Some(_) | None => MethodResponse::error(
             id,
-            ErrorObject::owned(
-                code::METHOD_NOT_FOUND,
-                format!("method not found: `{method}`"),
-                None::<()>,
-            ),
+            ErrorObject::owned(code::METHOD_NOT_FOUND, format!("method not found: `{method}`"), None::<()>),
         ),
     };
     conn.unregister_request(&key);
@@ -242,7 +208,10 @@ async fn call(
 
 /// A request id as a map key: its JSON text, so `1` and `"1"` stay apart.
 pub fn id_key(raw: &RawValue) -> String {
-    raw.get().trim().to_owned()
+    // Canonical JSON, so that `mcli/stdin`'s `request_id` (decoded, then printed) matches.
+    serde_json::from_str::<serde_json::Value>(raw.get())
+        .map(|v| v.to_string())
+        .unwrap_or_else(|_| raw.get().trim().to_owned())
 }
 
 fn is_valid_id(raw: &RawValue) -> bool {
@@ -256,6 +225,5 @@ fn parse_error_reply(err: &serde_json::Error) -> Vec<u8> {
 /// A complete error response with the given raw id.
 pub fn error_reply(raw_id: &str, code: i32, message: &str) -> Vec<u8> {
     let message = serde_json::to_string(message).unwrap_or_else(|_| "\"error\"".to_owned());
-    format!(r#"{{"jsonrpc":"2.0","id":{raw_id},"error":{{"code":{code},"message":{message}}}}}"#)
-        .into_bytes()
+    format!(r#"{{"jsonrpc":"2.0","id":{raw_id},"error":{{"code":{code},"message":{message}}}}}"#).into_bytes()
 }

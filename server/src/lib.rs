@@ -2,12 +2,15 @@
 //! the binary start it the same way. The binary only parses flags, takes the name lock and calls
 //! it.
 
+pub mod cache;
+pub mod commands;
 pub mod connection;
 pub mod dispatch;
 pub mod listener;
 pub mod methods;
 pub mod server_file;
 pub mod state;
+pub mod stdin;
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -16,8 +19,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use mcli_shared::config::Config;
 use mcli_shared::paths::ServerPaths;
-use mcli_shared::registry::Registry;
 
+use crate::commands::Commands;
 use crate::state::{Inner, SHUTDOWN_GRACE};
 
 /// How long connections get to flush their last replies at the end of shutdown.
@@ -34,18 +37,18 @@ pub struct ServeOptions {
 /// Serves until shutdown. `name_lock` is the held lock on `NAME.lock`: it proves that no other
 /// live server owns the name, so a socket file left behind can be replaced.
 pub async fn serve(options: ServeOptions, name_lock: File) -> anyhow::Result<()> {
-    let ServeOptions {
-        config,
-        paths,
-        notify_ready,
-    } = options;
+    let ServeOptions { config, paths, notify_ready } = options;
     remove_if_present(&paths.socket).context("removing the stale socket file")?;
-    let listener = listener::bind(&paths.socket)
-        .with_context(|| format!("cannot listen on {}", paths.socket.display()))?;
+    let listener =
+        listener::bind(&paths.socket).with_context(|| format!("cannot listen on {}", paths.socket.display()))?;
     let token = server_file::new_token()?;
     server_file::write(&paths, &server_file::ServerFile::new(&paths, token))?;
+    // What this server created, so that at exit it removes its own files and never those of a
+    // server that has since taken the name.
+    let owned = [FileId::of(&paths.socket), FileId::of(&paths.server_file)];
 
-    let state = Inner::new(config, paths, Registry::builtin());
+    let commands = Commands::new(config.commands_dirs(mcli_shared::paths::process_env));
+    let state = Inner::new(config, paths, commands);
     let methods = methods::table(state.clone());
     tokio::spawn(listener::accept_loop(state.clone(), methods, listener));
     tokio::spawn(watch_signals(state.clone()));
@@ -65,14 +68,14 @@ pub async fn serve(options: ServeOptions, name_lock: File) -> anyhow::Result<()>
     state.abort.cancel();
     state.close_connections.cancel();
     state.tasks.close();
-    if tokio::time::timeout(CLOSE_GRACE, state.tasks.wait())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(CLOSE_GRACE, state.tasks.wait()).await.is_err() {
         tracing::warn!("connections did not close in time");
     }
-    let _ = remove_if_present(&state.paths.socket);
-    let _ = remove_if_present(&state.paths.server_file);
+    for (path, id) in [&state.paths.socket, &state.paths.server_file].into_iter().zip(owned) {
+        if id.is_some() && FileId::of(path) == id {
+            let _ = remove_if_present(path);
+        }
+    }
     drop(name_lock);
     tracing::info!("stopped");
     Ok(())
@@ -83,14 +86,9 @@ pub async fn serve(options: ServeOptions, name_lock: File) -> anyhow::Result<()>
 /// wait for the daemon.
 fn announce_ready(line: &str, notify_ready: bool) -> anyhow::Result<()> {
     let mut out = io::stdout().lock();
-    writeln!(out, "{line}")
-        .and_then(|()| out.flush())
-        .context("writing the readiness line")?;
+    writeln!(out, "{line}").and_then(|()| out.flush()).context("writing the readiness line")?;
     if notify_ready {
-        let null = File::options()
-            .write(true)
-            .open("/dev/null")
-            .context("opening /dev/null")?;
+        let null = File::options().write(true).open("/dev/null").context("opening /dev/null")?;
         nix::unistd::dup2_stdout(&null).context("redirecting standard output")?;
     }
     Ok(())
@@ -99,10 +97,7 @@ fn announce_ready(line: &str, notify_ready: bool) -> anyhow::Result<()> {
 /// SIGTERM or SIGINT starts a graceful shutdown; a second one skips the grace period.
 async fn watch_signals(state: state::State) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
         tracing::warn!("cannot install signal handlers");
         return;
     };
@@ -115,6 +110,17 @@ async fn watch_signals(state: state::State) {
         tracing::info!(graceful, "signal received");
         state.begin_shutdown(graceful);
         graceful = false;
+    }
+}
+
+/// A file's identity (device and inode), to tell it from a file later put at the same path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId(u64, u64);
+
+impl FileId {
+    fn of(path: &std::path::Path) -> Option<FileId> {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::symlink_metadata(path).ok().map(|m| FileId(m.dev(), m.ino()))
     }
 }
 

@@ -26,11 +26,7 @@ pub fn bind(path: &Path) -> io::Result<Listener> {
     let name = path.to_fs_name::<GenericFilePath>()?;
     // The server removes its own socket file at exit, and only while it still holds the name
     // lock, so the listener must not unlink it on drop.
-    ListenerOptions::new()
-        .name(name)
-        .mode(0o600)
-        .reclaim_name(false)
-        .create_tokio_as::<Listener>()
+    ListenerOptions::new().name(name).mode(0o600).reclaim_name(false).create_tokio_as::<Listener>()
 }
 
 /// Accepts connections until the server stops.
@@ -53,10 +49,7 @@ pub async fn accept_loop(state: State, methods: Methods, listener: Listener) {
         };
         next_id += 1;
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            tracing::warn!(
-                limit = MAX_CONNECTIONS,
-                "connection refused: too many connections"
-            );
+            tracing::warn!(limit = MAX_CONNECTIONS, "connection refused: too many connections");
             let message = format!("server busy: too many connections (limit {MAX_CONNECTIONS})");
             let mut reply = error_reply("null", code::SERVER_BUSY, &message);
             reply.push(b'\n');

@@ -22,11 +22,7 @@ use mcli_shared::registry::Registry;
 const NAME_LOCK_WAIT: Duration = Duration::from_secs(8);
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "mcli-server",
-    version,
-    about = "The mcli daemon: runs named commands for mcli-client and editors"
-)]
+#[command(name = "mcli-server", version, about = "The mcli daemon: runs named commands for mcli-client and editors")]
 struct Cli {
     /// The server to act on
     #[arg(short = 's', long = "socket-name", env = "MCLI_SOCKET_NAME", value_name = "NAME", default_value = paths::DEFAULT_SERVER_NAME, global = true)]
@@ -89,23 +85,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let dir = paths::runtime_dir(paths::process_env);
     let server = ServerPaths::new(dir, &cli.socket_name)?;
     match cli.command {
-        Cmd::Start {
-            foreground: true,
-            debug,
-            notify_ready,
-        } => run_foreground(&server, cli.config.as_deref(), debug, notify_ready),
-        Cmd::Start {
-            foreground: false,
-            debug,
-            ..
-        } => start_detached(&server, cli.config.as_deref(), debug),
+        Cmd::Start { foreground: true, debug, notify_ready } => {
+            run_foreground(&server, cli.config.as_deref(), debug, notify_ready)
+        }
+        Cmd::Start { foreground: false, debug, .. } => start_detached(&server, cli.config.as_deref(), debug),
         Cmd::Stop => stop(&server).map(|_| ExitCode::SUCCESS),
         Cmd::Restart { debug } => {
             stop(&server)?;
             start_detached(&server, cli.config.as_deref(), debug)
         }
         Cmd::Status { json } => status(&server, json),
-        Cmd::Commands { json } => commands(&server, json),
+        Cmd::Commands { json } => commands(&server, cli.config.as_deref(), json),
     }
 }
 
@@ -134,21 +124,12 @@ fn connect(server: &ServerPaths) -> anyhow::Result<Option<Connection>> {
 }
 
 fn not_running(server: &ServerPaths) -> String {
-    format!(
-        "no server named `{}` is running (nothing answers on {})",
-        server.name,
-        server.socket.display()
-    )
+    format!("no server named `{}` is running (nothing answers on {})", server.name, server.socket.display())
 }
 
 fn already_running(conn: &mut Connection, server: &ServerPaths) -> anyhow::Result<String> {
     let status = conn.call::<protocol::Status>(&NoParams {})?;
-    Ok(format!(
-        "mcli-server {} is already running on {} (pid {})",
-        status.version,
-        server.socket.display(),
-        status.pid
-    ))
+    Ok(format!("mcli-server {} is already running on {} (pid {})", status.version, server.socket.display(), status.pid))
 }
 
 fn run_foreground(
@@ -161,10 +142,7 @@ fn run_foreground(
     init_logging(config.api_daemon.debug);
     paths::ensure_runtime_dir(&server.dir)?;
     if !notify_ready && let Some(mut conn) = connect(server)? {
-        bail!(
-            "{}; stop it first with `mcli-server stop`",
-            already_running(&mut conn, server)?
-        );
+        bail!("{}; stop it first with `mcli-server stop`", already_running(&mut conn, server)?);
     }
     let Some(lock) = lockfile::lock_within(&server.lock, NAME_LOCK_WAIT)
         .with_context(|| format!("cannot lock {}", server.lock.display()))?
@@ -181,11 +159,7 @@ fn run_foreground(
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let options = ServeOptions {
-        config,
-        paths: server.clone(),
-        notify_ready,
-    };
+    let options = ServeOptions { config, paths: server.clone(), notify_ready };
     runtime.block_on(serve(options, lock))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -202,11 +176,7 @@ fn init_logging(debug: bool) {
         .try_init();
 }
 
-fn start_detached(
-    server: &ServerPaths,
-    file: Option<&std::path::Path>,
-    debug: bool,
-) -> anyhow::Result<ExitCode> {
+fn start_detached(server: &ServerPaths, file: Option<&std::path::Path>, debug: bool) -> anyhow::Result<ExitCode> {
     // Check the config here too, so that a mistake is reported on this terminal.
     load_config(file, debug)?;
     paths::ensure_runtime_dir(&server.dir)?;
@@ -217,10 +187,7 @@ fn start_detached(
     let mut starter = Starter::from_env(server);
     starter.program = std::env::current_exe().context("cannot find this executable")?;
     if let Some(file) = file {
-        starter.extra_args.extend([
-            "--config".to_owned(),
-            std::path::absolute(file)?.display().to_string(),
-        ]);
+        starter.extra_args.extend(["--config".to_owned(), std::path::absolute(file)?.display().to_string()]);
     }
     if debug {
         starter.extra_args.push("--debug".to_owned());
@@ -243,19 +210,14 @@ fn stop(server: &ServerPaths) -> anyhow::Result<()> {
         return Ok(());
     };
     let pid = conn.call::<protocol::Status>(&NoParams {})?.pid;
-    conn.call::<protocol::Shutdown>(&ShutdownParams {
-        graceful: Some(true),
-    })?;
+    conn.call::<protocol::Shutdown>(&ShutdownParams { graceful: Some(true) })?;
     let wait = SHUTDOWN_GRACE + Duration::from_secs(5);
     match lockfile::lock_within(&server.lock, wait)? {
         Some(_) => {
             println!("mcli-server: stopped the server (pid {pid})");
             Ok(())
         }
-        None => bail!(
-            "the server (pid {pid}) did not stop within {}s; `kill {pid}` ends it",
-            wait.as_secs()
-        ),
+        None => bail!("the server (pid {pid}) did not stop within {}s; `kill {pid}` ends it", wait.as_secs()),
     }
 }
 
@@ -287,11 +249,7 @@ fn render_status(s: &StatusResult) -> String {
     }
     out += &format!(
         "state:     {}\ncommands:  {} running, {} queued, {} executed, {} failed, {} in history\n",
-        if s.running {
-            "running"
-        } else {
-            "shutting down"
-        },
+        if s.running { "running" } else { "shutting down" },
         s.active_commands.len(),
         s.queued,
         s.executed_total,
@@ -299,32 +257,29 @@ fn render_status(s: &StatusResult) -> String {
         s.command_history_count
     );
     for active in &s.active_commands {
-        out += &format!(
-            "  #{} {} (since {})\n",
-            active.id, active.command, active.started
-        );
+        out += &format!("  #{} {} (since {})\n", active.id, active.command, active.started);
     }
     out
 }
 
-fn commands(server: &ServerPaths, json: bool) -> anyhow::Result<ExitCode> {
+fn commands(server: &ServerPaths, file: Option<&std::path::Path>, json: bool) -> anyhow::Result<ExitCode> {
     let list = match connect(server)? {
         Some(mut conn) => conn.call::<protocol::List>(&NoParams {})?.commands,
-        None => Registry::builtin().list(),
+        None => {
+            let config = load_config(file, false)?;
+            Registry::scan(&config.commands_dirs(paths::process_env)).list()
+        }
     };
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&protocol::ListResult { commands: list })?
-        );
+        println!("{}", serde_json::to_string_pretty(&protocol::ListResult { commands: list })?);
         return Ok(ExitCode::SUCCESS);
     }
     let width = list.iter().map(|c| c.name.len()).max().unwrap_or(0);
     for command in &list {
-        println!(
-            "{:width$}  {}  [{}]",
-            command.name, command.description, command.source
-        );
+        match &command.error {
+            None => println!("{:width$}  {}  [{}]", command.name, command.description, command.source),
+            Some(error) => println!("{:width$}  BROKEN: {error}", command.name),
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -39,8 +39,7 @@ impl ServerFile {
 /// A fresh random token: 32 bytes from the OS, hex-encoded.
 pub fn new_token() -> anyhow::Result<String> {
     let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes)
-        .map_err(|e| anyhow::anyhow!("cannot get random bytes for the token: {e}"))?;
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("cannot get random bytes for the token: {e}"))?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
@@ -56,7 +55,6 @@ pub fn write(paths: &ServerPaths, file: &ServerFile) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write {}", tmp.display()))?;
     out.write_all(text.as_bytes())?;
     out.sync_all()?;
-    fs::rename(&tmp, &paths.server_file)
-        .with_context(|| format!("cannot write {}", paths.server_file.display()))?;
+    fs::rename(&tmp, &paths.server_file).with_context(|| format!("cannot write {}", paths.server_file.display()))?;
     Ok(())
 }

@@ -2,17 +2,19 @@
 //! table of running commands, and the tokens that drive shutdown.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use mcli_shared::config::Config;
 use mcli_shared::paths::ServerPaths;
 use mcli_shared::protocol::{ActiveCommand, ExecStatus};
-use mcli_shared::registry::Registry;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+use crate::cache::ResultCache;
+use crate::commands::Commands;
 
 /// How long a graceful shutdown lets running commands finish.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -22,7 +24,12 @@ pub type State = Arc<Inner>;
 pub struct Inner {
     pub config: Config,
     pub paths: ServerPaths,
-    pub registry: Registry,
+    pub commands: Commands,
+    pub cache: ResultCache,
+    /// One permit per command allowed to run at once (`max_concurrent_commands`).
+    pub slots: Arc<Semaphore>,
+    /// Commands waiting for a slot.
+    pub queued: AtomicUsize,
     pub started: Instant,
     next_execution: AtomicU64,
     pub executed_total: AtomicU64,
@@ -46,14 +53,19 @@ pub struct Inner {
 struct Running {
     command: String,
     started: SystemTime,
+    /// Ends the command, for `cancel`.
+    cancel: CancellationToken,
 }
 
 impl Inner {
-    pub fn new(config: Config, paths: ServerPaths, registry: Registry) -> State {
+    pub fn new(config: Config, paths: ServerPaths, commands: Commands) -> State {
         Arc::new(Inner {
+            slots: Arc::new(Semaphore::new(config.api_daemon.max_concurrent_commands)),
+            queued: AtomicUsize::new(0),
+            cache: ResultCache::default(),
             config,
             paths,
-            registry,
+            commands,
             started: Instant::now(),
             next_execution: AtomicU64::new(1),
             executed_total: AtomicU64::new(0),
@@ -91,36 +103,31 @@ impl Inner {
     fn active(&self) -> MutexGuard<'_, BTreeMap<u64, Running>> {
         // A panic while the lock was held cannot leave the map half-updated (every update is a
         // single insert or remove), so a poisoned lock is safe to keep using.
-        self.active
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.active.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Registers a command as running; the returned guard unregisters it and counts its end.
-    pub fn begin_execution(self: &Arc<Self>, command: &str) -> ExecutionGuard {
+    pub fn begin_execution(self: &Arc<Self>, command: &str, cancel: CancellationToken) -> ExecutionGuard {
         let id = self.next_execution.fetch_add(1, Ordering::Relaxed);
-        self.active().insert(
-            id,
-            Running {
-                command: command.to_owned(),
-                started: SystemTime::now(),
-            },
-        );
-        ExecutionGuard {
-            state: Arc::clone(self),
-            id,
-            status: None,
+        self.active().insert(id, Running { command: command.to_owned(), started: SystemTime::now(), cancel });
+        ExecutionGuard { state: Arc::clone(self), id, status: None }
+    }
+
+    /// Cancels the running execution `id`; false when none runs with that id.
+    pub fn cancel_execution(&self, id: u64) -> bool {
+        match self.active().get(&id) {
+            Some(run) => {
+                run.cancel.cancel();
+                true
+            }
+            None => false,
         }
     }
 
     pub fn active_commands(&self) -> Vec<ActiveCommand> {
         self.active()
             .iter()
-            .map(|(id, run)| ActiveCommand {
-                id: *id,
-                command: run.command.clone(),
-                started: rfc3339(run.started),
-            })
+            .map(|(id, run)| ActiveCommand { id: *id, command: run.command.clone(), started: rfc3339(run.started) })
             .collect()
     }
 

@@ -55,12 +55,48 @@ impl Default for ApiDaemonConfig {
     }
 }
 
+/// The `[server]` table: mcli's own settings beyond the original's.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServerConfig {
+    /// Directories searched for commands after `$XDG_CONFIG_HOME/mcli/commands`; relative paths
+    /// are taken from the config file's directory.
+    pub commands_dirs: Vec<PathBuf>,
+    /// Commands that may wait for a free slot when `max_concurrent_commands` run; more are refused
+    /// as busy.
+    pub max_queued_commands: usize,
+    /// Bytes of stdout and of stderr kept in a result that is not streamed.
+    pub max_captured_output: usize,
+    /// Seconds between SIGTERM and SIGKILL when a command is ended.
+    pub kill_grace: f64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            commands_dirs: Vec::new(),
+            max_queued_commands: 100,
+            max_captured_output: 1024 * 1024,
+            kill_grace: 0.5,
+        }
+    }
+}
+
 /// The effective configuration.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Config {
     pub api_daemon: ApiDaemonConfig,
+    pub server: ServerConfig,
     /// The file it was read from, when one was.
     pub file: Option<PathBuf>,
+}
+
+impl Config {
+    /// The directories searched for commands, in order of precedence.
+    pub fn commands_dirs(&self, env: impl Fn(&str) -> Option<OsString>) -> Vec<PathBuf> {
+        let mut dirs = vec![paths::config_dir(env).join("commands")];
+        dirs.extend(self.server.commands_dirs.iter().cloned());
+        dirs
+    }
 }
 
 /// A loaded configuration and the warnings met on the way (unknown keys).
@@ -77,18 +113,9 @@ pub enum ConfigError {
     #[error("config file {path} is not valid TOML: {message}")]
     Syntax { path: PathBuf, message: String },
     #[error("config file {path}, line {line}: `{key}` {message}")]
-    Invalid {
-        path: PathBuf,
-        line: usize,
-        key: String,
-        message: String,
-    },
+    Invalid { path: PathBuf, line: usize, key: String, message: String },
     #[error("environment variable {var}={value:?}: {message}")]
-    Env {
-        var: String,
-        value: String,
-        message: String,
-    },
+    Env { var: String, value: String, message: String },
 }
 
 /// The keys of `[api_daemon]` that environment variables override.
@@ -101,10 +128,7 @@ const ENV_OVERRIDES: [(&str, &str); 4] = [
 
 /// The config file to read: `explicit` (from `--config`), else `$MCLI_CONFIG`, else the default
 /// under the config dir. The flag says whether it was named explicitly, and so must exist.
-pub fn config_path(
-    explicit: Option<&Path>,
-    env: &impl Fn(&str) -> Option<OsString>,
-) -> (PathBuf, bool) {
+pub fn config_path(explicit: Option<&Path>, env: &impl Fn(&str) -> Option<OsString>) -> (PathBuf, bool) {
     if let Some(path) = explicit {
         return (path.to_owned(), true);
     }
@@ -115,10 +139,7 @@ pub fn config_path(
 }
 
 /// Loads the configuration from file and environment.
-pub fn load(
-    explicit: Option<&Path>,
-    env: impl Fn(&str) -> Option<OsString>,
-) -> Result<Loaded, ConfigError> {
+pub fn load(explicit: Option<&Path>, env: impl Fn(&str) -> Option<OsString>) -> Result<Loaded, ConfigError> {
     let (path, required) = config_path(explicit, &env);
     let mut loaded = Loaded::default();
     match fs::read_to_string(&path) {
@@ -132,12 +153,10 @@ pub fn load(
     for (var, key) in ENV_OVERRIDES {
         let Some(raw) = env(var) else { continue };
         let value = raw.to_string_lossy().into_owned();
-        set_key(&mut loaded.config.api_daemon, key, Input::Env(&value)).map_err(|message| {
-            ConfigError::Env {
-                var: var.to_owned(),
-                value,
-                message,
-            }
+        set_key(&mut loaded.config.api_daemon, key, Input::Env(&value)).map_err(|message| ConfigError::Env {
+            var: var.to_owned(),
+            value,
+            message,
         })?;
     }
     Ok(loaded)
@@ -145,10 +164,8 @@ pub fn load(
 
 /// Parses `text` (the contents of `path`) into `loaded`.
 pub fn apply_file(loaded: &mut Loaded, path: &Path, text: &str) -> Result<(), ConfigError> {
-    let table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Syntax {
-        path: path.to_owned(),
-        message: e.to_string().trim_end().to_owned(),
-    })?;
+    let table: toml::Table = toml::from_str(text)
+        .map_err(|e| ConfigError::Syntax { path: path.to_owned(), message: e.to_string().trim_end().to_owned() })?;
     let invalid = |key: &str, message: String| ConfigError::Invalid {
         path: path.to_owned(),
         line: key_line(text, key).unwrap_or(1),
@@ -162,24 +179,32 @@ pub fn apply_file(loaded: &mut Loaded, path: &Path, text: &str) -> Result<(), Co
                     let dotted = format!("api_daemon.{key}");
                     match set_key(&mut loaded.config.api_daemon, key, Input::Toml(value)) {
                         Ok(true) => {}
-                        Ok(false) => loaded.warnings.push(format!(
-                            "config file {}: unknown key `{dotted}` ignored",
-                            path.display()
-                        )),
+                        Ok(false) => loaded
+                            .warnings
+                            .push(format!("config file {}: unknown key `{dotted}` ignored", path.display())),
                         Err(message) => return Err(invalid(&dotted, message)),
                     }
                 }
             }
-            ("api_daemon", other) => {
-                return Err(invalid(
-                    "api_daemon",
-                    format!("must be a table, not {}", other.type_str()),
-                ));
+            ("server", toml::Value::Table(section)) => {
+                let base = path.parent().unwrap_or(Path::new("/"));
+                for (key, value) in section {
+                    let dotted = format!("server.{key}");
+                    match set_server_key(&mut loaded.config.server, key, value, base) {
+                        Ok(true) => {}
+                        Ok(false) => loaded
+                            .warnings
+                            .push(format!("config file {}: unknown key `{dotted}` ignored", path.display())),
+                        Err(message) => return Err(invalid(&dotted, message)),
+                    }
+                }
             }
-            (other, _) => loaded.warnings.push(format!(
-                "config file {}: unknown key `{other}` ignored",
-                path.display()
-            )),
+            (table @ ("api_daemon" | "server"), other) => {
+                return Err(invalid(table, format!("must be a table, not {}", other.type_str())));
+            }
+            (other, _) => {
+                loaded.warnings.push(format!("config file {}: unknown key `{other}` ignored", path.display()))
+            }
         }
     }
     Ok(())
@@ -211,11 +236,7 @@ impl Input<'_> {
             Input::Toml(other) => return Err(format!("{}, not {}", range(), describe(other))),
             Input::Env(text) => text.trim().parse::<i64>().map_err(|_| range())?,
         };
-        if (min..=max).contains(&n) {
-            Ok(n)
-        } else {
-            Err(format!("{}, not {n}", range()))
-        }
+        if (min..=max).contains(&n) { Ok(n) } else { Err(format!("{}, not {n}", range())) }
     }
 
     fn seconds(&self) -> Result<f64, String> {
@@ -226,11 +247,7 @@ impl Input<'_> {
             Input::Toml(other) => return Err(format!("{rule}, not {}", describe(other))),
             Input::Env(text) => text.trim().parse::<f64>().map_err(|_| rule.to_owned())?,
         };
-        if n.is_finite() && n >= 0.0 {
-            Ok(n)
-        } else {
-            Err(format!("{rule}, not {n}"))
-        }
+        if n.is_finite() && n >= 0.0 { Ok(n) } else { Err(format!("{rule}, not {n}")) }
     }
 
     fn string(&self) -> Result<String, String> {
@@ -259,9 +276,7 @@ fn set_key(cfg: &mut ApiDaemonConfig, key: &str, input: Input<'_>) -> Result<boo
         "host" => {
             let host = input.string()?;
             if host != "localhost" && host.parse::<IpAddr>().is_err() {
-                return Err(format!(
-                    "must be an IP address or `localhost`, not {host:?}"
-                ));
+                return Err(format!("must be an IP address or `localhost`, not {host:?}"));
             }
             cfg.host = host;
         }
@@ -273,6 +288,31 @@ fn set_key(cfg: &mut ApiDaemonConfig, key: &str, input: Input<'_>) -> Result<boo
         "max_concurrent_commands" => cfg.max_concurrent_commands = input.int(1, 10_000)? as usize,
         "enable_command_caching" => cfg.enable_command_caching = input.bool()?,
         "enable_command_history" => cfg.enable_command_history = input.bool()?,
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+/// Sets one `[server]` key. `Ok(false)` means the key is unknown.
+fn set_server_key(cfg: &mut ServerConfig, key: &str, value: &toml::Value, base: &Path) -> Result<bool, String> {
+    let input = Input::Toml(value);
+    match key {
+        "commands_dirs" => {
+            let rule = "must be an array of directory paths";
+            let toml::Value::Array(items) = value else {
+                return Err(format!("{rule}, not {}", describe(value)));
+            };
+            cfg.commands_dirs = items
+                .iter()
+                .map(|item| match item {
+                    toml::Value::String(dir) => Ok(base.join(dir)),
+                    other => Err(format!("{rule}, but one element is {}", describe(other))),
+                })
+                .collect::<Result<_, _>>()?;
+        }
+        "max_queued_commands" => cfg.max_queued_commands = input.int(0, 100_000)? as usize,
+        "max_captured_output" => cfg.max_captured_output = input.int(0, 1 << 30)? as usize,
+        "kill_grace" => cfg.kill_grace = input.seconds()?,
         _ => return Ok(false),
     }
     Ok(true)
@@ -313,10 +353,7 @@ mod tests {
         let cfg = ApiDaemonConfig::default();
         assert_eq!(cfg.host, "127.0.0.1");
         assert!(!cfg.enabled && cfg.use_random_port && !cfg.auto_start);
-        assert_eq!(
-            (cfg.command_timeout, cfg.max_concurrent_commands),
-            (300.0, 10)
-        );
+        assert_eq!((cfg.command_timeout, cfg.max_concurrent_commands), (300.0, 10));
     }
 
     #[test]
@@ -336,6 +373,19 @@ mod tests {
     }
 
     #[test]
+    fn reads_the_server_table() {
+        let loaded = load_text(
+            "[server]\ncommands_dirs = [\"cmds\", \"/abs\"]\nmax_queued_commands = 0\nmax_captured_output = 10\nkill_grace = 1.5\n",
+        )
+        .unwrap();
+        let server = loaded.config.server;
+        assert_eq!(server.commands_dirs, vec![PathBuf::from("/x/cmds"), PathBuf::from("/abs")]);
+        assert_eq!((server.max_queued_commands, server.max_captured_output, server.kill_grace), (0, 10, 1.5));
+        let err = load_text("[server]\ncommands_dirs = [1]\n").unwrap_err().to_string();
+        assert!(err.contains("`server.commands_dirs` must be an array of directory paths"), "{err}");
+    }
+
+    #[test]
     fn unknown_keys_warn_with_file_and_key() {
         let loaded = load_text("colour = 1\n[api_daemon]\nprot = 1\n").unwrap();
         assert_eq!(
@@ -349,36 +399,21 @@ mod tests {
 
     #[test]
     fn invalid_values_name_file_line_and_key() {
-        let err = load_text("# comment\n[api_daemon]\n\nport = \"abc\"\n")
-            .unwrap_err()
-            .to_string();
+        let err = load_text("# comment\n[api_daemon]\n\nport = \"abc\"\n").unwrap_err().to_string();
         assert_eq!(
             err,
             "config file /x/config.toml, line 4: `api_daemon.port` must be a whole number from 1 to 65535, not the string \"abc\""
         );
-        let err = load_text("[api_daemon]\nmax_concurrent_commands = 0\n")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("line 2") && err.contains("from 1 to 10000, not 0"),
-            "{err}"
-        );
-        let err = load_text("[api_daemon]\nhost = \"example.com\"\n")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("`api_daemon.host` must be an IP address"),
-            "{err}"
-        );
+        let err = load_text("[api_daemon]\nmax_concurrent_commands = 0\n").unwrap_err().to_string();
+        assert!(err.contains("line 2") && err.contains("from 1 to 10000, not 0"), "{err}");
+        let err = load_text("[api_daemon]\nhost = \"example.com\"\n").unwrap_err().to_string();
+        assert!(err.contains("`api_daemon.host` must be an IP address"), "{err}");
     }
 
     #[test]
     fn syntax_errors_name_the_file() {
         let err = load_text("[api_daemon\n").unwrap_err().to_string();
-        assert!(
-            err.starts_with("config file /x/config.toml is not valid TOML"),
-            "{err}"
-        );
+        assert!(err.starts_with("config file /x/config.toml is not valid TOML"), "{err}");
         assert!(err.contains("line 1"), "{err}");
     }
 
@@ -397,25 +432,16 @@ mod tests {
 
         let bad = |name: &str| (name == "MCLI_API_DAEMON_ENABLED").then(|| OsString::from("maybe"));
         let err = load(Some(&file), bad).unwrap_err().to_string();
-        assert_eq!(
-            err,
-            "environment variable MCLI_API_DAEMON_ENABLED=\"maybe\": must be true or false"
-        );
+        assert_eq!(err, "environment variable MCLI_API_DAEMON_ENABLED=\"maybe\": must be true or false");
     }
 
     #[test]
     fn a_named_file_must_exist_the_default_need_not() {
-        let err = load(Some(Path::new("/nonexistent/c.toml")), no_env)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.starts_with("cannot read config file /nonexistent/c.toml"),
-            "{err}"
-        );
+        let err = load(Some(Path::new("/nonexistent/c.toml")), no_env).unwrap_err().to_string();
+        assert!(err.starts_with("cannot read config file /nonexistent/c.toml"), "{err}");
         let dir = tempfile::tempdir().unwrap();
         let home = dir.path().to_owned();
-        let env =
-            move |name: &str| (name == "XDG_CONFIG_HOME").then(|| home.clone().into_os_string());
+        let env = move |name: &str| (name == "XDG_CONFIG_HOME").then(|| home.clone().into_os_string());
         assert_eq!(load(None, env).unwrap().config, Config::default());
     }
 }

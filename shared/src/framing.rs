@@ -62,25 +62,19 @@ pub struct FrameCodec {
     framing: Option<Framing>,
     max: usize,
     state: State,
+    /// How much of the buffer is known to hold no newline, so a long line is searched once.
+    scanned: usize,
 }
 
 impl FrameCodec {
     /// A codec that detects the framing from the first byte it sees.
     pub fn detect(max: usize) -> Self {
-        FrameCodec {
-            framing: None,
-            max,
-            state: State::Start,
-        }
+        FrameCodec { framing: None, max, state: State::Start, scanned: 0 }
     }
 
     /// A codec with a fixed framing, as a client that chose it uses.
     pub fn with_framing(framing: Framing, max: usize) -> Self {
-        FrameCodec {
-            framing: Some(framing),
-            max,
-            state: State::Start,
-        }
+        FrameCodec { framing: Some(framing), max, state: State::Start, scanned: 0 }
     }
 
     /// The framing in use, once known.
@@ -102,17 +96,18 @@ impl FrameCodec {
                     }
                 },
                 _ => {
-                    let Some(end) = memchr(b'\n', src) else {
+                    let from = self.scanned.min(src.len());
+                    let Some(end) = memchr(b'\n', &src[from..]).map(|at| from + at) else {
+                        self.scanned = src.len();
                         if src.len() > self.max {
                             src.clear();
+                            self.scanned = 0;
                             self.state = State::SkipLine;
-                            return Some(Frame::TooLarge {
-                                len: None,
-                                limit: self.max,
-                            });
+                            return Some(Frame::TooLarge { len: None, limit: self.max });
                         }
                         return None;
                     };
+                    self.scanned = 0;
                     let mut line = src.split_to(end + 1);
                     line.truncate(end);
                     if line.last() == Some(&b'\r') {
@@ -122,10 +117,7 @@ impl FrameCodec {
                         continue;
                     }
                     if line.len() > self.max {
-                        return Some(Frame::TooLarge {
-                            len: Some(line.len()),
-                            limit: self.max,
-                        });
+                        return Some(Frame::TooLarge { len: Some(line.len()), limit: self.max });
                     }
                     return Some(Frame::Message(line.freeze()));
                 }
@@ -161,10 +153,7 @@ impl FrameCodec {
                     src.advance(header_len);
                     if content_length > self.max {
                         self.state = State::SkipBody(content_length);
-                        return Ok(Some(Frame::TooLarge {
-                            len: Some(content_length),
-                            limit: self.max,
-                        }));
+                        return Ok(Some(Frame::TooLarge { len: Some(content_length), limit: self.max }));
                     }
                     self.state = State::Body(content_length);
                 }
@@ -233,7 +222,7 @@ pub fn encode_frame(framing: Framing, payload: &[u8], out: &mut Vec<u8>) {
 }
 
 fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
-    haystack.iter().position(|&b| b == needle)
+    memchr::memchr(needle, haystack)
 }
 
 fn skip_blank(src: &mut BytesMut) {
@@ -246,8 +235,7 @@ fn skip_blank(src: &mut BytesMut) {
 fn parse_headers(src: &[u8]) -> Result<Option<(usize, usize)>, FrameError> {
     let window = &src[..src.len().min(MAX_HEADER_BYTES)];
     let end = find_header_end(window);
-    let Some((body_start, section)) = end.map(|(text_end, total)| (total, &window[..text_end]))
-    else {
+    let Some((body_start, section)) = end.map(|(text_end, total)| (total, &window[..text_end])) else {
         if src.len() >= MAX_HEADER_BYTES {
             return Err(FrameError::BadHeader(format!(
                 "no end of headers within {MAX_HEADER_BYTES} bytes (expected `Content-Length: N` and a blank line, or one JSON text per line)"
@@ -255,24 +243,17 @@ fn parse_headers(src: &[u8]) -> Result<Option<(usize, usize)>, FrameError> {
         }
         return Ok(None);
     };
-    let text = std::str::from_utf8(section)
-        .map_err(|_| FrameError::BadHeader("headers are not UTF-8".to_owned()))?;
+    let text = std::str::from_utf8(section).map_err(|_| FrameError::BadHeader("headers are not UTF-8".to_owned()))?;
     let mut content_length = None;
     for line in text.split('\n').map(|l| l.trim_end_matches('\r')) {
         let Some((name, value)) = line.split_once(':') else {
-            return Err(FrameError::BadHeader(format!(
-                "`{}` is not `Name: value`",
-                truncate(line)
-            )));
+            return Err(FrameError::BadHeader(format!("`{}` is not `Name: value`", truncate(line))));
         };
         if name.trim().eq_ignore_ascii_case("content-length") {
             let value = value.trim();
-            let len = value.parse::<usize>().map_err(|_| {
-                FrameError::BadHeader(format!(
-                    "Content-Length `{}` is not a number",
-                    truncate(value)
-                ))
-            })?;
+            let len = value
+                .parse::<usize>()
+                .map_err(|_| FrameError::BadHeader(format!("Content-Length `{}` is not a number", truncate(value))))?;
             content_length = Some(len);
         }
     }
@@ -335,7 +316,8 @@ mod tests {
     #[test]
     fn detects_content_length_headers() {
         let mut codec = FrameCodec::detect(1024);
-        let input = b"Content-Length: 7\r\nContent-Type: application/vscode-jsonrpc\r\n\r\n{\"a\":1}content-length:2\n\n[]";
+        let input =
+            b"Content-Length: 7\r\nContent-Type: application/vscode-jsonrpc\r\n\r\n{\"a\":1}content-length:2\n\n[]";
         let frames = decode_all(&mut codec, input);
         assert_eq!(codec.framing(), Some(Framing::Headers));
         assert_eq!(frames, vec![msg("{\"a\":1}"), msg("[]")]);
@@ -354,13 +336,7 @@ mod tests {
     fn skips_an_over_long_line_without_keeping_it() {
         let mut codec = FrameCodec::detect(8);
         let mut buf = BytesMut::from(&b"{\"aaaaaaaaaaaa"[..]);
-        assert_eq!(
-            codec.decode(&mut buf).unwrap(),
-            Some(Frame::TooLarge {
-                len: None,
-                limit: 8
-            })
-        );
+        assert_eq!(codec.decode(&mut buf).unwrap(), Some(Frame::TooLarge { len: None, limit: 8 }));
         assert!(buf.is_empty());
         buf.extend_from_slice(b"aaaaaaaaaaaaaaaa\"}\n{}\n");
         assert_eq!(codec.decode(&mut buf).unwrap(), Some(msg("{}")));
@@ -370,42 +346,20 @@ mod tests {
     fn refuses_a_huge_content_length_before_reading_it() {
         let mut codec = FrameCodec::detect(16);
         let mut buf = BytesMut::from(&b"Content-Length: 99999999999\r\n\r\nxx"[..]);
-        assert_eq!(
-            codec.decode(&mut buf).unwrap(),
-            Some(Frame::TooLarge {
-                len: Some(99_999_999_999),
-                limit: 16
-            })
-        );
+        assert_eq!(codec.decode(&mut buf).unwrap(), Some(Frame::TooLarge { len: Some(99_999_999_999), limit: 16 }));
         assert!(buf.capacity() < 1024, "allocated {}", buf.capacity());
     }
 
     #[test]
     fn resumes_after_a_skipped_body() {
         let mut codec = FrameCodec::detect(4);
-        let frames = decode_all(
-            &mut codec,
-            b"Content-Length: 6\r\n\r\n123456Content-Length: 2\r\n\r\n{}",
-        );
-        assert_eq!(
-            frames,
-            vec![
-                Frame::TooLarge {
-                    len: Some(6),
-                    limit: 4
-                },
-                msg("{}")
-            ]
-        );
+        let frames = decode_all(&mut codec, b"Content-Length: 6\r\n\r\n123456Content-Length: 2\r\n\r\n{}");
+        assert_eq!(frames, vec![Frame::TooLarge { len: Some(6), limit: 4 }, msg("{}")]);
     }
 
     #[test]
     fn bad_headers_are_errors() {
-        for input in [
-            &b"Content-Length: x\r\n\r\n"[..],
-            b"Nonsense\r\n\r\n",
-            b"Content-Type: a\r\n\r\n",
-        ] {
+        for input in [&b"Content-Length: x\r\n\r\n"[..], b"Nonsense\r\n\r\n", b"Content-Type: a\r\n\r\n"] {
             let mut codec = FrameCodec::detect(1024);
             let err = codec.decode(&mut BytesMut::from(input)).unwrap_err();
             assert!(matches!(err, FrameError::BadHeader(_)), "{input:?}: {err}");

@@ -6,6 +6,7 @@
 pub mod config;
 pub mod framing;
 pub mod lockfile;
+pub mod manifest;
 pub mod paths;
 pub mod protocol;
 pub mod registry;

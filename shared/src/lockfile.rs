@@ -11,13 +11,7 @@ use std::time::Duration;
 
 /// Opens (creating it, mode 0600) the lock file at `path`.
 pub fn open(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(path)
+    OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(path)
 }
 
 /// Takes an exclusive lock on the file at `path`, waiting at most `wait`. `Ok(None)` means
@@ -66,22 +60,12 @@ mod tests {
     fn second_taker_waits_then_gets_it_when_released() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.lock");
-        let first = lock_within(&path, Duration::ZERO)
-            .unwrap()
-            .expect("free lock");
+        let first = lock_within(&path, Duration::ZERO).unwrap().expect("free lock");
         assert!(is_locked(&path).unwrap());
-        assert!(
-            lock_within(&path, Duration::from_millis(50))
-                .unwrap()
-                .is_none()
-        );
+        assert!(lock_within(&path, Duration::from_millis(50)).unwrap().is_none());
         let waiter = {
             let path = path.clone();
-            std::thread::spawn(move || {
-                lock_within(&path, Duration::from_secs(30))
-                    .unwrap()
-                    .is_some()
-            })
+            std::thread::spawn(move || lock_within(&path, Duration::from_secs(30)).unwrap().is_some())
         };
         drop(first);
         assert!(waiter.join().unwrap());

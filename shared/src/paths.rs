@@ -25,17 +25,13 @@ pub enum PathError {
         "runtime dir {path} belongs to uid {owner}, not to you (uid {me}); point MCLI_RUNTIME_DIR at a directory you own"
     )]
     WrongOwner { path: PathBuf, owner: u32, me: u32 },
-    #[error(
-        "runtime dir {path} is open to group or others (mode {mode:04o}); run `chmod 700 {path}`"
-    )]
+    #[error("runtime dir {path} is open to group or others (mode {mode:04o}); run `chmod 700 {path}`")]
     TooOpen { path: PathBuf, mode: u32 },
     #[error("cannot create runtime dir {path}: {source}")]
     Create { path: PathBuf, source: io::Error },
     #[error("cannot inspect runtime dir {path}: {source}")]
     Inspect { path: PathBuf, source: io::Error },
-    #[error(
-        "invalid server name `{0}`: use 1 to 64 letters, digits, `.`, `_` or `-`, not starting with `.`"
-    )]
+    #[error("invalid server name `{0}`: use 1 to 64 letters, digits, `.`, `_` or `-`, not starting with `.`")]
     BadServerName(String),
 }
 
@@ -57,10 +53,7 @@ pub fn check_runtime_dir(path: &Path) -> Result<bool, PathError> {
         Ok(meta) => meta,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
         Err(source) => {
-            return Err(PathError::Inspect {
-                path: path.to_owned(),
-                source,
-            });
+            return Err(PathError::Inspect { path: path.to_owned(), source });
         }
     };
     if meta.file_type().is_symlink() {
@@ -71,18 +64,11 @@ pub fn check_runtime_dir(path: &Path) -> Result<bool, PathError> {
     }
     let me = nix::unistd::geteuid().as_raw();
     if meta.uid() != me {
-        return Err(PathError::WrongOwner {
-            path: path.to_owned(),
-            owner: meta.uid(),
-            me,
-        });
+        return Err(PathError::WrongOwner { path: path.to_owned(), owner: meta.uid(), me });
     }
     let mode = meta.mode() & 0o7777;
     if mode & 0o077 != 0 {
-        return Err(PathError::TooOpen {
-            path: path.to_owned(),
-            mode,
-        });
+        return Err(PathError::TooOpen { path: path.to_owned(), mode });
     }
     Ok(true)
 }
@@ -92,18 +78,11 @@ pub fn ensure_runtime_dir(path: &Path) -> Result<(), PathError> {
     if check_runtime_dir(path)? {
         return Ok(());
     }
-    match fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(path)
-    {
+    match fs::DirBuilder::new().recursive(true).mode(0o700).create(path) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
         Err(source) => {
-            return Err(PathError::Create {
-                path: path.to_owned(),
-                source,
-            });
+            return Err(PathError::Create { path: path.to_owned(), source });
         }
     }
     if check_runtime_dir(path)? {
@@ -121,14 +100,8 @@ pub fn validate_server_name(name: &str) -> Result<(), PathError> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && !name.starts_with('.')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(PathError::BadServerName(name.to_owned()))
-    }
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok { Ok(()) } else { Err(PathError::BadServerName(name.to_owned())) }
 }
 
 /// The files of one named server in the runtime directory.
@@ -199,12 +172,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     fn env_of<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<OsString> + 'a {
-        move |name| {
-            pairs
-                .iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| OsString::from(v))
-        }
+        move |name| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| OsString::from(v))
     }
 
     #[test]
@@ -213,10 +181,7 @@ mod tests {
         assert_eq!(runtime_dir(env_of(&both)), PathBuf::from("/a"));
         assert_eq!(runtime_dir(env_of(&both[1..])), PathBuf::from("/b/mcli"));
         let uid = nix::unistd::getuid().as_raw();
-        assert_eq!(
-            runtime_dir(env_of(&[])),
-            PathBuf::from(format!("/tmp/mcli-{uid}"))
-        );
+        assert_eq!(runtime_dir(env_of(&[])), PathBuf::from(format!("/tmp/mcli-{uid}")));
     }
 
     #[test]
@@ -228,10 +193,7 @@ mod tests {
 
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
         let err = ensure_runtime_dir(&dir).unwrap_err().to_string();
-        assert!(
-            err.contains("mode 0755") && err.contains("chmod 700"),
-            "{err}"
-        );
+        assert!(err.contains("mode 0755") && err.contains("chmod 700"), "{err}");
 
         let link = tmp.path().join("link");
         std::os::unix::fs::symlink(&dir, &link).unwrap();

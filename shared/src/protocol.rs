@@ -61,8 +61,15 @@ method!(
     Health, "health", NoParams, HealthResult
 );
 
+method!(
+    /// Cancel a running execution by its id (from `execute`'s output or `status`).
+    Cancel, "cancel", CancelParams, OkResult
+);
+
 /// The notification that carries a running command's output, sent before the `execute` response.
 pub const OUTPUT_NOTIFICATION: &str = "mcli/output";
+/// The notification that carries standard input for an `execute` with `stdin_stream`.
+pub const STDIN_NOTIFICATION: &str = "mcli/stdin";
 /// The LSP-style notification a client sends to cancel one of its own requests.
 pub const CANCEL_REQUEST_NOTIFICATION: &str = "$/cancelRequest";
 
@@ -83,6 +90,8 @@ pub mod code {
     pub const SHUTTING_DOWN: i32 = -32004;
     /// The client announced a protocol revision this server does not speak.
     pub const INCOMPATIBLE_PROTOCOL: i32 = -32005;
+    /// The command exists but cannot run: its manifest is broken. The message says why.
+    pub const COMMAND_BROKEN: i32 = -32006;
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -97,8 +106,16 @@ pub struct ExecuteParams {
     /// The whole environment the command sees; the server's own when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env: Option<BTreeMap<String, String>>,
+    /// Standard input for the command, as text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stdin: Option<String>,
+    /// Standard input for the command, base64-encoded (for bytes that are not UTF-8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin_b64: Option<String>,
+    /// Standard input follows as `mcli/stdin` notifications tagged with this request's id,
+    /// the last one with `eof: true`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stdin_stream: bool,
     /// Seconds; overrides the manifest's and the config's timeout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<f64>,
@@ -151,6 +168,11 @@ pub struct ExecuteResult {
     pub stdout: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stderr: Option<String>,
+    /// Captured stdout that is not UTF-8, base64-encoded (then `stdout` is absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdout_b64: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stderr_b64: Option<String>,
     /// Set when the captured output was cut at the server's limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub truncated: Option<bool>,
@@ -184,21 +206,43 @@ pub struct OutputParams {
 pub fn encode_output(bytes: &[u8]) -> (Option<String>, Option<String>) {
     match std::str::from_utf8(bytes) {
         Ok(text) => (Some(text.to_owned()), None),
-        Err(_) => (
-            None,
-            Some(base64::engine::general_purpose::STANDARD.encode(bytes)),
-        ),
+        Err(_) => (None, Some(base64::engine::general_purpose::STANDARD.encode(bytes))),
     }
 }
 
 impl OutputParams {
     /// The bytes this notification carries.
     pub fn bytes(&self) -> Result<Vec<u8>, base64::DecodeError> {
-        match (&self.data, &self.data_b64) {
-            (_, Some(b64)) => base64::engine::general_purpose::STANDARD.decode(b64),
-            (Some(text), None) => Ok(text.clone().into_bytes()),
-            (None, None) => Ok(Vec::new()),
-        }
+        decode_data(self.data.as_deref(), self.data_b64.as_deref())
+    }
+}
+
+/// Params of `mcli/stdin`: a piece of standard input for the `execute` request `request_id`
+/// (`data` for UTF-8, `data_b64` otherwise), or its end (`eof`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StdinParams {
+    pub request_id: serde_json::Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_b64: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub eof: bool,
+}
+
+impl StdinParams {
+    /// The bytes this notification carries.
+    pub fn bytes(&self) -> Result<Vec<u8>, base64::DecodeError> {
+        decode_data(self.data.as_deref(), self.data_b64.as_deref())
+    }
+}
+
+/// The bytes of a `data`/`data_b64` pair.
+pub fn decode_data(data: Option<&str>, data_b64: Option<&str>) -> Result<Vec<u8>, base64::DecodeError> {
+    match (data, data_b64) {
+        (_, Some(b64)) => base64::engine::general_purpose::STANDARD.decode(b64),
+        (Some(text), None) => Ok(text.as_bytes().to_vec()),
+        (None, None) => Ok(Vec::new()),
     }
 }
 
@@ -235,6 +279,9 @@ pub struct CommandEntry {
     pub description: String,
     /// Where the command comes from: `builtin`, or the path of its script or manifest.
     pub source: String,
+    /// Why the command cannot run (a broken manifest), when it cannot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -248,6 +295,13 @@ pub struct ShutdownParams {
     /// Let running commands finish within the grace period (the default); `false` cancels them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub graceful: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelParams {
+    /// The execution's id.
+    pub id: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -273,12 +327,7 @@ pub struct Request<'a, P> {
 
 impl<'a, P: Serialize> Request<'a, P> {
     pub fn new(id: u64, method: &'a str, params: &'a P) -> Self {
-        Request {
-            jsonrpc: "2.0",
-            id,
-            method,
-            params,
-        }
+        Request { jsonrpc: "2.0", id, method, params }
     }
 }
 
@@ -354,6 +403,8 @@ mod tests {
             cached: false,
             stdout: None,
             stderr: None,
+            stdout_b64: None,
+            stderr_b64: None,
             truncated: None,
         };
         assert_eq!(
@@ -369,13 +420,7 @@ mod tests {
         let bytes = [0xff, 0x00, b'a'];
         let (data, b64) = encode_output(&bytes);
         assert_eq!(data, None);
-        let params = OutputParams {
-            id: 1,
-            request_id: None,
-            stream: Stream::Stdout,
-            data,
-            data_b64: b64,
-        };
+        let params = OutputParams { id: 1, request_id: None, stream: Stream::Stdout, data, data_b64: b64 };
         let text = serde_json::to_string(&params).unwrap();
         assert_eq!(text, r#"{"id":1,"stream":"stdout","data_b64":"/wBh"}"#);
         let back: OutputParams = serde_json::from_str(&text).unwrap();

@@ -1,13 +1,19 @@
 //! The command registry: which names can be run and what each one is. Names match exactly; an
 //! unknown name is an error that suggests near names, and never runs one of them.
 //!
-//! Built-ins live here. Scripts and manifests from the commands dirs join them in a later step
-//! through the same [`CommandSpec`] seam.
+//! Sources, in order of precedence: the commands dirs, in their order (within one dir a manifest
+//! `NAME.toml` wins over an executable `NAME.*`), then the built-ins. A manifest that does not
+//! parse stays in the registry as broken, with its file and reason, so that `list` reports it and
+//! running it says why it cannot run, while the other commands work on.
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::manifest::{self, Manifest};
 use crate::protocol::CommandEntry;
 
 /// The commands built into mcli. They run in-process, in the server or in the client itself.
@@ -21,13 +27,7 @@ pub enum Builtin {
 }
 
 impl Builtin {
-    const ALL: [Builtin; 5] = [
-        Builtin::Hello,
-        Builtin::Echo,
-        Builtin::Pwd,
-        Builtin::Sleep,
-        Builtin::Exit,
-    ];
+    const ALL: [Builtin; 5] = [Builtin::Hello, Builtin::Echo, Builtin::Pwd, Builtin::Sleep, Builtin::Exit];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -54,6 +54,10 @@ impl Builtin {
 #[derive(Debug, Clone, PartialEq)]
 pub enum CommandKind {
     Builtin(Builtin),
+    /// An executable file, run with the call's arguments.
+    Script(PathBuf),
+    /// A manifest's `run` argv, followed by the call's arguments.
+    Manifest(Arc<Manifest>),
 }
 
 /// One runnable command.
@@ -69,8 +73,28 @@ impl CommandSpec {
     pub fn source(&self) -> String {
         match &self.kind {
             CommandKind::Builtin(_) => "builtin".to_owned(),
+            CommandKind::Script(path) => path.display().to_string(),
+            CommandKind::Manifest(manifest) => manifest.file.display().to_string(),
         }
     }
+}
+
+/// A command whose manifest cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broken {
+    pub name: String,
+    pub file: PathBuf,
+    /// What is wrong, starting with the file's path.
+    pub reason: String,
+}
+
+/// Why a name cannot be run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LookupError {
+    #[error("{0}")]
+    NotFound(NotFound),
+    #[error("command `{}` cannot run: {}", .0.name, .0.reason)]
+    Broken(Broken),
 }
 
 /// No command has the asked-for name.
@@ -101,6 +125,7 @@ impl std::error::Error for NotFound {}
 #[derive(Debug, Clone)]
 pub struct Registry {
     commands: BTreeMap<String, Arc<CommandSpec>>,
+    broken: BTreeMap<String, Broken>,
 }
 
 impl Default for Registry {
@@ -123,28 +148,116 @@ impl Registry {
                 (spec.name.clone(), Arc::new(spec))
             })
             .collect();
-        Registry { commands }
+        Registry { commands, broken: BTreeMap::new() }
+    }
+
+    /// The built-ins and the commands found in `dirs` (missing dirs are skipped).
+    pub fn scan(dirs: &[PathBuf]) -> Self {
+        let mut registry = Self::builtin();
+        // Later dirs first, so that earlier ones overwrite them: the first dir wins.
+        for dir in dirs.iter().rev() {
+            for found in scan_dir(dir) {
+                match found {
+                    Found::Command(spec) => {
+                        registry.broken.remove(&spec.name);
+                        registry.commands.insert(spec.name.clone(), Arc::new(spec));
+                    }
+                    Found::Broken(broken) => {
+                        registry.commands.remove(&broken.name);
+                        registry.broken.insert(broken.name.clone(), broken);
+                    }
+                }
+            }
+        }
+        registry
     }
 
     /// The command named exactly `name`.
-    pub fn get(&self, name: &str) -> Result<Arc<CommandSpec>, NotFound> {
-        self.commands.get(name).cloned().ok_or_else(|| NotFound {
-            name: name.to_owned(),
-            suggestions: suggest(name, self.commands.keys().map(String::as_str)),
-        })
+    pub fn get(&self, name: &str) -> Result<Arc<CommandSpec>, LookupError> {
+        if let Some(spec) = self.commands.get(name) {
+            return Ok(Arc::clone(spec));
+        }
+        if let Some(broken) = self.broken.get(name) {
+            return Err(LookupError::Broken(broken.clone()));
+        }
+        let names = self.commands.keys().chain(self.broken.keys()).map(String::as_str);
+        Err(LookupError::NotFound(NotFound { name: name.to_owned(), suggestions: suggest(name, names) }))
     }
 
-    /// Every command, sorted by name.
+    /// Every command, sorted by name, broken ones with their error.
     pub fn list(&self) -> Vec<CommandEntry> {
-        self.commands
+        let mut list: Vec<CommandEntry> = self
+            .commands
             .values()
             .map(|spec| CommandEntry {
                 name: spec.name.clone(),
                 description: spec.description.clone(),
                 source: spec.source(),
+                error: None,
             })
-            .collect()
+            .chain(self.broken.values().map(|broken| CommandEntry {
+                name: broken.name.clone(),
+                description: "(cannot run)".to_owned(),
+                source: broken.file.display().to_string(),
+                error: Some(broken.reason.clone()),
+            }))
+            .collect();
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+        list
     }
+}
+
+enum Found {
+    Command(CommandSpec),
+    Broken(Broken),
+}
+
+/// The commands in one directory: manifests, and executable files that are not manifests.
+fn scan_dir(dir: &Path) -> Vec<Found> {
+    let Ok(entries) = fs::read_dir(dir) else { return Vec::new() };
+    let mut scripts = BTreeMap::new();
+    let mut manifests = BTreeMap::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Some(file_name) = path.file_name().and_then(|n| n.to_str()) else { continue };
+        if file_name.starts_with('.') || file_name.ends_with('~') {
+            continue;
+        }
+        // Follow links: a linked script or manifest counts like the file it points to.
+        let Ok(meta) = fs::metadata(&path) else { continue };
+        if !meta.is_file() {
+            continue;
+        }
+        let Some(stem) = path.file_stem().and_then(|s| s.to_str()).filter(|s| !s.is_empty()) else { continue };
+        if path.extension().is_some_and(|e| e == "toml") {
+            manifests.insert(stem.to_owned(), path);
+        } else if meta.permissions().mode() & 0o111 != 0 {
+            // Two scripts with one stem (`x.sh`, `x.py`): the first by file name wins.
+            scripts.entry(stem.to_owned()).or_insert(path);
+        }
+    }
+    let mut found = Vec::new();
+    for (name, path) in scripts {
+        if manifests.contains_key(&name) {
+            continue;
+        }
+        let description = format!("Run {}", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
+        found.push(Found::Command(CommandSpec { name, description, kind: CommandKind::Script(path) }));
+    }
+    for (name, path) in manifests {
+        let parsed = fs::read_to_string(&path)
+            .map_err(|e| format!("{}: cannot read: {e}", path.display()))
+            .and_then(|text| manifest::parse(&path, &text));
+        found.push(match parsed {
+            Ok(manifest) => Found::Command(CommandSpec {
+                name,
+                description: manifest.description.clone(),
+                kind: CommandKind::Manifest(Arc::new(manifest)),
+            }),
+            Err(reason) => Found::Broken(Broken { name, file: path, reason }),
+        });
+    }
+    found
 }
 
 /// Names near `name`: a small edit away, or containing it. Three at most, nearest first.
@@ -153,55 +266,81 @@ fn suggest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Vec<Str
     let mut near: Vec<(usize, &str)> = candidates
         .filter_map(|cand| {
             let distance = strsim::damerau_levenshtein(name, cand);
-            let contains =
-                name.chars().count() >= 2 && (cand.contains(name) || name.contains(cand));
+            let contains = name.chars().count() >= 2 && (cand.contains(name) || name.contains(cand));
             (distance <= budget || contains).then_some((distance, cand))
         })
         .collect();
     near.sort();
-    near.into_iter()
-        .take(3)
-        .map(|(_, cand)| cand.to_owned())
-        .collect()
+    near.into_iter().take(3).map(|(_, cand)| cand.to_owned()).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn not_found(registry: &Registry, name: &str) -> NotFound {
+        match registry.get(name) {
+            Err(LookupError::NotFound(nf)) => nf,
+            other => panic!("expected not found, got {other:?}"),
+        }
+    }
+
     #[test]
     fn exact_names_only() {
         let registry = Registry::builtin();
         assert_eq!(registry.get("hello").unwrap().name, "hello");
-        let err = registry.get("ell").unwrap_err();
+        let err = not_found(&registry, "ell");
         assert_eq!(err.suggestions, vec!["hello"]);
-        assert_eq!(
-            err.to_string(),
-            "unknown command `ell`; did you mean `hello`?"
-        );
+        assert_eq!(err.to_string(), "unknown command `ell`; did you mean `hello`?");
         assert!(registry.get("Hello").is_err());
     }
 
     #[test]
     fn typos_suggest_and_strangers_point_to_the_list() {
         let registry = Registry::builtin();
-        assert_eq!(registry.get("helo").unwrap_err().suggestions, vec!["hello"]);
-        assert_eq!(registry.get("ecoh").unwrap_err().suggestions, vec!["echo"]);
-        let err = registry.get("zzzzzz").unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "unknown command `zzzzzz`; `mcli-server commands` lists the commands"
-        );
+        assert_eq!(not_found(&registry, "helo").suggestions, vec!["hello"]);
+        assert_eq!(not_found(&registry, "ecoh").suggestions, vec!["echo"]);
+        let err = not_found(&registry, "zzzzzz");
+        assert_eq!(err.to_string(), "unknown command `zzzzzz`; `mcli-server commands` lists the commands");
     }
 
     #[test]
     fn list_is_sorted_with_sources() {
-        let names: Vec<_> = Registry::builtin()
-            .list()
-            .into_iter()
-            .map(|c| (c.name, c.source))
-            .collect();
+        let names: Vec<_> = Registry::builtin().list().into_iter().map(|c| (c.name, c.source)).collect();
         assert_eq!(names[0], ("echo".to_owned(), "builtin".to_owned()));
         assert!(names.windows(2).all(|w| w[0].0 < w[1].0));
+    }
+
+    fn write(path: &Path, text: &str, mode: u32) {
+        fs::write(path, text).unwrap();
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn scans_scripts_and_manifests_with_precedence() {
+        let first = tempfile::tempdir().unwrap();
+        let second = tempfile::tempdir().unwrap();
+        write(&first.path().join("deploy.sh"), "#!/bin/sh\n", 0o755);
+        write(&first.path().join("notes.txt"), "not a command", 0o644);
+        write(&first.path().join("resize.py"), "", 0o755);
+        write(&first.path().join("resize.toml"), "run = [\"python3\", \"resize.py\"]\n", 0o644);
+        write(&second.path().join("deploy"), "#!/bin/sh\n", 0o755);
+        write(&second.path().join("echo"), "#!/bin/sh\n", 0o755);
+        write(&second.path().join("bad.toml"), "run = [\"x\"]\nbogus = 1\n", 0o644);
+        let registry = Registry::scan(&[first.path().to_owned(), second.path().to_owned()]);
+
+        let source = |name: &str| registry.get(name).unwrap().source();
+        assert_eq!(source("deploy"), first.path().join("deploy.sh").display().to_string());
+        assert_eq!(source("resize"), first.path().join("resize.toml").display().to_string());
+        assert_eq!(source("echo"), second.path().join("echo").display().to_string(), "dirs override built-ins");
+        assert!(registry.get("notes").is_err());
+        match registry.get("bad") {
+            Err(LookupError::Broken(broken)) => assert!(broken.reason.contains("unknown field `bogus`")),
+            other => panic!("{other:?}"),
+        }
+        let listed = registry.list();
+        let bad = listed.iter().find(|c| c.name == "bad").unwrap();
+        assert!(bad.error.as_deref().unwrap().contains("bogus"));
+        assert!(listed.iter().any(|c| c.name == "hello"), "a broken manifest hides nothing");
     }
 }

@@ -202,6 +202,11 @@ impl Drop for TestEnv {
     }
 }
 
+/// Whether process `pid` has exited (gone, or a zombie: its files are closed either way).
+pub fn process_gone(pid: u32) -> bool {
+    is_zombie(pid)
+}
+
 fn is_zombie(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|s| s.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')))

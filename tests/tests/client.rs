@@ -131,11 +131,7 @@ fn alternate_editor_program_runs_with_the_command() {
 
     let missing = env.client(&["-a", "/nonexistent/editor", "hello"]);
     missing.expect_code(69);
-    assert!(
-        missing.stderr.contains("the alternate editor `/nonexistent/editor` cannot run"),
-        "{}",
-        missing.stderr
-    );
+    assert!(missing.stderr.contains("the alternate editor `/nonexistent/editor` cannot run"), "{}", missing.stderr);
 }
 
 #[test]
@@ -160,7 +156,11 @@ fn an_incompatible_server_is_reported_in_plain_words() {
     let run = env.client(&["hello"]);
     fake.join().unwrap();
     run.expect_code(69);
-    assert!(run.stderr.contains("the client speaks protocol 1, this server (mcli 9.0.0) speaks protocol 2"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("the client speaks protocol 1, this server (mcli 9.0.0) speaks protocol 2"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]

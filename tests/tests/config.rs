@@ -88,7 +88,9 @@ fn unknown_keys_are_warnings_naming_file_and_key() {
     run.expect_code(0);
     let shown = file.display();
     assert!(
-        run.stderr.contains(&format!("warning: config file {shown}: unknown key `api_daemon.max_concurent_commands` ignored")),
+        run.stderr.contains(&format!(
+            "warning: config file {shown}: unknown key `api_daemon.max_concurent_commands` ignored"
+        )),
         "{}",
         run.stderr
     );

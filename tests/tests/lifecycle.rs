@@ -4,7 +4,7 @@
 use std::process::Stdio;
 use std::sync::{Arc, Barrier};
 
-use mcli_tests::{Run, TestEnv, wait_until};
+use mcli_tests::{Run, TestEnv, process_gone, wait_until};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -72,7 +72,11 @@ fn start_is_idempotent_and_stop_removes_the_socket() {
 
     let second = env.server(&["start"]);
     second.expect_code(0);
-    assert!(second.stdout.contains("already running") && second.stdout.contains(&format!("pid {pid}")), "{}", second.stdout);
+    assert!(
+        second.stdout.contains("already running") && second.stdout.contains(&format!("pid {pid}")),
+        "{}",
+        second.stdout
+    );
     assert_eq!(env.server_pids().len(), 1);
 
     let stop = env.server(&["stop"]);
@@ -153,7 +157,11 @@ fn foreground_server_logs_to_stderr_and_stops_on_sigterm() {
     assert!(line.contains(&format!("listening on {}", env.socket("server").display())), "{line}");
     let second = env.server(&["start", "--foreground"]);
     second.expect_code(1);
-    assert!(second.stderr.contains("already running") && second.stderr.contains("mcli-server stop"), "{}", second.stderr);
+    assert!(
+        second.stderr.contains("already running") && second.stderr.contains("mcli-server stop"),
+        "{}",
+        second.stderr
+    );
 
     kill(Pid::from_raw(pid as i32), Signal::SIGTERM).unwrap();
     let child = env.take_child(pid);
@@ -191,7 +199,7 @@ fn a_killed_servers_stale_socket_is_replaced() {
     env.client(&["-q", "hello"]).expect_code(0);
     let old = pid_of(&env, "server");
     kill(Pid::from_raw(old as i32), Signal::SIGKILL).unwrap();
-    wait_until("the killed server is gone", || env.server_pids().is_empty());
+    wait_until("the killed server is gone", || process_gone(old as u32));
     assert!(env.socket("server").exists(), "kill -9 leaves the socket file behind");
 
     let run = env.client(&["hello", "again"]);

@@ -51,16 +51,10 @@ fn until_response(mut read: impl FnMut() -> Value, id: &Value) -> (Vec<Value>, V
         let message = read();
         assert_eq!(message["jsonrpc"], "2.0", "{message}");
         if message.get("id").is_some() {
-            assert_eq!(
-                &message["id"], id,
-                "a response to another request: {message}"
-            );
+            assert_eq!(&message["id"], id, "a response to another request: {message}");
             return (notifications, message);
         }
-        assert!(
-            message.get("method").is_some(),
-            "neither a response nor a notification: {message}"
-        );
+        assert!(message.get("method").is_some(), "neither a response nor a notification: {message}");
         notifications.push(message);
     }
 }
@@ -79,9 +73,7 @@ fn call(conn: &mut RawConn, id: Value, method: &str, params: Value) -> Value {
 fn result(reply: &Value) -> &Value {
     assert!(reply.get("error").is_none(), "unexpected error: {reply}");
     assert_eq!(reply["jsonrpc"], "2.0", "{reply}");
-    reply
-        .get("result")
-        .unwrap_or_else(|| panic!("no result: {reply}"))
+    reply.get("result").unwrap_or_else(|| panic!("no result: {reply}"))
 }
 
 /// Asserts an error response with `id` and `code`; returns its message.
@@ -91,10 +83,7 @@ fn error(reply: &Value, id: &Value, code: i64) -> String {
     assert_eq!(&reply["id"], id, "{reply}");
     assert!(reply.get("result").is_none(), "{reply}");
     assert_eq!(reply["error"]["code"], code, "{reply}");
-    reply["error"]["message"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no message: {reply}"))
-        .to_owned()
+    reply["error"]["message"].as_str().unwrap_or_else(|| panic!("no message: {reply}")).to_owned()
 }
 
 /// The text of the stdout notifications of `request_id`, checking their shape.
@@ -108,11 +97,7 @@ fn stdout_of(notifications: &[Value], request_id: &Value, execution: &Value) -> 
         assert_eq!(&params["request_id"], request_id, "{n}");
         assert_eq!(&params["id"], execution, "{n}");
         if params["stream"] == "stdout" {
-            text.push_str(
-                params["data"]
-                    .as_str()
-                    .unwrap_or_else(|| panic!("no data: {n}")),
-            );
+            text.push_str(params["data"].as_str().unwrap_or_else(|| panic!("no data: {n}")));
         }
     }
     text
@@ -132,10 +117,7 @@ fn wait_active(conn: &mut RawConn, command: &str) {
     let deadline = Instant::now() + WAIT;
     for id in 1000u64.. {
         let reply = call(conn, json!(id), "status", json!({}));
-        let active = result(&reply)["active_commands"]
-            .as_array()
-            .expect("active_commands")
-            .clone();
+        let active = result(&reply)["active_commands"].as_array().expect("active_commands").clone();
         if active.iter().any(|c| c["command"] == command) {
             return;
         }
@@ -176,28 +158,16 @@ fn ndjson_session_health_status_list_and_execute() {
     assert!(status["config"]["api_daemon"].is_object(), "{reply}");
 
     let reply = call(&mut conn, json!("list"), "list", json!({}));
-    let commands = result(&reply)["commands"]
-        .as_array()
-        .expect("commands")
-        .clone();
+    let commands = result(&reply)["commands"].as_array().expect("commands").clone();
     for name in ["hello", "echo"] {
-        let entry = commands
-            .iter()
-            .find(|c| c["name"] == name)
-            .unwrap_or_else(|| panic!("`{name}` is not listed: {reply}"));
+        let entry =
+            commands.iter().find(|c| c["name"] == name).unwrap_or_else(|| panic!("`{name}` is not listed: {reply}"));
         assert_eq!(entry["source"], "builtin", "{entry}");
-        assert!(
-            !entry["description"].as_str().unwrap_or_default().is_empty(),
-            "{entry}"
-        );
+        assert!(!entry["description"].as_str().unwrap_or_default().is_empty(), "{entry}");
     }
 
     // Streamed: the output comes as notifications, all before the response.
-    conn.send(&line(
-        json!(3),
-        "execute",
-        json!({"command": "hello", "args": ["World", "--verbose"]}),
-    ));
+    conn.send(&line(json!(3), "execute", json!({"command": "hello", "args": ["World", "--verbose"]})));
     let (notes, reply) = until_response(|| conn.read_json_line(), &json!(3));
     let res = result(&reply);
     assert_eq!(res["status"], "completed", "{reply}");
@@ -206,23 +176,12 @@ fn ndjson_session_health_status_list_and_execute() {
     assert_eq!(res["cached"], false);
     assert_eq!(res["command"], "hello");
     assert!(res["id"].is_u64() && res["duration_ms"].is_u64(), "{reply}");
-    assert!(
-        res.get("stdout").is_none(),
-        "streamed output is not in the result: {reply}"
-    );
+    assert!(res.get("stdout").is_none(), "streamed output is not in the result: {reply}");
     assert!(!notes.is_empty(), "no mcli/output notification");
-    assert_eq!(
-        stdout_of(&notes, &json!(3), &res["id"]),
-        "Hello World! (verbose mode)\n"
-    );
+    assert_eq!(stdout_of(&notes, &json!(3), &res["id"]), "Hello World! (verbose mode)\n");
 
     // Not streamed: the output is in the result, and no notification comes.
-    let reply = call(
-        &mut conn,
-        json!(4),
-        "execute",
-        json!({"command": "hello", "args": ["Bob"], "stream": false}),
-    );
+    let reply = call(&mut conn, json!(4), "execute", json!({"command": "hello", "args": ["Bob"], "stream": false}));
     let res = result(&reply);
     assert_eq!(res["status"], "completed", "{reply}");
     assert_eq!(res["exit_code"], 0);
@@ -244,38 +203,21 @@ fn content_length_framing_session() {
     conn.send(&framed(&request(json!(1), "list", json!({}))));
     let reply = conn.read_json_framed();
     assert_eq!(reply["id"], 1);
-    let commands = result(&reply)["commands"]
-        .as_array()
-        .expect("commands")
-        .clone();
-    assert!(
-        commands
-            .iter()
-            .any(|c| c["name"] == "hello" && c["source"] == "builtin"),
-        "{reply}"
-    );
+    let commands = result(&reply)["commands"].as_array().expect("commands").clone();
+    assert!(commands.iter().any(|c| c["name"] == "hello" && c["source"] == "builtin"), "{reply}");
 
     // Headers other than Content-Length are allowed.
-    let text = request(
-        json!(2),
-        "execute",
-        json!({"command": "hello", "args": ["World", "--verbose"]}),
-    );
-    let mut bytes = format!(
-        "Content-Length: {}\r\nContent-Type: application/vscode-jsonrpc; charset=utf-8\r\n\r\n",
-        text.len()
-    )
-    .into_bytes();
+    let text = request(json!(2), "execute", json!({"command": "hello", "args": ["World", "--verbose"]}));
+    let mut bytes =
+        format!("Content-Length: {}\r\nContent-Type: application/vscode-jsonrpc; charset=utf-8\r\n\r\n", text.len())
+            .into_bytes();
     bytes.extend_from_slice(text.as_bytes());
     conn.send(&bytes);
     let (notes, reply) = until_response(|| conn.read_json_framed(), &json!(2));
     let res = result(&reply);
     assert_eq!(res["status"], "completed", "{reply}");
     assert_eq!(res["exit_code"], 0);
-    assert_eq!(
-        stdout_of(&notes, &json!(2), &res["id"]),
-        "Hello World! (verbose mode)\n"
-    );
+    assert_eq!(stdout_of(&notes, &json!(2), &res["id"]), "Hello World! (verbose mode)\n");
 
     // A lower-case header name and the `\n\n` terminator some peers use are accepted too.
     let health = r#"{"jsonrpc":"2.0","id":3,"method":"health"}"#;
@@ -291,28 +233,13 @@ fn batch_gets_one_array_of_the_responses() {
         "[{},{},{}]\n",
         request(json!(1), "health", json!({})),
         json!({"jsonrpc": "2.0", "method": "health"}),
-        request(
-            json!("two"),
-            "execute",
-            json!({"command": "echo", "args": ["a", "b"], "stream": false})
-        ),
+        request(json!("two"), "execute", json!({"command": "echo", "args": ["a", "b"], "stream": false})),
     );
     conn.send(batch.as_bytes());
     let reply = conn.read_json_line();
-    let replies = reply
-        .as_array()
-        .unwrap_or_else(|| panic!("a batch reply is an array: {reply}"));
-    assert_eq!(
-        replies.len(),
-        2,
-        "one response per request, none for the notification: {reply}"
-    );
-    let by_id = |id: Value| {
-        replies
-            .iter()
-            .find(|r| r["id"] == id)
-            .unwrap_or_else(|| panic!("no {id}: {reply}"))
-    };
+    let replies = reply.as_array().unwrap_or_else(|| panic!("a batch reply is an array: {reply}"));
+    assert_eq!(replies.len(), 2, "one response per request, none for the notification: {reply}");
+    let by_id = |id: Value| replies.iter().find(|r| r["id"] == id).unwrap_or_else(|| panic!("no {id}: {reply}"));
     assert_healthy(by_id(json!(1)), &json!(1));
     let echo = result(by_id(json!("two")));
     assert_eq!(echo["status"], "completed", "{reply}");
@@ -368,54 +295,26 @@ fn errors_keep_the_connection_alive() {
     let message = error(&reply, &json!(4), -32602);
     assert!(message.contains("command"), "{message}");
 
-    let reply = call(
-        &mut conn,
-        json!(5),
-        "execute",
-        json!({"command": "hello", "argz": []}),
-    );
+    let reply = call(&mut conn, json!(5), "execute", json!({"command": "hello", "argz": []}));
     let message = error(&reply, &json!(5), -32602);
     assert!(message.contains("argz"), "{message}");
 
     let reply = call(&mut conn, json!(6), "execute", json!({"command": "helo"}));
     let message = error(&reply, &json!(6), -32001);
-    assert!(
-        message.contains("helo") && message.contains("hello"),
-        "{message}"
-    );
-    let suggestions = reply["error"]["data"]["suggestions"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{reply}"));
+    assert!(message.contains("helo") && message.contains("hello"), "{message}");
+    let suggestions = reply["error"]["data"]["suggestions"].as_array().unwrap_or_else(|| panic!("{reply}"));
     assert!(suggestions.contains(&json!("hello")), "{reply}");
 
-    let reply = call(
-        &mut conn,
-        json!(7),
-        "execute",
-        json!({"command": "hello", "protocol": 99}),
-    );
+    let reply = call(&mut conn, json!(7), "execute", json!({"command": "hello", "protocol": 99}));
     let message = error(&reply, &json!(7), -32005);
-    assert!(
-        message.contains("protocol 99") && message.contains("protocol 1"),
-        "{message}"
-    );
+    assert!(message.contains("protocol 99") && message.contains("protocol 1"), "{message}");
 
-    let reply = call(
-        &mut conn,
-        json!(8),
-        "execute",
-        json!({"command": "sleep", "args": ["5"], "timeout": -1}),
-    );
+    let reply = call(&mut conn, json!(8), "execute", json!({"command": "sleep", "args": ["5"], "timeout": -1}));
     let message = error(&reply, &json!(8), -32602);
     assert!(message.contains("timeout"), "{message}");
 
     // A request after all of these still runs.
-    let reply = call(
-        &mut conn,
-        json!(9),
-        "execute",
-        json!({"command": "hello", "stream": false}),
-    );
+    let reply = call(&mut conn, json!(9), "execute", json!({"command": "hello", "stream": false}));
     assert_eq!(result(&reply)["stdout"], "Hello World!\n", "{reply}");
 }
 
@@ -440,19 +339,12 @@ fn over_long_line_is_refused_and_the_connection_goes_on() {
         let mut text = String::new();
         reader.read_line(&mut text).expect("read from server");
         assert!(!text.is_empty(), "server closed the connection");
-        serde_json::from_str::<Value>(&text)
-            .unwrap_or_else(|e| panic!("reply is not JSON ({e}): {text:?}"))
+        serde_json::from_str::<Value>(&text).unwrap_or_else(|e| panic!("reply is not JSON ({e}): {text:?}"))
     };
     let message = error(&read(), &Value::Null, -32600);
-    assert!(
-        message.contains(&MAX_FRAME.to_string()) && message.contains("limit"),
-        "{message}"
-    );
+    assert!(message.contains(&MAX_FRAME.to_string()) && message.contains("limit"), "{message}");
     assert_healthy(&read(), &json!(2));
-    writing
-        .join()
-        .expect("writer thread")
-        .expect("write to server");
+    writing.join().expect("writer thread").expect("write to server");
 }
 
 #[test]
@@ -464,19 +356,13 @@ fn huge_content_length_is_refused_without_allocating() {
     conn.send(b"Content-Length: 1000000000000\r\n\r\n{\"jsonrpc\":");
     let message = error(&conn.read_json_framed(), &Value::Null, -32600);
     assert!(started.elapsed() < WAIT);
-    assert!(
-        message.contains("1000000000000") && message.contains(&MAX_FRAME.to_string()),
-        "{message}"
-    );
+    assert!(message.contains("1000000000000") && message.contains(&MAX_FRAME.to_string()), "{message}");
 
     // Meanwhile other connections are served, and the server did not reserve the body.
     let mut other = connect(&env);
     assert_healthy(&call(&mut other, json!(1), "health", json!({})), &json!(1));
     let after = rss_kib(pid);
-    assert!(
-        after < before + 64 * 1024,
-        "the server grew from {before} KiB to {after} KiB"
-    );
+    assert!(after < before + 64 * 1024, "the server grew from {before} KiB to {after} KiB");
 }
 
 #[test]
@@ -485,14 +371,8 @@ fn malformed_content_length_closes_that_connection_only() {
     let mut conn = connect(&env);
     conn.send(b"Content-Length: abc\r\n\r\n");
     let message = error(&conn.read_json_framed(), &Value::Null, -32700);
-    assert!(
-        message.contains("Content-Length") && message.contains("abc"),
-        "{message}"
-    );
-    assert!(
-        conn.is_closed(),
-        "the connection is closed once its framing is lost"
-    );
+    assert!(message.contains("Content-Length") && message.contains("abc"), "{message}");
+    assert!(conn.is_closed(), "the connection is closed once its framing is lost");
 
     let mut other = connect(&env);
     assert_healthy(&call(&mut other, json!(1), "health", json!({})), &json!(1));
@@ -502,25 +382,15 @@ fn malformed_content_length_closes_that_connection_only() {
 fn cancel_request_cancels_a_running_execute() {
     let (env, _) = server();
     let mut conn = connect(&env);
-    conn.send(&line(
-        json!(5),
-        "execute",
-        json!({"command": "sleep", "args": ["30"]}),
-    ));
+    conn.send(&line(json!(5), "execute", json!({"command": "sleep", "args": ["30"]})));
     // Wait until it runs (status replies may come; the execute reply must not yet).
     let deadline = Instant::now() + WAIT;
     for id in 100u64.. {
         conn.send(&line(json!(id), "status", json!({})));
         let reply = conn.read_json_line();
-        assert_eq!(
-            reply["id"], id,
-            "only the status reply can come now: {reply}"
-        );
+        assert_eq!(reply["id"], id, "only the status reply can come now: {reply}");
         let active = &result(&reply)["active_commands"];
-        if active
-            .as_array()
-            .is_some_and(|a| a.iter().any(|c| c["command"] == "sleep"))
-        {
+        if active.as_array().is_some_and(|a| a.iter().any(|c| c["command"] == "sleep")) {
             break;
         }
         assert!(Instant::now() < deadline, "`sleep` never became active");
@@ -532,11 +402,7 @@ fn cancel_request_cancels_a_running_execute() {
     let res = result(&reply);
     assert_eq!(res["status"], "cancelled", "{reply}");
     assert_eq!(res["exit_code"], Value::Null, "{reply}");
-    assert!(
-        cancelled_at.elapsed() < Duration::from_secs(10),
-        "cancellation took {:?}",
-        cancelled_at.elapsed()
-    );
+    assert!(cancelled_at.elapsed() < Duration::from_secs(10), "cancellation took {:?}", cancelled_at.elapsed());
 
     // The connection goes on, and nothing runs any more.
     let reply = call(&mut conn, json!(6), "status", json!({}));
@@ -560,26 +426,16 @@ fn a_long_command_on_one_connection_does_not_delay_another() {
     let mut busy = connect(&env);
     let mut other = connect(&env);
     let started = Instant::now();
-    busy.send(&line(
-        json!(1),
-        "execute",
-        json!({"command": "sleep", "args": ["2"]}),
-    ));
+    busy.send(&line(json!(1), "execute", json!({"command": "sleep", "args": ["2"]})));
     wait_active(&mut other, "sleep");
     let reply = call(&mut other, json!(2), "health", json!({}));
     assert_healthy(&reply, &json!(2));
     let waited = started.elapsed();
-    assert!(
-        waited < Duration::from_millis(1500),
-        "health waited {waited:?} behind `sleep 2`"
-    );
+    assert!(waited < Duration::from_millis(1500), "health waited {waited:?} behind `sleep 2`");
 
     let (_, reply) = until_response(|| busy.read_json_line(), &json!(1));
     assert_eq!(result(&reply)["status"], "completed", "{reply}");
-    assert!(
-        started.elapsed() >= Duration::from_secs(2),
-        "sleep 2 ended early"
-    );
+    assert!(started.elapsed() >= Duration::from_secs(2), "sleep 2 ended early");
 }
 
 #[test]
@@ -587,16 +443,8 @@ fn output_notifications_carry_their_request_id() {
     let (env, _) = server();
     let mut conn = connect(&env);
     // Two executions in flight on one connection, with ids of both kinds.
-    conn.send(&line(
-        json!("alice-req"),
-        "execute",
-        json!({"command": "hello", "args": ["Alice"]}),
-    ));
-    conn.send(&line(
-        json!(42),
-        "execute",
-        json!({"command": "echo", "args": ["Bob"]}),
-    ));
+    conn.send(&line(json!("alice-req"), "execute", json!({"command": "hello", "args": ["Alice"]})));
+    conn.send(&line(json!(42), "execute", json!({"command": "echo", "args": ["Bob"]})));
     let mut notes = Vec::new();
     let mut results = Vec::new();
     while results.len() < 2 {
@@ -606,31 +454,36 @@ fn output_notifications_carry_their_request_id() {
         } else {
             assert_eq!(message["method"], "mcli/output", "{message}");
             let request_id = &message["params"]["request_id"];
-            assert!(
-                results.iter().all(|r: &Value| &r["id"] != request_id),
-                "output after its response: {message}"
-            );
+            assert!(results.iter().all(|r: &Value| &r["id"] != request_id), "output after its response: {message}");
             notes.push(message);
         }
     }
     for (id, expected) in [(json!("alice-req"), "Hello Alice!\n"), (json!(42), "Bob\n")] {
-        let reply = results
-            .iter()
-            .find(|r| r["id"] == id)
-            .unwrap_or_else(|| panic!("no reply to {id}"));
+        let reply = results.iter().find(|r| r["id"] == id).unwrap_or_else(|| panic!("no reply to {id}"));
         let res = result(reply);
         assert_eq!(res["status"], "completed", "{reply}");
-        let own: Vec<Value> = notes
-            .iter()
-            .filter(|n| n["params"]["request_id"] == id)
-            .cloned()
-            .collect();
+        let own: Vec<Value> = notes.iter().filter(|n| n["params"]["request_id"] == id).cloned().collect();
         assert_eq!(stdout_of(&own, &id, &res["id"]), expected, "{notes:?}");
     }
     assert!(
-        notes
-            .iter()
-            .all(|n| n["params"]["request_id"] == "alice-req" || n["params"]["request_id"] == 42),
+        notes.iter().all(|n| n["params"]["request_id"] == "alice-req" || n["params"]["request_id"] == 42),
         "{notes:?}"
     );
+}
+
+#[test]
+fn a_null_id_is_a_request_and_gets_a_reply() {
+    let (env, _) = server();
+    let mut conn = connect(&env);
+    conn.send(b"{\"jsonrpc\":\"2.0\",\"id\":null,\"method\":\"health\"}\n");
+    assert_healthy(&conn.read_json_line(), &Value::Null);
+}
+
+#[test]
+fn a_request_that_mentions_mcli_stdin_is_still_a_request() {
+    let (env, _) = server();
+    let mut conn = connect(&env);
+    let reply =
+        call(&mut conn, json!(1), "execute", json!({"command": "echo", "args": ["mcli/stdin"], "stream": false}));
+    assert_eq!(result(&reply)["stdout"], "mcli/stdin\n");
 }

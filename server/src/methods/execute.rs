@@ -1,31 +1,37 @@
 //! `execute`: run a named command, streaming its output as `mcli/output` notifications ahead of
 //! the result, or capturing it (up to a limit) into the result when not streaming.
+//!
+//! On the way: the protocol and shutdown checks, the lookup, the result cache for manifests with
+//! a `[cache]` table, and a slot among `max_concurrent_commands` (waiting in a bounded queue).
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use bytes::Bytes;
 use jsonrpsee_types::{ErrorObject, ErrorObjectOwned};
 use mcli_shared::protocol::{
-    ExecuteParams, ExecuteResult, OUTPUT_NOTIFICATION, OutputParams, PROTOCOL_VERSION, Stream,
-    code, encode_output,
+    ExecStatus, ExecuteParams, ExecuteResult, OUTPUT_NOTIFICATION, OutputParams, PROTOCOL_VERSION, Stream, code,
+    encode_output,
 };
-use mcli_shared::runner::{self, Chunk, Invocation};
+use mcli_shared::registry::{CommandKind, CommandSpec, LookupError};
+use mcli_shared::runner::{self, Chunk, Invocation, Outcome, Stdin};
 use serde::Serialize;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
 use super::error;
+use crate::cache::MAX_ENTRY_BYTES;
 use crate::dispatch::RequestCtx;
 use crate::state::State;
-
-/// Captured output kept per stream when not streaming; the rest is dropped and flagged.
-const CAPTURE_LIMIT: usize = 1024 * 1024;
 
 pub async fn execute(
     params: ExecuteParams,
     state: State,
     request: RequestCtx,
 ) -> Result<ExecuteResult, ErrorObjectOwned> {
+    // Whatever happens, later stdin for this request is dropped rather than queued.
+    let _release = ReleaseStdin(&request);
     if let Some(client) = params.protocol.filter(|p| *p != PROTOCOL_VERSION) {
         return Err(error(
             code::INCOMPATIBLE_PROTOCOL,
@@ -45,47 +51,72 @@ pub async fn execute(
         Some(secs) if !(secs.is_finite() && secs > 0.0 && secs < 1e9) => {
             return Err(error(
                 code::INVALID_PARAMS,
-                "invalid params: `timeout` must be a positive number of seconds",
+                "invalid params: `timeout` must be a positive number of seconds, under 1e9",
             ));
         }
         Some(secs) => Some(Duration::from_secs_f64(secs)),
-        None => Some(state.config.api_daemon.command_timeout)
-            .filter(|secs| *secs > 0.0)
-            .map(Duration::from_secs_f64),
+        None => None,
     };
-    let spec = state.registry.get(&params.command).map_err(|not_found| {
-        ErrorObject::owned(
+    let stdin = stdin_source(&params, &request)?;
+    let (registry, generation) = state.commands.current();
+    let spec = registry.get(&params.command).map_err(|err| match err {
+        LookupError::NotFound(not_found) => ErrorObject::owned(
             code::COMMAND_NOT_FOUND,
             not_found.to_string(),
             Some(serde_json::json!({ "command": not_found.name, "suggestions": not_found.suggestions })),
-        )
+        ),
+        broken @ LookupError::Broken(_) => error(code::COMMAND_BROKEN, broken.to_string()),
     })?;
+    let stream = params.stream.unwrap_or(request.stream_by_default);
+    let cache = cache_plan(&state, &spec, &params, &stdin, generation);
 
+    if let Some((key, _)) = &cache
+        && let Some(hit) = state.cache.get(key)
+    {
+        let execution = state.begin_execution(&spec.name, request.cancel.clone());
+        let started = Instant::now();
+        let mut sink = Sink::new(stream, state.config.server.max_captured_output, None);
+        for chunk in hit.output {
+            sink.push(&request, execution.id, chunk).await;
+        }
+        let outcome = Outcome {
+            status: ExecStatus::Completed,
+            exit_code: hit.exit_code,
+            signal: None,
+            duration: started.elapsed(),
+        };
+        let id = execution.id;
+        execution.finish(outcome.status);
+        return Ok(sink.result(id, params.command, outcome, true));
+    }
+
+    let _slot = take_slot(&state, &request).await?;
     let invocation = Invocation {
         args: params.args,
         cwd: params.cwd.map(PathBuf::from),
         env: params.env,
-        stdin: params.stdin.map(Bytes::from),
-        timeout,
+        stdin,
+        // The request's timeout, else the manifest's (applied by the runner), else the config's.
+        timeout: timeout.or_else(|| match &spec.kind {
+            CommandKind::Manifest(manifest) if manifest.timeout.is_some() => None,
+            _ => Some(state.config.api_daemon.command_timeout).filter(|s| *s > 0.0).map(Duration::from_secs_f64),
+        }),
+        kill_grace: Duration::from_secs_f64(state.config.server.kill_grace),
     };
-    let stream = params.stream.unwrap_or(request.stream_by_default);
-    let execution = state.begin_execution(&spec.name);
+    let execution = state.begin_execution(&spec.name, request.cancel.clone());
     let id = execution.id;
     tracing::debug!(execution = id, command = %spec.name, "started");
 
     let (tx, mut rx) = mpsc::channel::<Chunk>(16);
     let cancel = request.cancel.clone();
-    let run = async move { runner::run(&spec, &invocation, &tx, &cancel).await };
-    let mut capture = Capture::default();
+    let run = async move { runner::run(&spec, invocation, &tx, &cancel).await };
+    let keep = cache.as_ref().map(|_| Vec::new());
+    let mut sink = Sink::new(stream, state.config.server.max_captured_output, keep);
     let forward = async {
         while let Some(chunk) = rx.recv().await {
-            if stream {
-                if !send_output(&request, id, chunk).await {
-                    // Nobody reads any more: end the command rather than run it blind.
-                    request.cancel.cancel();
-                }
-            } else {
-                capture.push(chunk);
+            if !sink.push(&request, id, chunk).await {
+                // Nobody reads any more: end the command rather than run it blind.
+                request.cancel.cancel();
             }
         }
     };
@@ -93,27 +124,91 @@ pub async fn execute(
     execution.finish(outcome.status);
     tracing::debug!(execution = id, status = outcome.status.as_str(), "ended");
 
-    let (stdout, stderr, truncated) = if stream {
-        (None, None, None)
-    } else {
-        (
-            Some(capture.stdout_text()),
-            Some(capture.stderr_text()),
-            Some(capture.truncated),
-        )
+    if let (Some((key, ttl)), Some(kept)) = (cache, sink.kept.take())
+        && outcome.status == ExecStatus::Completed
+        && outcome.exit_code == Some(0)
+    {
+        state.cache.put(key, ttl, outcome.exit_code, kept);
+    }
+    Ok(sink.result(id, params.command, outcome, false))
+}
+
+/// Drops the stdin route of a request when its execution is over.
+struct ReleaseStdin<'a>(&'a RequestCtx);
+
+impl Drop for ReleaseStdin<'_> {
+    fn drop(&mut self) {
+        self.0.stdin.release(&self.0.key);
+    }
+}
+
+fn stdin_source(params: &ExecuteParams, request: &RequestCtx) -> Result<Stdin, ErrorObjectOwned> {
+    let given = [params.stdin.is_some(), params.stdin_b64.is_some(), params.stdin_stream];
+    if given.iter().filter(|g| **g).count() > 1 {
+        return Err(error(
+            code::INVALID_PARAMS,
+            "invalid params: give at most one of `stdin`, `stdin_b64` and `stdin_stream`",
+        ));
+    }
+    if let Some(text) = &params.stdin {
+        return Ok(Stdin::Bytes(Bytes::from(text.clone())));
+    }
+    if let Some(b64) = &params.stdin_b64 {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map_err(|e| error(code::INVALID_PARAMS, format!("invalid params: `stdin_b64` is not base64: {e}")))?;
+        return Ok(Stdin::Bytes(Bytes::from(bytes)));
+    }
+    if params.stdin_stream {
+        return match request.stdin.claim(&request.key) {
+            Some(rx) => Ok(Stdin::Stream(rx)),
+            None => Err(error(code::INVALID_PARAMS, "invalid params: this request id is already used for stdin")),
+        };
+    }
+    Ok(Stdin::Null)
+}
+
+/// The cache key and TTL when this call's result may come from, or go to, the cache.
+fn cache_plan(
+    state: &State,
+    spec: &CommandSpec,
+    params: &ExecuteParams,
+    stdin: &Stdin,
+    generation: u64,
+) -> Option<(String, Duration)> {
+    let CommandKind::Manifest(manifest) = &spec.kind else { return None };
+    let policy = manifest.cache.as_ref()?;
+    if !state.config.api_daemon.enable_command_caching || params.no_cache || !matches!(stdin, Stdin::Null) {
+        return None;
+    }
+    let env: Vec<Option<&String>> =
+        policy.env.iter().map(|name| params.env.as_ref().and_then(|env| env.get(name))).collect();
+    let key = serde_json::json!([spec.name, generation, params.args, params.cwd, policy.env, env]).to_string();
+    Some((key, policy.ttl))
+}
+
+/// Waits for a slot among `max_concurrent_commands`, in a bounded queue.
+async fn take_slot(state: &State, request: &RequestCtx) -> Result<OwnedSemaphorePermit, ErrorObjectOwned> {
+    if let Ok(permit) = state.slots.clone().try_acquire_owned() {
+        return Ok(permit);
+    }
+    let limit = state.config.server.max_queued_commands;
+    if state.queued.fetch_add(1, Ordering::SeqCst) >= limit {
+        state.queued.fetch_sub(1, Ordering::SeqCst);
+        return Err(error(
+            code::SERVER_BUSY,
+            format!(
+                "server busy: {} commands are running and {limit} are waiting (max_concurrent_commands, max_queued_commands); try again later",
+                state.config.api_daemon.max_concurrent_commands
+            ),
+        ));
+    }
+    let waited = tokio::select! {
+        permit = state.slots.clone().acquire_owned() => permit.map_err(|_| error(code::SHUTTING_DOWN, "the server is shutting down")),
+        () = request.cancel.cancelled() => Err(error(code::SHUTTING_DOWN, "cancelled while waiting for a free slot")),
     };
-    Ok(ExecuteResult {
-        id,
-        command: params.command,
-        status: outcome.status,
-        exit_code: outcome.exit_code,
-        signal: outcome.signal,
-        duration_ms: outcome.duration.as_millis() as u64,
-        cached: false,
-        stdout,
-        stderr,
-        truncated,
-    })
+    state.queued.fetch_sub(1, Ordering::SeqCst);
+    waited
 }
 
 #[derive(Serialize)]
@@ -123,53 +218,81 @@ struct Notification<'a> {
     params: &'a OutputParams,
 }
 
-/// Queues one `mcli/output` notification; false when the connection is gone.
-async fn send_output(request: &RequestCtx, id: u64, chunk: Chunk) -> bool {
-    let (data, data_b64) = encode_output(&chunk.data);
-    let params = OutputParams {
-        id,
-        request_id: Some(request.request_id.clone()),
-        stream: chunk.stream,
-        data,
-        data_b64,
-    };
-    let message = Notification {
-        jsonrpc: "2.0",
-        method: OUTPUT_NOTIFICATION,
-        params: &params,
-    };
-    match serde_json::to_vec(&message) {
-        Ok(bytes) => request.outgoing.send(Bytes::from(bytes)).await.is_ok(),
-        Err(_) => true,
-    }
-}
-
-/// Output kept for a non-streamed result, bounded per stream.
-#[derive(Default)]
-struct Capture {
+/// Where a command's output goes: `mcli/output` notifications, or a bounded capture for the
+/// result; and, for a cacheable call, a copy for the cache.
+struct Sink {
+    stream: bool,
+    limit: usize,
     stdout: Vec<u8>,
     stderr: Vec<u8>,
     truncated: bool,
+    /// The output kept for the cache; dropped when it grows past what the cache keeps.
+    kept: Option<Vec<Chunk>>,
+    kept_bytes: usize,
 }
 
-impl Capture {
-    fn push(&mut self, chunk: Chunk) {
+impl Sink {
+    fn new(stream: bool, limit: usize, kept: Option<Vec<Chunk>>) -> Self {
+        Sink { stream, limit, stdout: Vec::new(), stderr: Vec::new(), truncated: false, kept, kept_bytes: 0 }
+    }
+
+    /// Takes one chunk; false when the connection is gone.
+    async fn push(&mut self, request: &RequestCtx, id: u64, chunk: Chunk) -> bool {
+        if let Some(kept) = &mut self.kept {
+            self.kept_bytes += chunk.data.len();
+            if self.kept_bytes > MAX_ENTRY_BYTES {
+                self.kept = None;
+            } else {
+                kept.push(chunk.clone());
+            }
+        }
+        if self.stream {
+            return send_output(request, id, chunk).await;
+        }
         let buf = match chunk.stream {
             Stream::Stdout => &mut self.stdout,
             Stream::Stderr => &mut self.stderr,
         };
-        let room = CAPTURE_LIMIT.saturating_sub(buf.len());
+        let room = self.limit.saturating_sub(buf.len());
         if chunk.data.len() > room {
             self.truncated = true;
         }
         buf.extend_from_slice(&chunk.data[..chunk.data.len().min(room)]);
+        true
     }
 
-    fn stdout_text(&self) -> String {
-        String::from_utf8_lossy(&self.stdout).into_owned()
+    fn result(self, id: u64, command: String, outcome: Outcome, cached: bool) -> ExecuteResult {
+        let mut result = ExecuteResult {
+            id,
+            command,
+            status: outcome.status,
+            exit_code: outcome.exit_code,
+            signal: outcome.signal,
+            duration_ms: outcome.duration.as_millis() as u64,
+            cached,
+            stdout: None,
+            stderr: None,
+            stdout_b64: None,
+            stderr_b64: None,
+            truncated: None,
+        };
+        if !self.stream {
+            (result.stdout, result.stdout_b64) = encode_output(&self.stdout);
+            (result.stderr, result.stderr_b64) = encode_output(&self.stderr);
+            result.truncated = Some(self.truncated);
+        }
+        result
     }
+}
 
-    fn stderr_text(&self) -> String {
-        String::from_utf8_lossy(&self.stderr).into_owned()
+/// Queues one `mcli/output` notification; false when the connection is gone.
+async fn send_output(request: &RequestCtx, id: u64, chunk: Chunk) -> bool {
+    let (data, data_b64) = encode_output(&chunk.data);
+    let params =
+        OutputParams { id, request_id: Some(request.request_id.clone()), stream: chunk.stream, data, data_b64 };
+    let message = Notification { jsonrpc: "2.0", method: OUTPUT_NOTIFICATION, params: &params };
+    match serde_json::to_vec(&message) {
+        Ok(bytes) => request.outgoing.send(Bytes::from(bytes)).await.is_ok(),
+        Err(_) => true,
     }
 }

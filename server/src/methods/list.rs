@@ -6,12 +6,6 @@ use mcli_shared::protocol::{ListResult, NoParams};
 use crate::dispatch::RequestCtx;
 use crate::state::State;
 
-pub async fn list(
-    _: NoParams,
-    state: State,
-    _: RequestCtx,
-) -> Result<ListResult, ErrorObjectOwned> {
-    Ok(ListResult {
-        commands: state.registry.list(),
-    })
+pub async fn list(_: NoParams, state: State, _: RequestCtx) -> Result<ListResult, ErrorObjectOwned> {
+    Ok(ListResult { commands: state.commands.current().0.list() })
 }

@@ -2,6 +2,7 @@
 //! gets its params already decoded into the protocol crate's types, the server state, and the
 //! request's context.
 
+mod cancel;
 mod execute;
 mod health;
 mod list;
@@ -22,6 +23,7 @@ use crate::state::State;
 pub fn table(state: State) -> Methods {
     let mut module = RpcModule::new(state);
     register::<protocol::Execute, _, _>(&mut module, execute::execute);
+    register::<protocol::Cancel, _, _>(&mut module, cancel::cancel);
     register::<protocol::Status, _, _>(&mut module, status::status);
     register::<protocol::List, _, _>(&mut module, list::list);
     register::<protocol::Shutdown, _, _>(&mut module, shutdown::shutdown);
@@ -35,23 +37,18 @@ where
     F: Fn(M::Params, State, RequestCtx) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<M::Result, ErrorObjectOwned>> + Send + 'static,
 {
-    let registered = module.register_async_method(
-        M::NAME,
-        move |params: Params<'static>, state: Arc<State>, ext: Extensions| {
+    let registered =
+        module.register_async_method(M::NAME, move |params: Params<'static>, state: Arc<State>, ext: Extensions| {
             let handler = handler.clone();
             async move {
                 let params: M::Params = serde_json::from_str(params.as_str().unwrap_or("{}"))
                     .map_err(|e| error(code::INVALID_PARAMS, format!("invalid params: {e}")))?;
                 let Some(request) = ext.get::<RequestCtx>().cloned() else {
-                    return Err(error(
-                        code::INTERNAL_ERROR,
-                        "internal error: request context missing",
-                    ));
+                    return Err(error(code::INTERNAL_ERROR, "internal error: request context missing"));
                 };
                 handler(params, State::clone(&state), request).await
             }
-        },
-    );
+        });
     if let Err(err) = registered {
         // Names come from the protocol crate's constants; a clash is a programming error.
         panic!("method `{}` registered twice: {err}", M::NAME);

@@ -7,11 +7,7 @@ use mcli_shared::protocol::{OkResult, ShutdownParams};
 use crate::dispatch::RequestCtx;
 use crate::state::State;
 
-pub async fn shutdown(
-    params: ShutdownParams,
-    state: State,
-    _: RequestCtx,
-) -> Result<OkResult, ErrorObjectOwned> {
+pub async fn shutdown(params: ShutdownParams, state: State, _: RequestCtx) -> Result<OkResult, ErrorObjectOwned> {
     let graceful = params.graceful.unwrap_or(true);
     tracing::info!(graceful, "shutdown requested");
     state.begin_shutdown(graceful);

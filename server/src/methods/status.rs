@@ -9,11 +9,7 @@ use super::error;
 use crate::dispatch::RequestCtx;
 use crate::state::State;
 
-pub async fn status(
-    _: NoParams,
-    state: State,
-    _: RequestCtx,
-) -> Result<StatusResult, ErrorObjectOwned> {
+pub async fn status(_: NoParams, state: State, _: RequestCtx) -> Result<StatusResult, ErrorObjectOwned> {
     let config = serde_json::to_value(&state.config)
         .map_err(|e| error(code::INTERNAL_ERROR, format!("internal error: config: {e}")))?;
     let executed_total = state.executed_total.load(Ordering::Relaxed);
@@ -26,7 +22,7 @@ pub async fn status(
         http: None,
         running: !state.is_shutting_down(),
         active_commands: state.active_commands(),
-        queued: 0,
+        queued: state.queued.load(Ordering::Relaxed) as u64,
         // Until the persistent history exists, the history is this server's executions.
         command_history_count: executed_total,
         executed_total,

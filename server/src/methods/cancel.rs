@@ -1,0 +1,14 @@
+//! `cancel`: end a running execution by its id, from any connection. `ok` says whether one
+//! was running with that id.
+
+use jsonrpsee_types::ErrorObjectOwned;
+use mcli_shared::protocol::{CancelParams, OkResult};
+
+use crate::dispatch::RequestCtx;
+use crate::state::State;
+
+pub async fn cancel(params: CancelParams, state: State, _: RequestCtx) -> Result<OkResult, ErrorObjectOwned> {
+    let ok = state.cancel_execution(params.id);
+    tracing::debug!(execution = params.id, ok, "cancel requested");
+    Ok(OkResult { ok })
+}

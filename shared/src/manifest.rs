@@ -1,0 +1,140 @@
+//! Command manifests: `NAME.toml` in a commands dir describes how to run the command NAME. The
+//! format is strict: an unknown key is an error naming the file and the key, so a typo never
+//! silently drops a setting.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A manifest as written.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    #[serde(default)]
+    description: Option<String>,
+    run: Vec<String>,
+    #[serde(default)]
+    timeout: Option<f64>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    cache: Option<RawCache>,
+    #[serde(default)]
+    worker: Option<RawWorker>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCache {
+    ttl: f64,
+    #[serde(default)]
+    env: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWorker {
+    #[serde(default)]
+    max_workers: Option<u32>,
+    #[serde(default)]
+    idle_timeout: Option<f64>,
+}
+
+/// A checked manifest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Manifest {
+    pub file: PathBuf,
+    pub description: String,
+    /// The program and its leading arguments; the call's arguments follow them.
+    pub run: Vec<String>,
+    pub timeout: Option<Duration>,
+    /// Added to the caller's environment.
+    pub env: BTreeMap<String, String>,
+    pub cache: Option<CachePolicy>,
+}
+
+/// When results of a command may be reused.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CachePolicy {
+    pub ttl: Duration,
+    /// Variables whose values are part of the cache key, besides command, args and cwd.
+    pub env: Vec<String>,
+}
+
+/// Parses the manifest text of `file`; the error says what is wrong, with the file's name.
+pub fn parse(file: &Path, text: &str) -> Result<Manifest, String> {
+    let raw: RawManifest = toml::from_str(text).map_err(|e| {
+        let message = e.to_string();
+        // toml's message starts with the position and quotes the line; keep it on one line.
+        let flat: Vec<&str> = message.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('|')).collect();
+        format!("{}: {}", file.display(), flat.join(": "))
+    })?;
+    let fail = |what: String| Err(format!("{}: {what}", file.display()));
+    if raw.run.is_empty() || raw.run[0].is_empty() {
+        return fail("`run` must name a program: run = [\"program\", \"arg\", ...]".to_owned());
+    }
+    let seconds = |key: &str, value: f64| -> Result<Duration, String> {
+        if value.is_finite() && value > 0.0 && value < 1e9 {
+            Ok(Duration::from_secs_f64(value))
+        } else {
+            Err(format!("{}: `{key}` must be a positive number of seconds, not {value}", file.display()))
+        }
+    };
+    let timeout = raw.timeout.map(|t| seconds("timeout", t)).transpose()?;
+    let cache = match raw.cache {
+        Some(cache) => Some(CachePolicy { ttl: seconds("cache.ttl", cache.ttl)?, env: cache.env }),
+        None => None,
+    };
+    if raw.worker.is_some() {
+        return fail("`[worker]` manifests need warm workers, which this version of mcli does not run yet".to_owned());
+    }
+    Ok(Manifest {
+        file: file.to_owned(),
+        description: raw.description.unwrap_or_else(|| format!("runs {}", raw.run.join(" "))),
+        run: raw.run,
+        timeout,
+        env: raw.env,
+        cache,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_text(text: &str) -> Result<Manifest, String> {
+        parse(Path::new("/c/resize.toml"), text)
+    }
+
+    #[test]
+    fn reads_the_documented_format() {
+        let m = parse_text(
+            "description = \"Resize images\"\nrun = [\"python3\", \"resize.py\"]\ntimeout = 30\n\
+             env = { MODE = \"fast\" }\n[cache]\nttl = 60\nenv = [\"LANG\"]\n",
+        )
+        .unwrap();
+        assert_eq!(m.description, "Resize images");
+        assert_eq!(m.run, vec!["python3", "resize.py"]);
+        assert_eq!(m.timeout, Some(Duration::from_secs(30)));
+        assert_eq!(m.env["MODE"], "fast");
+        assert_eq!(m.cache, Some(CachePolicy { ttl: Duration::from_secs(60), env: vec!["LANG".into()] }));
+    }
+
+    #[test]
+    fn unknown_keys_name_the_file_and_key() {
+        let err = parse_text("run = [\"x\"]\ntimeuot = 3\n").unwrap_err();
+        assert!(err.starts_with("/c/resize.toml: ") && err.contains("unknown field `timeuot`"), "{err}");
+        let err = parse_text("run = [\"x\"]\n[cache]\nttl = 1\nenvs = []\n").unwrap_err();
+        assert!(err.contains("unknown field `envs`"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_explained() {
+        assert!(parse_text("run = []\n").unwrap_err().contains("`run` must name a program"));
+        assert!(parse_text("description = \"x\"\n").unwrap_err().contains("missing field `run`"));
+        assert!(parse_text("run = [\"x\"]\ntimeout = -1\n").unwrap_err().contains("`timeout` must be a positive"));
+        assert!(parse_text("run = [\"x\"]\n[worker]\n").unwrap_err().contains("warm workers"));
+    }
+}
