@@ -22,8 +22,6 @@ use crate::connection::{ConnectError, Connection};
 /// How long to wait for a new server's readiness line by default; `MCLI_START_TIMEOUT` (seconds)
 /// overrides it.
 pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(10);
-/// A log over this size is rotated to `NAME.log.1` when a server is started.
-const LOG_ROTATE_BYTES: u64 = 4 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -87,7 +85,7 @@ impl Starter {
             .filter(|s| s.is_finite() && *s > 0.0)
             .map_or(DEFAULT_START_TIMEOUT, Duration::from_secs_f64);
         let log = paths::log_file(&paths::state_dir(paths::process_env), &paths.name);
-        Starter { program, extra_args: Vec::new(), log, timeout }
+        Starter { program, extra_args: vec!["--auto-started".to_owned()], log, timeout }
     }
 }
 
@@ -180,7 +178,7 @@ fn open_log(path: &Path) -> io::Result<File> {
     if let Some(dir) = path.parent() {
         fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     }
-    if fs::metadata(path).map(|m| m.len() > LOG_ROTATE_BYTES).unwrap_or(false) {
+    if fs::metadata(path).map(|m| m.len() > paths::LOG_MAX_BYTES).unwrap_or(false) {
         let mut rotated = path.as_os_str().to_owned();
         rotated.push(".1");
         fs::rename(path, rotated)?;

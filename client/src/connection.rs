@@ -2,7 +2,7 @@
 //! the client's warm path is connect, one write, reads until the response, exit.
 
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -69,16 +69,40 @@ pub struct Notifier {
 
 impl Notifier {
     pub fn notify<P: Serialize>(&self, method: &str, params: &P) -> io::Result<()> {
-        #[derive(Serialize)]
-        struct Notification<'a, P> {
-            jsonrpc: &'static str,
-            method: &'a str,
-            params: &'a P,
-        }
-        let mut line = serde_json::to_vec(&Notification { jsonrpc: "2.0", method, params })?;
-        line.push(b'\n');
+        let line = notification_line(method, params)?;
         self.writer.lock().unwrap_or_else(|p| p.into_inner()).write_all(&line)
     }
+
+    /// Sends a notification only if that can be done at once: the connection is not in use by
+    /// another thread and the socket has room for the whole message. Safe from a thread that
+    /// must not block.
+    pub fn try_notify<P: Serialize>(&self, method: &str, params: &P) -> io::Result<()> {
+        use nix::sys::socket::{MsgFlags, send};
+        let line = notification_line(method, params)?;
+        let writer = match self.writer.try_lock() {
+            Ok(writer) => writer,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Err(io::ErrorKind::WouldBlock.into()),
+        };
+        match send(writer.as_raw_fd(), &line, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL) {
+            Ok(n) if n == line.len() => Ok(()),
+            // A partial message has broken the stream: the connection must not be used again.
+            Ok(_) => Err(io::ErrorKind::WriteZero.into()),
+            Err(errno) => Err(errno.into()),
+        }
+    }
+}
+
+fn notification_line<P: Serialize>(method: &str, params: &P) -> io::Result<Vec<u8>> {
+    #[derive(Serialize)]
+    struct Notification<'a, P> {
+        jsonrpc: &'static str,
+        method: &'a str,
+        params: &'a P,
+    }
+    let mut line = serde_json::to_vec(&Notification { jsonrpc: "2.0", method, params })?;
+    line.push(b'\n');
+    Ok(line)
 }
 
 impl Connection {
@@ -186,7 +210,11 @@ impl Connection {
                 Err(CallError::Interrupt) if !interrupted => {
                     interrupted = true;
                     let cancel = serde_json::json!({ "id": id });
-                    self.notifier().notify(CANCEL_REQUEST_NOTIFICATION, &cancel)?;
+                    if self.notifier().try_notify(CANCEL_REQUEST_NOTIFICATION, &cancel).is_err() {
+                        // The connection is busy (input for a command that does not read it):
+                        // leave now; the server cancels the command when the connection closes.
+                        return Err(CallError::Interrupted);
+                    }
                     continue;
                 }
                 Err(CallError::Interrupt) => return Err(CallError::Interrupted),

@@ -53,6 +53,8 @@ pub struct ConnectionCtx {
     pub id: usize,
     pub outgoing: mpsc::Sender<Bytes>,
     pub stream_by_default: bool,
+    /// The transport's name, for the history.
+    pub transport: &'static str,
     /// Streamed standard input on its way to this connection's `execute` requests.
     pub stdin: Arc<StdinRoutes>,
     /// Cancelled when the connection fails or the server aborts; parent of every request's token.
@@ -95,6 +97,7 @@ where
         id,
         outgoing: tx,
         stream_by_default: true,
+        transport: "socket",
         stdin: Arc::new(StdinRoutes::default()),
         cancel: state.abort.child_token(),
         requests: Mutex::new(HashMap::new()),
@@ -103,6 +106,7 @@ where
     let mut pending = Some((writer, rx));
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     tracing::debug!(connection = id, "connected");
+    state.connection_opened();
 
     loop {
         let next = tokio::select! {
@@ -165,6 +169,7 @@ where
             () = state.close_connections.cancelled() => break,
         }
     }
+    state.connection_closed();
     tracing::debug!(connection = id, "closed");
 }
 

@@ -35,6 +35,8 @@ pub struct RequestCtx {
     pub key: String,
     /// Where the connection's streamed standard input is routed.
     pub stdin: Arc<StdinRoutes>,
+    /// How the request came, for the history: `socket`, `stdio`, `tcp` or `http`.
+    pub transport: &'static str,
 }
 
 /// The envelope of a message, decoded loosely so that a malformed one can still be answered
@@ -179,6 +181,7 @@ async fn call(
         stream_by_default: conn.stream_by_default,
         key: key.clone(),
         stdin: Arc::clone(&conn.stdin),
+        transport: conn.transport,
     });
     // Methods without params accept an absent `params` as `{}`.
     let params = Params::new(Some(params.map_or("{}", RawValue::get))).into_owned();

@@ -6,8 +6,11 @@ pub mod cache;
 pub mod commands;
 pub mod connection;
 pub mod dispatch;
+pub mod history;
 pub mod listener;
+pub mod logging;
 pub mod methods;
+pub mod name;
 pub mod server_file;
 pub mod state;
 pub mod stdin;
@@ -21,8 +24,11 @@ use mcli_shared::config::Config;
 use mcli_shared::paths::ServerPaths;
 
 use crate::commands::Commands;
+use crate::name::{Check, NameGuard};
 use crate::state::{Inner, SHUTDOWN_GRACE};
 
+/// The idle timeout of a server started on demand, unless the config sets one.
+pub const AUTO_STARTED_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// How long connections get to flush their last replies at the end of shutdown.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
@@ -32,26 +38,44 @@ pub struct ServeOptions {
     /// Standard output is a pipe to whoever started the server: write the readiness line there,
     /// then point standard output at /dev/null so the starter's pipe closes.
     pub notify_ready: bool,
+    /// A client started this server on demand (it then exits after an hour idle by default).
+    pub auto_started: bool,
 }
 
 /// Serves until shutdown. `name_lock` is the held lock on `NAME.lock`: it proves that no other
 /// live server owns the name, so a socket file left behind can be replaced.
 pub async fn serve(options: ServeOptions, name_lock: File) -> anyhow::Result<()> {
-    let ServeOptions { config, paths, notify_ready } = options;
-    remove_if_present(&paths.socket).context("removing the stale socket file")?;
-    let listener =
-        listener::bind(&paths.socket).with_context(|| format!("cannot listen on {}", paths.socket.display()))?;
-    let token = server_file::new_token()?;
-    server_file::write(&paths, &server_file::ServerFile::new(&paths, token))?;
-    // What this server created, so that at exit it removes its own files and never those of a
-    // server that has since taken the name.
-    let owned = [FileId::of(&paths.socket), FileId::of(&paths.server_file)];
+    let ServeOptions { config, paths, notify_ready, auto_started } = options;
+    // Unset, an idle timeout applies only to a server a client started on demand.
+    let idle_timeout = match config.server.idle_timeout {
+        Some(secs) => Some(Duration::from_secs_f64(secs)),
+        None if auto_started => Some(AUTO_STARTED_IDLE_TIMEOUT),
+        None => None,
+    };
+    let history_path = history::path(&mcli_shared::paths::state_dir(mcli_shared::paths::process_env), &paths.name);
+    let (history, last_id) = if config.api_daemon.enable_command_history {
+        let retention = history::Retention {
+            max_entries: config.server.history_max_entries,
+            max_age: std::time::Duration::from_secs_f64(config.server.history_max_age_days * 86_400.0),
+        };
+        let (history, last_id) = history::History::open(&history_path, retention)?;
+        (Some(history), last_id)
+    } else {
+        // Ids go on from the history on disk, so that turning it back on never reuses one.
+        (None, history::last_id(&history_path)?)
+    };
+    let (name, listener) = NameGuard::bind(paths.clone(), name_lock, server_file::new_token()?)?;
 
     let commands = Commands::new(config.commands_dirs(mcli_shared::paths::process_env));
-    let state = Inner::new(config, paths, commands);
+    let state = Inner::new(config, paths, commands, history, last_id);
     let methods = methods::table(state.clone());
-    tokio::spawn(listener::accept_loop(state.clone(), methods, listener));
+    let (rebound_tx, rebound_rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(listener::accept_loop(state.clone(), methods, listener, rebound_rx));
     tokio::spawn(watch_signals(state.clone()));
+    let guard = tokio::spawn(guard_name(state.clone(), name, rebound_tx));
+    if let Some(timeout) = idle_timeout.filter(|t| !t.is_zero()) {
+        tokio::spawn(exit_when_idle(state.clone(), timeout));
+    }
 
     let line = format!(
         "mcli-server {} listening on {} (pid {})",
@@ -71,12 +95,11 @@ pub async fn serve(options: ServeOptions, name_lock: File) -> anyhow::Result<()>
     if tokio::time::timeout(CLOSE_GRACE, state.tasks.wait()).await.is_err() {
         tracing::warn!("connections did not close in time");
     }
-    for (path, id) in [&state.paths.socket, &state.paths.server_file].into_iter().zip(owned) {
-        if id.is_some() && FileId::of(path) == id {
-            let _ = remove_if_present(path);
-        }
+    match guard.await {
+        Ok(Some(name)) => name.release(),
+        Ok(None) => {}
+        Err(err) => tracing::error!(%err, "the name guard failed"),
     }
-    drop(name_lock);
     tracing::info!("stopped");
     Ok(())
 }
@@ -92,6 +115,49 @@ fn announce_ready(line: &str, notify_ready: bool) -> anyhow::Result<()> {
         nix::unistd::dup2_stdout(&null).context("redirecting standard output")?;
     }
     Ok(())
+}
+
+/// Keeps the name's files in place until shutdown; hands the name back for release, or `None`
+/// when another server took it.
+async fn guard_name(
+    state: state::State,
+    mut name: NameGuard,
+    rebound: tokio::sync::mpsc::Sender<interprocess::os::unix::uds_local_socket::tokio::Listener>,
+) -> Option<NameGuard> {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(name::CHECK_EVERY) => {}
+            () = state.stop.cancelled() => return Some(name),
+        }
+        match name.check() {
+            Ok(Check::Intact) => {}
+            Ok(Check::Rebound(listener)) => {
+                let _ = rebound.send(listener).await;
+            }
+            Ok(Check::Lost) => {
+                tracing::warn!("another server has taken the name; exiting");
+                state.begin_shutdown(true);
+                return None;
+            }
+            Err(err) => tracing::warn!("cannot repair the socket: {err:#}"),
+        }
+    }
+}
+
+/// Shuts the server down once it has had no connection and no running command for `timeout`.
+async fn exit_when_idle(state: state::State, timeout: Duration) {
+    let check = (timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(check) => {}
+            () = state.stop.cancelled() => return,
+        }
+        if state.idle_for() >= timeout {
+            tracing::info!(idle_secs = timeout.as_secs_f64(), "idle; exiting");
+            state.begin_shutdown(true);
+            return;
+        }
+    }
 }
 
 /// SIGTERM or SIGINT starts a graceful shutdown; a second one skips the grace period.
@@ -110,23 +176,5 @@ async fn watch_signals(state: state::State) {
         tracing::info!(graceful, "signal received");
         state.begin_shutdown(graceful);
         graceful = false;
-    }
-}
-
-/// A file's identity (device and inode), to tell it from a file later put at the same path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct FileId(u64, u64);
-
-impl FileId {
-    fn of(path: &std::path::Path) -> Option<FileId> {
-        use std::os::unix::fs::MetadataExt;
-        std::fs::symlink_metadata(path).ok().map(|m| FileId(m.dev(), m.ino()))
-    }
-}
-
-fn remove_if_present(path: &std::path::Path) -> io::Result<()> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
     }
 }

@@ -12,7 +12,7 @@ use jsonrpsee::Methods;
 use mcli_shared::framing::DEFAULT_MAX_FRAME;
 use mcli_shared::protocol::code;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc};
 
 use crate::connection;
 use crate::dispatch::error_reply;
@@ -29,13 +29,23 @@ pub fn bind(path: &Path) -> io::Result<Listener> {
     ListenerOptions::new().name(name).mode(0o600).reclaim_name(false).create_tokio_as::<Listener>()
 }
 
-/// Accepts connections until the server stops.
-pub async fn accept_loop(state: State, methods: Methods, listener: Listener) {
+/// Accepts connections until the server stops, switching to a new listener when the socket had
+/// to be bound anew.
+pub async fn accept_loop(
+    state: State,
+    methods: Methods,
+    mut listener: Listener,
+    mut rebound: mpsc::Receiver<Listener>,
+) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut next_id = 0usize;
     loop {
         let accepted = tokio::select! {
             accepted = listener.inner().accept() => accepted,
+            Some(new) = rebound.recv() => {
+                listener = new;
+                continue;
+            }
             () = state.stop.cancelled() => break,
         };
         let stream = match accepted {

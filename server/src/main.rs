@@ -15,7 +15,7 @@ use mcli_server::{ServeOptions, serve};
 use mcli_shared::config::{self, Config};
 use mcli_shared::lockfile;
 use mcli_shared::paths::{self, ServerPaths};
-use mcli_shared::protocol::{self, NoParams, ShutdownParams, StatusResult};
+use mcli_shared::protocol::{self, HistoryParams, NoParams, ShutdownParams, StatusResult};
 use mcli_shared::registry::Registry;
 
 /// How long a new server waits for an old one (shutting down) to release the name.
@@ -47,6 +47,9 @@ enum Cmd {
         /// Standard output is a pipe to a starter waiting for the readiness line
         #[arg(long, hide = true, requires = "foreground")]
         notify_ready: bool,
+        /// A client started this server on demand
+        #[arg(long, hide = true, requires = "foreground")]
+        auto_started: bool,
     },
     /// Stop the running server and wait until it has exited
     Stop,
@@ -59,6 +62,21 @@ enum Cmd {
     /// Show what the running server is doing (exit status 1 when none runs)
     Status {
         /// Print the status as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show past executions, newest first (reads the history database; no server needed)
+    History {
+        /// Show at most N entries
+        #[arg(long, value_name = "N", default_value_t = 20)]
+        limit: u32,
+        /// Only executions of this command
+        #[arg(long, value_name = "NAME")]
+        command: Option<String>,
+        /// Only executions that did not complete with status 0
+        #[arg(long)]
+        failed: bool,
+        /// Print the entries as JSON
         #[arg(long)]
         json: bool,
     },
@@ -85,8 +103,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let dir = paths::runtime_dir(paths::process_env);
     let server = ServerPaths::new(dir, &cli.socket_name)?;
     match cli.command {
-        Cmd::Start { foreground: true, debug, notify_ready } => {
-            run_foreground(&server, cli.config.as_deref(), debug, notify_ready)
+        Cmd::Start { foreground: true, debug, notify_ready, auto_started } => {
+            run_foreground(&server, cli.config.as_deref(), debug, notify_ready, auto_started)
         }
         Cmd::Start { foreground: false, debug, .. } => start_detached(&server, cli.config.as_deref(), debug),
         Cmd::Stop => stop(&server).map(|_| ExitCode::SUCCESS),
@@ -95,6 +113,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             start_detached(&server, cli.config.as_deref(), debug)
         }
         Cmd::Status { json } => status(&server, json),
+        Cmd::History { limit, command, failed, json } => {
+            history(&server, HistoryParams { limit: Some(limit), command, failed: Some(failed) }, json)
+        }
         Cmd::Commands { json } => commands(&server, cli.config.as_deref(), json),
     }
 }
@@ -137,9 +158,12 @@ fn run_foreground(
     file: Option<&std::path::Path>,
     debug: bool,
     notify_ready: bool,
+    auto_started: bool,
 ) -> anyhow::Result<ExitCode> {
     let config = load_config(file, debug)?;
-    init_logging(config.api_daemon.debug);
+    // A detached server's standard error is its log file, which it keeps bounded.
+    let log_file = notify_ready.then(|| paths::log_file(&paths::state_dir(paths::process_env), &server.name));
+    mcli_server::logging::init(config.api_daemon.debug, log_file);
     paths::ensure_runtime_dir(&server.dir)?;
     if !notify_ready && let Some(mut conn) = connect(server)? {
         bail!("{}; stop it first with `mcli-server stop`", already_running(&mut conn, server)?);
@@ -159,21 +183,9 @@ fn run_foreground(
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let options = ServeOptions { config, paths: server.clone(), notify_ready };
+    let options = ServeOptions { config, paths: server.clone(), notify_ready, auto_started };
     runtime.block_on(serve(options, lock))?;
     Ok(ExitCode::SUCCESS)
-}
-
-fn init_logging(debug: bool) {
-    use tracing_subscriber::EnvFilter;
-    let default = if debug { "debug" } else { "info" };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .with_target(false)
-        .try_init();
 }
 
 fn start_detached(server: &ServerPaths, file: Option<&std::path::Path>, debug: bool) -> anyhow::Result<ExitCode> {
@@ -260,6 +272,41 @@ fn render_status(s: &StatusResult) -> String {
         out += &format!("  #{} {} (since {})\n", active.id, active.command, active.started);
     }
     out
+}
+
+fn history(server: &ServerPaths, filter: HistoryParams, json: bool) -> anyhow::Result<ExitCode> {
+    let path = mcli_server::history::path(&paths::state_dir(paths::process_env), &server.name);
+    let entries = mcli_server::history::query(&path, &filter)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&protocol::HistoryResult { entries })?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if entries.is_empty() {
+        println!("no executions recorded in {}", path.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{:>6}  {:20}  {:>9}  {:9}  {:>4}  COMMAND", "ID", "STARTED", "DURATION", "STATUS", "EXIT");
+    for e in entries.iter().rev() {
+        let exit = match (e.exit_code, e.signal) {
+            (Some(code), _) => code.to_string(),
+            (None, Some(signal)) => format!("sig{signal}"),
+            (None, None) => "-".to_owned(),
+        };
+        let status = if e.cached { format!("{} *", e.status) } else { e.status.clone() };
+        let mut line = e.command.clone();
+        for arg in &e.args {
+            line.push(' ');
+            line.push_str(&quote(arg));
+        }
+        println!("{:>6}  {:20}  {:>7}ms  {:9}  {:>4}  {line}", e.id, e.started, e.duration_ms, status, exit);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Quotes an argument for display when it would not read back as one word.
+fn quote(arg: &str) -> String {
+    let plain = !arg.is_empty() && arg.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:@,+%".contains(c));
+    if plain { arg.to_owned() } else { format!("'{}'", arg.replace('\'', "'\\''")) }
 }
 
 fn commands(server: &ServerPaths, file: Option<&std::path::Path>, json: bool) -> anyhow::Result<ExitCode> {

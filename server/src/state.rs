@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::cache::ResultCache;
 use crate::commands::Commands;
+use crate::history::History;
 
 /// How long a graceful shutdown lets running commands finish.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -26,6 +27,8 @@ pub struct Inner {
     pub paths: ServerPaths,
     pub commands: Commands,
     pub cache: ResultCache,
+    /// The persistent history, unless `enable_command_history` is off.
+    pub history: Option<History>,
     /// One permit per command allowed to run at once (`max_concurrent_commands`).
     pub slots: Arc<Semaphore>,
     /// Commands waiting for a slot.
@@ -48,6 +51,10 @@ pub struct Inner {
     pub tasks: TaskTracker,
     /// Set by a non-graceful `shutdown`: skip the grace period.
     immediate: AtomicBool,
+    /// Open client connections, for the idle timeout.
+    connections: AtomicUsize,
+    /// When a connection or a command last ended (or a connection began).
+    last_busy: Mutex<Instant>,
 }
 
 struct Running {
@@ -58,8 +65,15 @@ struct Running {
 }
 
 impl Inner {
-    pub fn new(config: Config, paths: ServerPaths, commands: Commands) -> State {
+    pub fn new(
+        config: Config,
+        paths: ServerPaths,
+        commands: Commands,
+        history: Option<History>,
+        last_id: u64,
+    ) -> State {
         Arc::new(Inner {
+            history,
             slots: Arc::new(Semaphore::new(config.api_daemon.max_concurrent_commands)),
             queued: AtomicUsize::new(0),
             cache: ResultCache::default(),
@@ -67,7 +81,7 @@ impl Inner {
             paths,
             commands,
             started: Instant::now(),
-            next_execution: AtomicU64::new(1),
+            next_execution: AtomicU64::new(last_id + 1),
             executed_total: AtomicU64::new(0),
             failed_total: AtomicU64::new(0),
             active: Mutex::new(BTreeMap::new()),
@@ -78,6 +92,8 @@ impl Inner {
             close_connections: CancellationToken::new(),
             tasks: TaskTracker::new(),
             immediate: AtomicBool::new(false),
+            connections: AtomicUsize::new(0),
+            last_busy: Mutex::new(Instant::now()),
         })
     }
 
@@ -111,6 +127,28 @@ impl Inner {
         let id = self.next_execution.fetch_add(1, Ordering::Relaxed);
         self.active().insert(id, Running { command: command.to_owned(), started: SystemTime::now(), cancel });
         ExecutionGuard { state: Arc::clone(self), id, status: None }
+    }
+
+    fn touch(&self) {
+        *self.last_busy.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+
+    pub fn connection_opened(&self) {
+        self.connections.fetch_add(1, Ordering::SeqCst);
+        self.touch();
+    }
+
+    pub fn connection_closed(&self) {
+        self.connections.fetch_sub(1, Ordering::SeqCst);
+        self.touch();
+    }
+
+    /// How long the server has had no connection and no running command (zero while it has).
+    pub fn idle_for(&self) -> Duration {
+        if self.connections.load(Ordering::SeqCst) > 0 || !self.active().is_empty() {
+            return Duration::ZERO;
+        }
+        self.last_busy.lock().unwrap_or_else(|p| p.into_inner()).elapsed()
     }
 
     /// Cancels the running execution `id`; false when none runs with that id.
@@ -168,6 +206,7 @@ impl Drop for ExecutionGuard {
             self.state.failed_total.fetch_add(1, Ordering::Relaxed);
         }
         self.state.command_ended.notify_waiters();
+        self.state.touch();
     }
 }
 

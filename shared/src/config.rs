@@ -68,6 +68,13 @@ pub struct ServerConfig {
     pub max_captured_output: usize,
     /// Seconds between SIGTERM and SIGKILL when a command is ended.
     pub kill_grace: f64,
+    /// Seconds without connections or running commands after which the server exits; 0 means
+    /// never. When unset: one hour for a server a client started on demand, else never.
+    pub idle_timeout: Option<f64>,
+    /// The most executions the history keeps.
+    pub history_max_entries: u64,
+    /// The oldest history kept, in days.
+    pub history_max_age_days: f64,
 }
 
 impl Default for ServerConfig {
@@ -77,6 +84,9 @@ impl Default for ServerConfig {
             max_queued_commands: 100,
             max_captured_output: 1024 * 1024,
             kill_grace: 0.5,
+            idle_timeout: None,
+            history_max_entries: 10_000,
+            history_max_age_days: 90.0,
         }
     }
 }
@@ -313,6 +323,15 @@ fn set_server_key(cfg: &mut ServerConfig, key: &str, value: &toml::Value, base: 
         "max_queued_commands" => cfg.max_queued_commands = input.int(0, 100_000)? as usize,
         "max_captured_output" => cfg.max_captured_output = input.int(0, 1 << 30)? as usize,
         "kill_grace" => cfg.kill_grace = input.seconds()?,
+        "idle_timeout" => cfg.idle_timeout = Some(input.seconds()?),
+        "history_max_entries" => cfg.history_max_entries = input.int(1, 100_000_000)? as u64,
+        "history_max_age_days" => {
+            let days = input.seconds().map_err(|_| "must be a number of days, more than 0".to_owned())?;
+            if days <= 0.0 {
+                return Err(format!("must be a number of days, more than 0, not {days}"));
+            }
+            cfg.history_max_age_days = days;
+        }
         _ => return Ok(false),
     }
     Ok(true)

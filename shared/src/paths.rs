@@ -145,6 +145,9 @@ pub fn state_dir(env: impl Fn(&str) -> Option<OsString>) -> PathBuf {
         .join("mcli")
 }
 
+/// A server log past this size is rotated to `NAME.log.1`.
+pub const LOG_MAX_BYTES: u64 = 4 * 1024 * 1024;
+
 /// The server log of server NAME in the state directory.
 pub fn log_file(state_dir: &Path, name: &str) -> PathBuf {
     state_dir.join(format!("{name}.log"))

@@ -66,6 +66,11 @@ method!(
     Cancel, "cancel", CancelParams, OkResult
 );
 
+method!(
+    /// Past executions, newest first.
+    History, "history", HistoryParams, HistoryResult
+);
+
 /// The notification that carries a running command's output, sent before the `execute` response.
 pub const OUTPUT_NOTIFICATION: &str = "mcli/output";
 /// The notification that carries standard input for an `execute` with `stdin_stream`.
@@ -302,6 +307,43 @@ pub struct ShutdownParams {
 pub struct CancelParams {
     /// The execution's id.
     pub id: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryParams {
+    /// At most this many entries (default 50).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    /// Only executions of this command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// Only executions that did not complete with status 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub id: u64,
+    pub command: String,
+    pub args: Vec<String>,
+    pub cwd: Option<String>,
+    /// Start time, RFC 3339 in UTC.
+    pub started: String,
+    pub duration_ms: u64,
+    /// `completed`, `failed`, `timed_out` or `cancelled`.
+    pub status: String,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub cached: bool,
+    /// How the request came: `socket`, `stdio`, `tcp` or `http`.
+    pub transport: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryResult {
+    pub entries: Vec<HistoryEntry>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

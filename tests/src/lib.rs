@@ -140,6 +140,23 @@ impl TestEnv {
         self.children.remove(at)
     }
 
+    /// Creates the runtime dir as the binaries would (mode 0700), for tests that put something
+    /// in it before any server runs.
+    pub fn create_runtime_dir(&self) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(&self.runtime_dir).expect("create runtime dir");
+        std::fs::set_permissions(&self.runtime_dir, std::fs::Permissions::from_mode(0o700)).expect("chmod 700");
+    }
+
+    /// Waits until the running server reports at least one active command.
+    pub fn wait_for_active_command(&self) {
+        wait_until("a command is running", || {
+            let status = self.server(&["status", "--json"]);
+            serde_json::from_str::<Value>(&status.stdout)
+                .is_ok_and(|s| s["active_commands"].as_array().is_some_and(|a| !a.is_empty()))
+        });
+    }
+
     pub fn socket(&self, name: &str) -> PathBuf {
         self.runtime_dir.join(format!("{name}.sock"))
     }

@@ -137,8 +137,7 @@ fn alternate_editor_program_runs_with_the_command() {
 #[test]
 fn an_incompatible_server_is_reported_in_plain_words() {
     let env = TestEnv::new();
-    std::fs::create_dir_all(&env.runtime_dir).unwrap();
-    std::fs::set_permissions(&env.runtime_dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    env.create_runtime_dir();
     // A stand-in for a server from another release, which refuses this client's protocol.
     let listener = UnixListener::bind(env.socket("server")).unwrap();
     let fake = std::thread::spawn(move || {
@@ -166,8 +165,7 @@ fn an_incompatible_server_is_reported_in_plain_words() {
 #[test]
 fn a_server_that_dies_mid_command_is_reported() {
     let env = TestEnv::new();
-    std::fs::create_dir_all(&env.runtime_dir).unwrap();
-    std::fs::set_permissions(&env.runtime_dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    env.create_runtime_dir();
     let listener = UnixListener::bind(env.socket("server")).unwrap();
     let fake = std::thread::spawn(move || {
         let (stream, _) = listener.accept().unwrap();

@@ -227,8 +227,7 @@ fn a_server_that_cannot_start_gives_69_and_its_log() {
 fn the_readiness_wait_is_bounded() {
     let mut env = TestEnv::new();
     // Hold the name lock as a hung server would: the new server cannot take the name.
-    std::fs::create_dir_all(&env.runtime_dir).unwrap();
-    std::fs::set_permissions(&env.runtime_dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    env.create_runtime_dir();
     let lock = mcli_shared_lock(&env.runtime_dir.join("server.lock"));
     env.set_env("MCLI_START_TIMEOUT", "1");
     let run = env.client(&["hello"]);
@@ -252,11 +251,7 @@ fn shutdown_lets_running_commands_finish() {
     env.server(&["start"]).expect_code(0);
     let mut slow = env.client_cmd(&["-q", "sleep", "1.5"]);
     let slow = slow.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    wait_until("the slow command runs", || {
-        let status = env.server(&["status", "--json"]);
-        serde_json::from_str::<serde_json::Value>(&status.stdout)
-            .is_ok_and(|s| s["active_commands"].as_array().is_some_and(|a| !a.is_empty()))
-    });
+    env.wait_for_active_command();
     let stop = env.server(&["stop"]);
     stop.expect_code(0);
     Run::wait(slow).expect_code(0);
@@ -270,11 +265,7 @@ fn a_new_command_during_shutdown_starts_a_new_server() {
     let (pid, _) = env.foreground_server(&[]);
     let mut slow = env.client_cmd(&["-q", "sleep", "2"]);
     let slow = slow.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    wait_until("the slow command runs", || {
-        let status = env.server(&["status", "--json"]);
-        serde_json::from_str::<serde_json::Value>(&status.stdout)
-            .is_ok_and(|s| s["active_commands"].as_array().is_some_and(|a| !a.is_empty()))
-    });
+    env.wait_for_active_command();
     kill(Pid::from_raw(pid as i32), Signal::SIGTERM).unwrap();
     // The old server refuses new work while it drains, then a new one takes over the name.
     let run = env.client(&["-q", "hello"]);

@@ -4,7 +4,9 @@
 //!
 //! - round trip: a warm `mcli-client hello` and `/bin/true`, interleaved, as a ratio of medians;
 //! - cold start: `mcli-client hello` that has to start the server first (median of several);
-//! - idle memory: the server's resident set after the warm calls.
+//! - idle memory: the server's resident set after the warm calls;
+//! - script overhead: a trivial script run directly and through `mcli-client`, interleaved;
+//! - throughput: built-in `execute` calls over 8 persistent connections at once.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -42,6 +44,52 @@ fn main() -> anyhow::Result<()> {
     let pid = bench.server_pid()?;
     std::thread::sleep(Duration::from_millis(200));
     println!("| server RSS at idle after {} calls | {} |", 2 * iterations + 1, kib(rss_kib(pid)?));
+
+    // A trivial script, run directly and through the server, interleaved.
+    let commands = bench.dir.path().join("cfg/mcli/commands");
+    std::fs::create_dir_all(&commands)?;
+    let script = commands.join("trivial");
+    std::fs::write(&script, "#!/bin/sh\n:\n")?;
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    let (mut direct, mut through) = (Vec::new(), Vec::new());
+    let rounds = iterations.min(500);
+    for _ in 0..rounds {
+        direct.push(time(&mut Command::new(&script))?);
+        through.push(time(&mut bench.client(&["trivial"]))?);
+    }
+    let (d, t) = (median(&mut direct), median(&mut through));
+    println!("| trivial script run directly (median of {rounds}) | {} |", ms(d));
+    println!("| the same script through `mcli-client` (median) | {} |", ms(t));
+    println!("| **script through mcli / direct** | **{:.2}x** |", t.as_secs_f64() / d.as_secs_f64());
+
+    let per_connection = (iterations * 10).max(1000);
+    let rate = throughput(&bench.dir.path().join("rt/server.sock"), 8, per_connection, "echo")?;
+    println!(
+        "| built-in `execute` calls, 8 persistent connections ({} calls) | {:.0} calls/s |",
+        8 * per_connection,
+        rate
+    );
+
+    // History on (the server above) and off (a second server), alternating, best of three each.
+    let config = bench.dir.path().join("no-history.toml");
+    std::fs::write(&config, "[api_daemon]\nenable_command_history = false\n")?;
+    let started = bench
+        .command("mcli-server", &["--socket-name", "nohist", "--config", config.to_str().unwrap_or_default(), "start"])
+        .status()?;
+    if !started.success() {
+        bail!("cannot start the second server");
+    }
+    let (on_sock, off_sock) = (bench.dir.path().join("rt/server.sock"), bench.dir.path().join("rt/nohist.sock"));
+    for (command, calls, what) in [("echo", per_connection, "built-in `echo`"), ("trivial", 100, "trivial script")] {
+        let (mut on, mut off) = (0f64, 0f64);
+        for _ in 0..3 {
+            on = on.max(throughput(&on_sock, 8, calls, command)?);
+            off = off.max(throughput(&off_sock, 8, calls, command)?);
+        }
+        println!("| {what}: `execute` throughput with history on / off (best of 3) | {on:.0} / {off:.0} calls/s |");
+        println!("| **{what}: history cost** (1 - on/off) | **{:.1}%** |", (1.0 - on / off) * 100.0);
+    }
+    bench.command("mcli-server", &["--socket-name", "nohist", "stop"]).status()?;
 
     let mut cold = Vec::new();
     for _ in 0..20 {
@@ -108,6 +156,38 @@ impl Drop for Bench {
     fn drop(&mut self) {
         let _ = self.stop();
     }
+}
+
+/// Calls `execute COMMAND x` over `connections` persistent connections at once, each waiting for
+/// every result before the next call; returns calls per second.
+fn throughput(socket: &Path, connections: usize, calls: usize, command: &str) -> anyhow::Result<f64> {
+    use mcli_client::connection::Connection;
+    use mcli_shared::protocol::ExecuteParams;
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(connections + 1));
+    let workers: Vec<_> = (0..connections)
+        .map(|_| {
+            let mut conn = Connection::connect(socket)?;
+            let barrier = std::sync::Arc::clone(&barrier);
+            let command = command.to_owned();
+            Ok(std::thread::spawn(move || -> anyhow::Result<()> {
+                let params = ExecuteParams { command, args: vec!["x".into()], ..Default::default() };
+                barrier.wait();
+                for _ in 0..calls {
+                    let result = conn.execute(&params, |_| Ok(()))?;
+                    if result.exit_code != Some(0) {
+                        bail!("the command failed: {result:?}");
+                    }
+                }
+                Ok(())
+            }))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    barrier.wait();
+    let start = Instant::now();
+    for worker in workers {
+        worker.join().map_err(|_| anyhow::anyhow!("a worker panicked"))??;
+    }
+    Ok((connections * calls) as f64 / start.elapsed().as_secs_f64())
 }
 
 fn time(cmd: &mut Command) -> anyhow::Result<Duration> {

@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -23,10 +23,11 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use super::error;
 use crate::cache::MAX_ENTRY_BYTES;
 use crate::dispatch::RequestCtx;
+use crate::history::Record;
 use crate::state::State;
 
 pub async fn execute(
-    params: ExecuteParams,
+    mut params: ExecuteParams,
     state: State,
     request: RequestCtx,
 ) -> Result<ExecuteResult, ErrorObjectOwned> {
@@ -74,7 +75,7 @@ pub async fn execute(
         && let Some(hit) = state.cache.get(key)
     {
         let execution = state.begin_execution(&spec.name, request.cancel.clone());
-        let started = Instant::now();
+        let (started, started_at) = (Instant::now(), SystemTime::now());
         let mut sink = Sink::new(stream, state.config.server.max_captured_output, None);
         for chunk in hit.output {
             sink.push(&request, execution.id, chunk).await;
@@ -87,14 +88,24 @@ pub async fn execute(
         };
         let id = execution.id;
         execution.finish(outcome.status);
-        return Ok(sink.result(id, params.command, outcome, true));
+        let result = sink.result(id, params.command.clone(), outcome, true);
+        return Ok(recorded(&state, &request, &params, started_at, result).await);
     }
 
-    let _slot = take_slot(&state, &request).await?;
+    let Some(_slot) = take_slot(&state, &request).await? else {
+        // Cancelled (or shut down) while waiting in the queue: it never ran.
+        let execution = state.begin_execution(&spec.name, request.cancel.clone());
+        let id = execution.id;
+        execution.finish(ExecStatus::Cancelled);
+        let outcome =
+            Outcome { status: ExecStatus::Cancelled, exit_code: None, signal: None, duration: Duration::ZERO };
+        let result = Sink::new(stream, 0, None).result(id, params.command.clone(), outcome, false);
+        return Ok(recorded(&state, &request, &params, SystemTime::now(), result).await);
+    };
     let invocation = Invocation {
-        args: params.args,
-        cwd: params.cwd.map(PathBuf::from),
-        env: params.env,
+        args: params.args.clone(),
+        cwd: params.cwd.as_ref().map(PathBuf::from),
+        env: params.env.take(),
         stdin,
         // The request's timeout, else the manifest's (applied by the runner), else the config's.
         timeout: timeout.or_else(|| match &spec.kind {
@@ -104,7 +115,7 @@ pub async fn execute(
         kill_grace: Duration::from_secs_f64(state.config.server.kill_grace),
     };
     let execution = state.begin_execution(&spec.name, request.cancel.clone());
-    let id = execution.id;
+    let (id, started_at) = (execution.id, SystemTime::now());
     tracing::debug!(execution = id, command = %spec.name, "started");
 
     let (tx, mut rx) = mpsc::channel::<Chunk>(16);
@@ -130,7 +141,37 @@ pub async fn execute(
     {
         state.cache.put(key, ttl, outcome.exit_code, kept);
     }
-    Ok(sink.result(id, params.command, outcome, false))
+    let result = sink.result(id, params.command.clone(), outcome, false);
+    Ok(recorded(&state, &request, &params, started_at, result).await)
+}
+
+/// Writes the execution to the history (when on) and hands the result back once it is
+/// committed: a client never sees a result that a crash could lose from the history.
+async fn recorded(
+    state: &State,
+    request: &RequestCtx,
+    params: &ExecuteParams,
+    started: SystemTime,
+    result: ExecuteResult,
+) -> ExecuteResult {
+    if let Some(history) = &state.history {
+        history
+            .record(Record {
+                id: result.id,
+                command: result.command.clone(),
+                args: params.args.clone(),
+                cwd: params.cwd.clone(),
+                transport: request.transport,
+                started,
+                duration_ms: result.duration_ms,
+                status: result.status,
+                exit_code: result.exit_code,
+                signal: result.signal,
+                cached: result.cached,
+            })
+            .await;
+    }
+    result
 }
 
 /// Drops the stdin route of a request when its execution is over.
@@ -187,10 +228,11 @@ fn cache_plan(
     Some((key, policy.ttl))
 }
 
-/// Waits for a slot among `max_concurrent_commands`, in a bounded queue.
-async fn take_slot(state: &State, request: &RequestCtx) -> Result<OwnedSemaphorePermit, ErrorObjectOwned> {
+/// Waits for a slot among `max_concurrent_commands`, in a bounded queue; `None` when the request
+/// was cancelled while it waited.
+async fn take_slot(state: &State, request: &RequestCtx) -> Result<Option<OwnedSemaphorePermit>, ErrorObjectOwned> {
     if let Ok(permit) = state.slots.clone().try_acquire_owned() {
-        return Ok(permit);
+        return Ok(Some(permit));
     }
     let limit = state.config.server.max_queued_commands;
     if state.queued.fetch_add(1, Ordering::SeqCst) >= limit {
@@ -204,11 +246,11 @@ async fn take_slot(state: &State, request: &RequestCtx) -> Result<OwnedSemaphore
         ));
     }
     let waited = tokio::select! {
-        permit = state.slots.clone().acquire_owned() => permit.map_err(|_| error(code::SHUTTING_DOWN, "the server is shutting down")),
-        () = request.cancel.cancelled() => Err(error(code::SHUTTING_DOWN, "cancelled while waiting for a free slot")),
+        permit = state.slots.clone().acquire_owned() => permit.ok(),
+        () = request.cancel.cancelled() => None,
     };
     state.queued.fetch_sub(1, Ordering::SeqCst);
-    waited
+    Ok(waited)
 }
 
 #[derive(Serialize)]

@@ -5,6 +5,7 @@
 mod cancel;
 mod execute;
 mod health;
+mod history;
 mod list;
 mod shutdown;
 mod status;
@@ -28,6 +29,7 @@ pub fn table(state: State) -> Methods {
     register::<protocol::List, _, _>(&mut module, list::list);
     register::<protocol::Shutdown, _, _>(&mut module, shutdown::shutdown);
     register::<protocol::Health, _, _>(&mut module, health::health);
+    register::<protocol::History, _, _>(&mut module, history::history);
     module.into()
 }
 

@@ -23,8 +23,7 @@ pub async fn status(_: NoParams, state: State, _: RequestCtx) -> Result<StatusRe
         running: !state.is_shutting_down(),
         active_commands: state.active_commands(),
         queued: state.queued.load(Ordering::Relaxed) as u64,
-        // Until the persistent history exists, the history is this server's executions.
-        command_history_count: executed_total,
+        command_history_count: state.history.as_ref().map_or(0, |h| h.count()),
         executed_total,
         failed_total: state.failed_total.load(Ordering::Relaxed),
         config,

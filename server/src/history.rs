@@ -1,0 +1,370 @@
+//! The persistent command history: an SQLite database (WAL) in the state directory, one row per
+//! execution. `execute` answers only after its row is committed, so a result a client has
+//! received is never missing after a crash. A dedicated thread does the writing, so SQLite's
+//! I/O (a checkpoint may fsync) never stalls the async workers, and it commits every row
+//! waiting in one transaction, so the cost per execution shrinks under load.
+//!
+//! The schema evolves by the numbered files in `server/migrations/`, applied at start. A
+//! database from a newer mcli is refused, never touched.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc as sync_mpsc;
+use std::time::{Duration, SystemTime};
+
+use mcli_shared::protocol::{ExecStatus, HistoryEntry, HistoryParams};
+use rusqlite::{Connection, OpenFlags, params};
+use tokio::sync::oneshot;
+
+/// The migrations, in order; the database's `user_version` counts those applied.
+const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_create_executions.sql")];
+/// Rows waiting for the writer; callers wait beyond it (backpressure, not memory).
+const QUEUE: usize = 1024;
+/// How often, in rows written, retention is applied.
+const PRUNE_EVERY: u64 = 500;
+/// The most rows one `history` call returns.
+pub const MAX_LIMIT: u32 = 10_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    #[error("history database {path}: {source}")]
+    Sqlite { path: PathBuf, source: rusqlite::Error },
+    #[error(
+        "history database {path} was written by a newer mcli (schema {found}, this one knows {known}); upgrade mcli, or move the file away to start a new history"
+    )]
+    Newer { path: PathBuf, found: i64, known: i64 },
+    #[error("cannot create the history database {path}: {source}")]
+    Create { path: PathBuf, source: std::io::Error },
+}
+
+/// How much history is kept.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub max_entries: u64,
+    pub max_age: Duration,
+}
+
+/// One execution, as recorded.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub id: u64,
+    pub command: String,
+    pub args: Vec<String>,
+    pub cwd: Option<String>,
+    pub transport: &'static str,
+    pub started: SystemTime,
+    pub duration_ms: u64,
+    pub status: ExecStatus,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub cached: bool,
+}
+
+struct Job {
+    record: Record,
+    done: oneshot::Sender<()>,
+}
+
+/// The writer's handle: rows go to the writer thread, which commits whatever is waiting in one
+/// transaction (group commit) and then wakes each caller.
+pub struct History {
+    tx: sync_mpsc::SyncSender<Job>,
+    count: Arc<AtomicU64>,
+    pub path: PathBuf,
+}
+
+impl History {
+    /// Opens (creating and migrating) the database and starts the writer thread. Returns the
+    /// history and the highest execution id recorded so far.
+    pub fn open(path: &Path, retention: Retention) -> Result<(History, u64), HistoryError> {
+        let conn = open_writable(path)?;
+        let sqlite = |source| HistoryError::Sqlite { path: path.to_owned(), source };
+        prune(&conn, retention).map_err(sqlite)?;
+        let (last_id, count): (i64, i64) = conn
+            .query_row("SELECT COALESCE(MAX(id), 0), COUNT(*) FROM executions", [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(sqlite)?;
+        let count = Arc::new(AtomicU64::new(count as u64));
+        let (tx, rx) = sync_mpsc::sync_channel(QUEUE);
+        let writer = Writer { conn, rx, count: Arc::clone(&count), retention, path: path.to_owned() };
+        std::thread::Builder::new()
+            .name("history".into())
+            .spawn(move || writer.run())
+            .map_err(|source| HistoryError::Create { path: path.to_owned(), source })?;
+        Ok((History { tx, count, path: path.to_owned() }, last_id as u64))
+    }
+
+    /// Records an execution and waits until it is committed.
+    pub async fn record(&self, record: Record) {
+        let id = record.id;
+        let (done, committed) = oneshot::channel();
+        let queued = match self.tx.try_send(Job { record, done }) {
+            Ok(()) => true,
+            Err(sync_mpsc::TrySendError::Full(job)) => {
+                // The queue is bounded: wait for room, off the async threads.
+                let tx = self.tx.clone();
+                matches!(tokio::task::spawn_blocking(move || tx.send(job).is_ok()).await, Ok(true))
+            }
+            Err(sync_mpsc::TrySendError::Disconnected(_)) => false,
+        };
+        if !queued || committed.await.is_err() {
+            tracing::error!(execution = id, "execution not recorded in the history");
+        }
+    }
+
+    /// Rows in the history now.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+}
+
+/// The writer thread's side.
+struct Writer {
+    conn: Connection,
+    rx: sync_mpsc::Receiver<Job>,
+    count: Arc<AtomicU64>,
+    retention: Retention,
+    path: PathBuf,
+}
+
+impl Writer {
+    fn run(mut self) {
+        let mut since_prune = 0;
+        while let Ok(first) = self.rx.recv() {
+            let mut jobs = vec![first];
+            while jobs.len() < QUEUE {
+                match self.rx.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
+            }
+            match insert(&mut self.conn, &jobs) {
+                Ok(()) => {
+                    self.count.fetch_add(jobs.len() as u64, Ordering::Relaxed);
+                    since_prune += jobs.len() as u64;
+                    for job in jobs {
+                        let _ = job.done.send(());
+                    }
+                }
+                // Dropping the senders tells the callers their rows were not written.
+                Err(err) => tracing::error!(path = %self.path.display(), %err, "cannot write the history"),
+            }
+            if since_prune >= PRUNE_EVERY {
+                since_prune = 0;
+                match prune(&self.conn, self.retention) {
+                    Ok(left) => self.count.store(left, Ordering::Relaxed),
+                    Err(err) => tracing::warn!(%err, "cannot prune the history"),
+                }
+            }
+        }
+    }
+}
+
+/// The history database of server `name` in the state directory.
+pub fn path(state_dir: &Path, name: &str) -> PathBuf {
+    state_dir.join(format!("{name}-history.sqlite3"))
+}
+
+fn open_writable(path: &Path) -> Result<Connection, HistoryError> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let create = |source| HistoryError::Create { path: path.to_owned(), source };
+    if let Some(dir) = path.parent() {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(create)?;
+    }
+    // Create it private before SQLite opens it.
+    std::fs::OpenOptions::new().write(true).create(true).truncate(false).mode(0o600).open(path).map_err(create)?;
+    let sqlite = |source| HistoryError::Sqlite { path: path.to_owned(), source };
+    let mut conn = Connection::open(path).map_err(sqlite)?;
+    conn.busy_timeout(Duration::from_secs(5)).map_err(sqlite)?;
+    let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(sqlite)?;
+    let known = MIGRATIONS.len() as i64;
+    if found > known {
+        return Err(HistoryError::Newer { path: path.to_owned(), found, known });
+    }
+    conn.pragma_update(None, "journal_mode", "WAL").map_err(sqlite)?;
+    // In WAL mode NORMAL loses nothing to a crash of the process, only (possibly the last
+    // commits) to a crash of the machine, and spares an fsync per commit.
+    conn.pragma_update(None, "synchronous", "NORMAL").map_err(sqlite)?;
+    // The writer only appends: a small page cache keeps the server's memory small.
+    conn.pragma_update(None, "cache_size", -256).map_err(sqlite)?;
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let tx = conn.transaction().map_err(sqlite)?;
+        tx.execute_batch(sql).map_err(sqlite)?;
+        tx.pragma_update(None, "user_version", index as i64 + 1).map_err(sqlite)?;
+        tx.commit().map_err(sqlite)?;
+    }
+    Ok(conn)
+}
+
+fn insert(conn: &mut Connection, jobs: &[Job]) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    {
+        let mut stmt = tx.prepare_cached(
+            "INSERT OR REPLACE INTO executions (id, command, args, cwd, transport, started, started_ms, duration_ms, status, exit_code, signal, cached)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        )?;
+        for Job { record: r, .. } in jobs {
+            let args = serde_json::to_string(&r.args).unwrap_or_else(|_| "[]".to_owned());
+            let started_ms = r.started.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+            stmt.execute(params![
+                r.id as i64,
+                r.command,
+                args,
+                r.cwd,
+                r.transport,
+                crate::state::rfc3339(r.started),
+                started_ms,
+                r.duration_ms as i64,
+                r.status.as_str(),
+                r.exit_code,
+                r.signal,
+                r.cached,
+            ])?;
+        }
+    }
+    tx.commit()
+}
+
+/// Applies retention; returns the rows left.
+fn prune(conn: &Connection, retention: Retention) -> rusqlite::Result<u64> {
+    let oldest_ms = SystemTime::now()
+        .checked_sub(retention.max_age)
+        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as i64);
+    conn.execute("DELETE FROM executions WHERE started_ms < ?1", [oldest_ms])?;
+    conn.execute(
+        "DELETE FROM executions WHERE id <= (SELECT id FROM executions ORDER BY id DESC LIMIT 1 OFFSET ?1)",
+        [retention.max_entries as i64],
+    )?;
+    conn.query_row("SELECT COUNT(*) FROM executions", [], |r| r.get::<_, i64>(0)).map(|n| n as u64)
+}
+
+/// The highest execution id in the history on disk (0 when there is none), read-only.
+pub fn last_id(path: &Path) -> Result<u64, HistoryError> {
+    let newest = HistoryParams { limit: Some(1), ..Default::default() };
+    Ok(query(path, &newest)?.first().map_or(0, |e| e.id))
+}
+
+/// Reads entries, newest first, without writing anything (also with no server running). A
+/// missing database is an empty history.
+pub fn query(path: &Path, filter: &HistoryParams) -> Result<Vec<HistoryEntry>, HistoryError> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let sqlite = |source| HistoryError::Sqlite { path: path.to_owned(), source };
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(sqlite)?;
+    conn.busy_timeout(Duration::from_secs(5)).map_err(sqlite)?;
+    let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(sqlite)?;
+    let known = MIGRATIONS.len() as i64;
+    if found > known {
+        return Err(HistoryError::Newer { path: path.to_owned(), found, known });
+    }
+    if found == 0 {
+        return Ok(Vec::new());
+    }
+    let limit = filter.limit.unwrap_or(50).min(MAX_LIMIT);
+    let mut stmt = conn
+        .prepare(
+            "SELECT id, command, args, cwd, transport, started, duration_ms, status, exit_code, signal, cached
+             FROM executions
+             WHERE (?1 IS NULL OR command = ?1) AND (?2 = 0 OR status != 'completed')
+             ORDER BY id DESC LIMIT ?3",
+        )
+        .map_err(sqlite)?;
+    let rows = stmt
+        .query_map(params![filter.command, filter.failed.unwrap_or(false), limit], |r| {
+            let args: String = r.get(2)?;
+            Ok(HistoryEntry {
+                id: r.get::<_, i64>(0)? as u64,
+                command: r.get(1)?,
+                args: serde_json::from_str(&args).unwrap_or_default(),
+                cwd: r.get(3)?,
+                transport: r.get(4)?,
+                started: r.get(5)?,
+                duration_ms: r.get::<_, i64>(6)? as u64,
+                status: r.get(7)?,
+                exit_code: r.get(8)?,
+                signal: r.get(9)?,
+                cached: r.get(10)?,
+            })
+        })
+        .map_err(sqlite)?;
+    rows.collect::<Result<_, _>>().map_err(sqlite)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: u64, command: &str, status: ExecStatus) -> Record {
+        Record {
+            id,
+            command: command.into(),
+            args: vec!["a b".into()],
+            cwd: Some("/tmp".into()),
+            transport: "socket",
+            started: SystemTime::now(),
+            duration_ms: 5,
+            status,
+            exit_code: Some(if status == ExecStatus::Completed { 0 } else { 1 }),
+            signal: None,
+            cached: false,
+        }
+    }
+
+    const KEEP_ALL: Retention = Retention { max_entries: 1000, max_age: Duration::from_secs(3600) };
+
+    #[tokio::test]
+    async fn records_and_filters() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.sqlite3");
+        let (history, last) = History::open(&path, KEEP_ALL).unwrap();
+        assert_eq!(last, 0);
+        history.record(record(1, "hello", ExecStatus::Completed)).await;
+        history.record(record(2, "deploy", ExecStatus::Failed)).await;
+        history.record(record(3, "hello", ExecStatus::TimedOut)).await;
+        assert_eq!(history.count(), 3);
+
+        let all = query(&path, &HistoryParams::default()).unwrap();
+        assert_eq!(all.iter().map(|e| e.id).collect::<Vec<_>>(), vec![3, 2, 1]);
+        assert_eq!(all[2].args, vec!["a b"]);
+        let hello = HistoryParams { command: Some("hello".into()), ..Default::default() };
+        assert_eq!(query(&path, &hello).unwrap().len(), 2);
+        let failed = HistoryParams { failed: Some(true), limit: Some(1), ..Default::default() };
+        assert_eq!(query(&path, &failed).unwrap().iter().map(|e| e.id).collect::<Vec<_>>(), vec![3]);
+        drop(history);
+        assert_eq!(History::open(&path, KEEP_ALL).unwrap().1, 3, "ids go on after a restart");
+    }
+
+    #[tokio::test]
+    async fn keeps_at_most_max_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.sqlite3");
+        let (history, _) = History::open(&path, KEEP_ALL).unwrap();
+        for id in 1..=20 {
+            history.record(record(id, "x", ExecStatus::Completed)).await;
+        }
+        drop(history);
+        let small = Retention { max_entries: 5, max_age: Duration::from_secs(3600) };
+        let (history, _) = History::open(&path, small).unwrap();
+        assert_eq!(history.count(), 5);
+        let ids: Vec<u64> = query(&path, &HistoryParams::default()).unwrap().iter().map(|e| e.id).collect();
+        assert_eq!(ids, vec![20, 19, 18, 17, 16]);
+    }
+
+    #[test]
+    fn a_newer_database_is_refused_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.sqlite3");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.pragma_update(None, "user_version", 99).unwrap();
+        }
+        let before = std::fs::read(&path).unwrap();
+        let err = History::open(&path, KEEP_ALL).err().unwrap().to_string();
+        assert!(err.contains("newer mcli (schema 99, this one knows 1)"), "{err}");
+        assert!(query(&path, &HistoryParams::default()).is_err());
+        assert_eq!(std::fs::read(&path).unwrap(), before, "not modified");
+    }
+}

@@ -1,0 +1,111 @@
+//! Owning a server name: the lock, the socket and the server file in the runtime dir, and
+//! keeping them. A tmp cleaner or a stray `rm` may delete the socket (or the whole runtime
+//! dir) under a running server; the guard notices within a second and puts them back, so
+//! clients keep reaching the same server instead of starting a second one. If another live
+//! server has meanwhile taken the name, this one steps aside and exits.
+
+use std::fs::File;
+use std::io;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use interprocess::os::unix::uds_local_socket::tokio::Listener;
+use mcli_shared::lockfile;
+use mcli_shared::paths::{self, ServerPaths};
+
+use crate::{listener, server_file};
+
+/// How often the name's files are checked.
+pub const CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// A file's identity (device and inode), to tell it from a file later put at the same path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId(u64, u64);
+
+impl FileId {
+    fn of(path: &Path) -> Option<FileId> {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::symlink_metadata(path).ok().map(|m| FileId(m.dev(), m.ino()))
+    }
+}
+
+/// What a check found.
+pub enum Check {
+    /// All in place.
+    Intact,
+    /// The socket was gone or replaced and is bound anew: accept on this listener from now on.
+    Rebound(Listener),
+    /// Another live server owns the name now.
+    Lost,
+}
+
+pub struct NameGuard {
+    paths: ServerPaths,
+    lock: File,
+    lock_id: Option<FileId>,
+    socket_id: Option<FileId>,
+    file_id: Option<FileId>,
+    token: String,
+}
+
+impl NameGuard {
+    /// Takes the name with the held `lock`: replaces a socket file left by a dead server, binds
+    /// the socket and writes the server file.
+    pub fn bind(paths: ServerPaths, lock: File, token: String) -> anyhow::Result<(NameGuard, Listener)> {
+        let mut guard =
+            NameGuard { lock_id: FileId::of(&paths.lock), paths, lock, socket_id: None, file_id: None, token };
+        let listener = guard.bind_socket()?;
+        Ok((guard, listener))
+    }
+
+    fn bind_socket(&mut self) -> anyhow::Result<Listener> {
+        let paths = &self.paths;
+        remove_if_present(&paths.socket).context("removing the stale socket file")?;
+        let listener =
+            listener::bind(&paths.socket).with_context(|| format!("cannot listen on {}", paths.socket.display()))?;
+        self.socket_id = FileId::of(&paths.socket);
+        server_file::write(paths, &server_file::ServerFile::new(paths, self.token.clone()))?;
+        self.file_id = FileId::of(&paths.server_file);
+        Ok(listener)
+    }
+
+    /// Checks that the name's files are still this server's, repairing what it can.
+    pub fn check(&mut self) -> anyhow::Result<Check> {
+        if FileId::of(&self.paths.socket) == self.socket_id && self.socket_id.is_some() {
+            return Ok(Check::Intact);
+        }
+        if FileId::of(&self.paths.lock) != self.lock_id {
+            // The lock file went too (the runtime dir was cleaned): take the name again, unless a
+            // live server took it meanwhile.
+            paths::ensure_runtime_dir(&self.paths.dir)?;
+            match lockfile::lock_within(&self.paths.lock, Duration::ZERO)? {
+                Some(lock) => {
+                    self.lock = lock;
+                    self.lock_id = FileId::of(&self.paths.lock);
+                }
+                None => return Ok(Check::Lost),
+            }
+        }
+        tracing::warn!(socket = %self.paths.socket.display(), "the socket file was removed or replaced; listening anew");
+        Ok(Check::Rebound(self.bind_socket()?))
+    }
+
+    /// Removes the socket and server file if they are still this server's, then lets go of the
+    /// name.
+    pub fn release(self) {
+        for (path, id) in [(&self.paths.socket, self.socket_id), (&self.paths.server_file, self.file_id)] {
+            if id.is_some() && FileId::of(path) == id {
+                let _ = remove_if_present(path);
+            }
+        }
+        drop(self.lock);
+    }
+}
+
+fn remove_if_present(path: &Path) -> io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
