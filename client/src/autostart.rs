@@ -21,7 +21,7 @@ use crate::connection::{ConnectError, Connection};
 
 /// How long to wait for a new server's readiness line by default; `MCLI_START_TIMEOUT` (seconds)
 /// overrides it.
-pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(20);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -65,6 +65,8 @@ pub struct Starter {
     pub program: PathBuf,
     /// Extra arguments for `mcli-server start --foreground` (e.g. `--config FILE`).
     pub extra_args: Vec<String>,
+    /// The server is started on demand by a client (it then idles out after an hour by default).
+    pub on_demand: bool,
     /// Where the server log goes.
     pub log: PathBuf,
     pub timeout: Duration,
@@ -85,7 +87,7 @@ impl Starter {
             .filter(|s| s.is_finite() && *s > 0.0)
             .map_or(DEFAULT_START_TIMEOUT, Duration::from_secs_f64);
         let log = paths::log_file(&paths::state_dir(paths::process_env), &paths.name);
-        Starter { program, extra_args: vec!["--auto-started".to_owned()], log, timeout }
+        Starter { program, extra_args: Vec::new(), on_demand: true, log, timeout }
     }
 }
 
@@ -130,6 +132,7 @@ pub fn start(paths: &ServerPaths, starter: &Starter) -> Result<Option<Started>, 
     command
         .args(["--socket-name", &paths.name, "start", "--foreground", "--notify-ready"])
         .args(&starter.extra_args)
+        .args(starter.on_demand.then_some("--auto-started"))
         // A relative runtime dir would change meaning once the server leaves this directory.
         .env("MCLI_RUNTIME_DIR", std::path::absolute(&paths.dir).map_err(io_err("resolving the runtime dir"))?)
         .current_dir("/")

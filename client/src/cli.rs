@@ -150,11 +150,14 @@ pub fn run(cli: Cli) -> i32 {
             Err(err) => return fail(exit::UNAVAILABLE, format_args!("{err}")),
         };
         match execute(&mut conn, &params, cli.json) {
-            Err(CallError::Rpc(err)) if err.code == code::SHUTTING_DOWN && attempt == 0 => {
+            // A retry is safe only if no input was consumed for the first attempt.
+            Err(CallError::Rpc(err)) if err.code == code::SHUTTING_DOWN && attempt == 0 && !params.stdin_stream => {
                 // The old server holds its name until it exits; a new one waits for it.
                 continue;
             }
-            Err(CallError::Io(err)) if err.kind() == io::ErrorKind::ConnectionReset && attempt == 0 => {
+            Err(CallError::Io(err))
+                if err.kind() == io::ErrorKind::ConnectionReset && attempt == 0 && !params.stdin_stream =>
+            {
                 // A server that was dying as we connected: it closed without reading the
                 // request (that is what a reset means here), so sending it again is safe.
                 continue;
@@ -212,9 +215,13 @@ fn execute(conn: &mut Connection, params: &ExecuteParams, json: bool) -> Result<
     let id = conn.send_execute(params)?;
     if params.stdin_stream {
         let notifier = conn.notifier();
+        let pumping = conn.input_pending();
         // The pump may block on a command that does not read its input; the result ends the
         // client all the same.
-        std::thread::spawn(move || pump_stdin(&notifier, id));
+        std::thread::spawn(move || {
+            pump_stdin(&notifier, id);
+            pumping.store(false, std::sync::atomic::Ordering::SeqCst);
+        });
     }
     if json { conn.wait_execute(id, |_| Ok(())) } else { conn.wait_execute(id, write_output) }
 }

@@ -5,6 +5,7 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -59,6 +60,8 @@ pub struct Connection {
     next_id: u64,
     /// A pipe that becomes readable when SIGINT arrives, while waiting for a reply.
     interrupts: Option<OwnedFd>,
+    /// Set while standard input is still being forwarded.
+    input_pending: Arc<AtomicBool>,
 }
 
 /// Sends notifications on a connection from any thread.
@@ -120,6 +123,7 @@ impl Connection {
                     buf: BytesMut::with_capacity(8 * 1024),
                     next_id: 1,
                     interrupts: None,
+                    input_pending: Arc::new(AtomicBool::new(false)),
                 })
             }
             Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused) => {
@@ -139,6 +143,14 @@ impl Connection {
     pub fn call<M: Method>(&mut self, params: &M::Params) -> Result<M::Result, CallError> {
         let id = self.send(M::NAME, params)?;
         self.wait_result::<M::Result>(id, |_| Ok(()))
+    }
+
+    /// Marks standard input as being forwarded; the forwarder clears the returned flag when done.
+    /// While it is set, a first SIGINT leaves at once instead of asking the server to cancel: the
+    /// request could sit behind input the command does not read, and hanging up cancels too.
+    pub fn input_pending(&self) -> Arc<AtomicBool> {
+        self.input_pending.store(true, AtomicOrdering::SeqCst);
+        Arc::clone(&self.input_pending)
     }
 
     /// A handle to send notifications from other threads.
@@ -210,7 +222,9 @@ impl Connection {
                 Err(CallError::Interrupt) if !interrupted => {
                     interrupted = true;
                     let cancel = serde_json::json!({ "id": id });
-                    if self.notifier().try_notify(CANCEL_REQUEST_NOTIFICATION, &cancel).is_err() {
+                    if self.input_pending.load(AtomicOrdering::SeqCst)
+                        || self.notifier().try_notify(CANCEL_REQUEST_NOTIFICATION, &cancel).is_err()
+                    {
                         // The connection is busy (input for a command that does not read it):
                         // leave now; the server cancels the command when the connection closes.
                         return Err(CallError::Interrupted);

@@ -55,6 +55,8 @@ pub fn run(name: &str, args: &[String], cli: &Cli) -> i32 {
     let cancel = CancellationToken::new();
     let mut captured = (Vec::new(), Vec::new());
     let json = cli.json;
+    let mut broken_pipe = false;
+    let stop = cancel.clone();
     let outcome = runtime.block_on(async {
         // Ctrl-C cancels the command (its process group does not get the terminal's signal);
         // a second one leaves at once.
@@ -87,7 +89,9 @@ pub fn run(name: &str, args: &[String], cli: &Cli) -> i32 {
                     Stream::Stderr => io::stderr().lock().write_all(&chunk.data),
                 };
                 if written.is_err() {
-                    break;
+                    // Like a pipe's reader going away: end the command, drain, exit 141.
+                    broken_pipe = true;
+                    stop.cancel();
                 }
             }
         };
@@ -117,6 +121,9 @@ pub fn run(name: &str, args: &[String], cli: &Cli) -> i32 {
             Ok(text) => println!("{text}"),
             Err(err) => eprintln!("mcli-client: cannot print the result: {err}"),
         }
+    }
+    if broken_pipe {
+        return exit::BROKEN_PIPE;
     }
     exit_status(&result)
 }

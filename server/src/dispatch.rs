@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use futures_util::FutureExt as _;
 use jsonrpsee::{Extensions, MethodCallback, MethodResponse, Methods};
 use jsonrpsee_types::{ErrorObject, Id, Params};
 use mcli_shared::protocol::{CANCEL_REQUEST_NOTIFICATION, code};
@@ -187,7 +188,17 @@ async fn call(
     let params = Params::new(Some(params.map_or("{}", RawValue::get))).into_owned();
     let response: MethodResponse = match methods.method(method) {
         Some(MethodCallback::Async(callback)) => {
-            (callback)(id, params, jsonrpsee::ConnectionId(conn.id), usize::MAX, ext).await
+            let reply_id = id.clone();
+            let call = (callback)(id, params, jsonrpsee::ConnectionId(conn.id), usize::MAX, ext);
+            // A bug in one handler must not leave its caller without an answer.
+            match std::panic::AssertUnwindSafe(call).catch_unwind().await {
+                Ok(response) => response,
+                Err(_) => {
+                    tracing::error!(connection = conn.id, method, "request handler panicked");
+                    let message = format!("internal error: the `{method}` handler failed; see the server log");
+                    MethodResponse::error(reply_id, ErrorObject::owned(code::INTERNAL_ERROR, message, None::<()>))
+                }
+            }
         }
         Some(MethodCallback::Sync(callback)) => (callback)(id, params, usize::MAX, ext),
         Some(_) | None => MethodResponse::error(
@@ -196,6 +207,8 @@ async fn call(
         ),
     };
     conn.unregister_request(&key);
+    // Input for a request that is over (or never ran, e.g. on bad params) is dropped from now on.
+    conn.stdin.release(&key);
     let ok = response.is_success();
     let (json, _, _) = response.into_parts();
     tracing::debug!(

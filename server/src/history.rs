@@ -66,10 +66,16 @@ struct Job {
     done: oneshot::Sender<()>,
 }
 
+enum Message {
+    Row(Job),
+    /// Close the database cleanly (checkpointing the WAL), then say so.
+    Close(sync_mpsc::Sender<()>),
+}
+
 /// The writer's handle: rows go to the writer thread, which commits whatever is waiting in one
 /// transaction (group commit) and then wakes each caller.
 pub struct History {
-    tx: sync_mpsc::SyncSender<Job>,
+    tx: sync_mpsc::SyncSender<Message>,
     count: Arc<AtomicU64>,
     pub path: PathBuf,
 }
@@ -80,11 +86,11 @@ impl History {
     pub fn open(path: &Path, retention: Retention) -> Result<(History, u64), HistoryError> {
         let conn = open_writable(path)?;
         let sqlite = |source| HistoryError::Sqlite { path: path.to_owned(), source };
-        prune(&conn, retention).map_err(sqlite)?;
-        let (last_id, count): (i64, i64) = conn
-            .query_row("SELECT COALESCE(MAX(id), 0), COUNT(*) FROM executions", [], |r| Ok((r.get(0)?, r.get(1)?)))
-            .map_err(sqlite)?;
-        let count = Arc::new(AtomicU64::new(count as u64));
+        // Only what a start needs; retention and the count are the writer's first job, off the
+        // start-up path.
+        let last_id: i64 =
+            conn.query_row("SELECT COALESCE(MAX(id), 0) FROM executions", [], |r| r.get(0)).map_err(sqlite)?;
+        let count = Arc::new(AtomicU64::new(0));
         let (tx, rx) = sync_mpsc::sync_channel(QUEUE);
         let writer = Writer { conn, rx, count: Arc::clone(&count), retention, path: path.to_owned() };
         std::thread::Builder::new()
@@ -98,7 +104,7 @@ impl History {
     pub async fn record(&self, record: Record) {
         let id = record.id;
         let (done, committed) = oneshot::channel();
-        let queued = match self.tx.try_send(Job { record, done }) {
+        let queued = match self.tx.try_send(Message::Row(Job { record, done })) {
             Ok(()) => true,
             Err(sync_mpsc::TrySendError::Full(job)) => {
                 // The queue is bounded: wait for room, off the async threads.
@@ -116,12 +122,20 @@ impl History {
     pub fn count(&self) -> u64 {
         self.count.load(Ordering::Relaxed)
     }
+
+    /// Writes what is queued and closes the database, at shutdown; waits a few seconds at most.
+    pub fn close(&self) {
+        let (tx, rx) = sync_mpsc::channel();
+        if self.tx.send(Message::Close(tx)).is_ok() {
+            let _ = rx.recv_timeout(Duration::from_secs(5));
+        }
+    }
 }
 
 /// The writer thread's side.
 struct Writer {
     conn: Connection,
-    rx: sync_mpsc::Receiver<Job>,
+    rx: sync_mpsc::Receiver<Message>,
     count: Arc<AtomicU64>,
     retention: Retention,
     path: PathBuf,
@@ -129,14 +143,33 @@ struct Writer {
 
 impl Writer {
     fn run(mut self) {
-        let mut since_prune = 0;
-        while let Ok(first) = self.rx.recv() {
-            let mut jobs = vec![first];
-            while jobs.len() < QUEUE {
-                match self.rx.try_recv() {
-                    Ok(job) => jobs.push(job),
-                    Err(_) => break,
+        let mut since_prune = PRUNE_EVERY;
+        let mut closing = None;
+        while closing.is_none() {
+            if since_prune >= PRUNE_EVERY {
+                since_prune = 0;
+                match prune(&self.conn, self.retention) {
+                    Ok(left) => self.count.store(left, Ordering::Relaxed),
+                    Err(err) => tracing::warn!(%err, "cannot prune the history"),
                 }
+            }
+            let Ok(first) = self.rx.recv() else { break };
+            let mut jobs = Vec::new();
+            let mut next = Some(first);
+            while let Some(message) = next.take() {
+                match message {
+                    Message::Row(job) => jobs.push(job),
+                    Message::Close(ack) => {
+                        closing = Some(ack);
+                        break;
+                    }
+                }
+                if jobs.len() < QUEUE {
+                    next = self.rx.try_recv().ok();
+                }
+            }
+            if jobs.is_empty() {
+                continue;
             }
             match insert(&mut self.conn, &jobs) {
                 Ok(()) => {
@@ -149,13 +182,13 @@ impl Writer {
                 // Dropping the senders tells the callers their rows were not written.
                 Err(err) => tracing::error!(path = %self.path.display(), %err, "cannot write the history"),
             }
-            if since_prune >= PRUNE_EVERY {
-                since_prune = 0;
-                match prune(&self.conn, self.retention) {
-                    Ok(left) => self.count.store(left, Ordering::Relaxed),
-                    Err(err) => tracing::warn!(%err, "cannot prune the history"),
-                }
-            }
+        }
+        // Closing checkpoints the WAL into the database, so the next start has nothing to recover.
+        if let Err((_, err)) = self.conn.close() {
+            tracing::warn!(%err, "cannot close the history cleanly");
+        }
+        if let Some(ack) = closing {
+            let _ = ack.send(());
         }
     }
 }
@@ -348,7 +381,7 @@ mod tests {
         drop(history);
         let small = Retention { max_entries: 5, max_age: Duration::from_secs(3600) };
         let (history, _) = History::open(&path, small).unwrap();
-        assert_eq!(history.count(), 5);
+        history.close();
         let ids: Vec<u64> = query(&path, &HistoryParams::default()).unwrap().iter().map(|e| e.id).collect();
         assert_eq!(ids, vec![20, 19, 18, 17, 16]);
     }

@@ -43,8 +43,9 @@ pub struct ServeOptions {
 }
 
 /// Serves until shutdown. `name_lock` is the held lock on `NAME.lock`: it proves that no other
-/// live server owns the name, so a socket file left behind can be replaced.
-pub async fn serve(options: ServeOptions, name_lock: File) -> anyhow::Result<()> {
+/// live server owns the name, so a socket file left behind can be replaced. Returns the lock
+/// (unless another server took the name meanwhile), for the caller to drop last.
+pub async fn serve(options: ServeOptions, name_lock: File) -> anyhow::Result<Option<File>> {
     let ServeOptions { config, paths, notify_ready, auto_started } = options;
     // Unset, an idle timeout applies only to a server a client started on demand.
     let idle_timeout = match config.server.idle_timeout {
@@ -95,13 +96,19 @@ pub async fn serve(options: ServeOptions, name_lock: File) -> anyhow::Result<()>
     if tokio::time::timeout(CLOSE_GRACE, state.tasks.wait()).await.is_err() {
         tracing::warn!("connections did not close in time");
     }
-    match guard.await {
-        Ok(Some(name)) => name.release(),
-        Ok(None) => {}
-        Err(err) => tracing::error!(%err, "the name guard failed"),
+    let lock = match guard.await {
+        Ok(Some(name)) => Some(name.release()),
+        Ok(None) => None,
+        Err(err) => {
+            tracing::error!(%err, "the name guard failed");
+            None
+        }
+    };
+    if let Some(history) = &state.history {
+        history.close();
     }
     tracing::info!("stopped");
-    Ok(())
+    Ok(lock)
 }
 
 /// Writes the readiness line on standard output. A detached server then swaps standard output

@@ -18,8 +18,9 @@ use mcli_shared::paths::{self, ServerPaths};
 use mcli_shared::protocol::{self, HistoryParams, NoParams, ShutdownParams, StatusResult};
 use mcli_shared::registry::Registry;
 
-/// How long a new server waits for an old one (shutting down) to release the name.
-const NAME_LOCK_WAIT: Duration = Duration::from_secs(8);
+/// How long a new server waits for an old one to release the name: longer than a graceful
+/// shutdown takes.
+const NAME_LOCK_WAIT: Duration = Duration::from_secs(15);
 
 #[derive(Debug, Parser)]
 #[command(name = "mcli-server", version, about = "The mcli daemon: runs named commands for mcli-client and editors")]
@@ -128,6 +129,12 @@ fn load_config(file: Option<&std::path::Path>, debug: bool) -> anyhow::Result<Co
     }
     let mut config = loaded.config;
     config.api_daemon.debug |= debug;
+    if config.api_daemon.enabled {
+        // Said plainly until the bridge exists, so that nobody counts on it.
+        eprintln!(
+            "mcli-server: warning: `api_daemon.enabled` asks for the HTTP bridge, which this version does not have yet; serving the local socket only"
+        );
+    }
     Ok(config)
 }
 
@@ -168,15 +175,18 @@ fn run_foreground(
     if !notify_ready && let Some(mut conn) = connect(server)? {
         bail!("{}; stop it first with `mcli-server stop`", already_running(&mut conn, server)?);
     }
-    let Some(lock) = lockfile::lock_within(&server.lock, NAME_LOCK_WAIT)
-        .with_context(|| format!("cannot lock {}", server.lock.display()))?
-    else {
-        bail!(
-            "another mcli-server process holds {} but does not answer on {}; find it with `fuser {}` and stop it",
-            server.lock.display(),
-            server.socket.display(),
-            server.lock.display()
-        );
+    let lock = match take_name(server)? {
+        NameLock::Taken(lock) => lock,
+        NameLock::Answering(mut conn) if notify_ready => {
+            // The holder answers after all (it had only lost its socket for a moment): that is the
+            // server the starter wants.
+            let status = conn.call::<protocol::Status>(&NoParams {})?;
+            println!("mcli-server {} listening on {} (pid {})", status.version, status.socket, status.pid);
+            return Ok(ExitCode::SUCCESS);
+        }
+        NameLock::Answering(mut conn) => {
+            bail!("{}; stop it first with `mcli-server stop`", already_running(&mut conn, server)?)
+        }
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -184,8 +194,52 @@ fn run_foreground(
         .build()
         .context("cannot start the async runtime")?;
     let options = ServeOptions { config, paths: server.clone(), notify_ready, auto_started };
-    runtime.block_on(serve(options, lock))?;
+    let lock = runtime.block_on(serve(options, lock))?;
+    // Let go of the name only once nothing of this server runs any more, so that `stop`, which
+    // waits for the lock, returns when the server is really gone.
+    drop(runtime);
+    drop(lock);
     Ok(ExitCode::SUCCESS)
+}
+
+enum NameLock {
+    Taken(std::fs::File),
+    /// Another server holds the name and answers on the socket.
+    Answering(Connection),
+}
+
+/// Takes the name lock, waiting while another server holds it without answering (one that is
+/// shutting down, or rebinding a deleted socket).
+fn take_name(server: &ServerPaths) -> anyhow::Result<NameLock> {
+    let deadline = std::time::Instant::now() + NAME_LOCK_WAIT;
+    loop {
+        let lock = lockfile::lock_within(&server.lock, Duration::ZERO)
+            .with_context(|| format!("cannot lock {}", server.lock.display()))?;
+        if let Some(lock) = lock {
+            return Ok(NameLock::Taken(lock));
+        }
+        if let Some(conn) = connect(server)? {
+            return Ok(NameLock::Answering(conn));
+        }
+        if std::time::Instant::now() >= deadline {
+            let holder = std::fs::read_to_string(&server.server_file)
+                .ok()
+                .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+                .and_then(|file| file["pid"].as_u64())
+                .map_or_else(
+                    || format!("find it with `fuser {}`", server.lock.display()),
+                    |pid| format!("its pid is {pid}"),
+                );
+            bail!(
+                "another mcli-server still holds the name `{}` ({}) after {}s without answering on {}; it may be finishing its commands: try again, or stop it ({holder})",
+                server.name,
+                server.lock.display(),
+                NAME_LOCK_WAIT.as_secs(),
+                server.socket.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn start_detached(server: &ServerPaths, file: Option<&std::path::Path>, debug: bool) -> anyhow::Result<ExitCode> {
@@ -197,6 +251,7 @@ fn start_detached(server: &ServerPaths, file: Option<&std::path::Path>, debug: b
         return Ok(ExitCode::SUCCESS);
     }
     let mut starter = Starter::from_env(server);
+    starter.on_demand = false;
     starter.program = std::env::current_exe().context("cannot find this executable")?;
     if let Some(file) = file {
         starter.extra_args.extend(["--config".to_owned(), std::path::absolute(file)?.display().to_string()]);
@@ -226,11 +281,22 @@ fn stop(server: &ServerPaths) -> anyhow::Result<()> {
     let wait = SHUTDOWN_GRACE + Duration::from_secs(5);
     match lockfile::lock_within(&server.lock, wait)? {
         Some(_) => {
+            // The lock goes last, as the process ends; wait for the very end too.
+            let deadline = std::time::Instant::now() + Duration::from_secs(2);
+            while process_alive(pid) && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(2));
+            }
             println!("mcli-server: stopped the server (pid {pid})");
             Ok(())
         }
         None => bail!("the server (pid {pid}) did not stop within {}s; `kill {pid}` ends it", wait.as_secs()),
     }
+}
+
+/// Whether process `pid` still runs (a zombie, waiting to be reaped, does not).
+fn process_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')))
 }
 
 fn status(server: &ServerPaths, json: bool) -> anyhow::Result<ExitCode> {

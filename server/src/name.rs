@@ -64,8 +64,9 @@ impl NameGuard {
         remove_if_present(&paths.socket).context("removing the stale socket file")?;
         let listener =
             listener::bind(&paths.socket).with_context(|| format!("cannot listen on {}", paths.socket.display()))?;
-        self.socket_id = FileId::of(&paths.socket);
         server_file::write(paths, &server_file::ServerFile::new(paths, self.token.clone()))?;
+        // Only now, with both in place: a failure above leaves the next check to try again.
+        self.socket_id = FileId::of(&paths.socket);
         self.file_id = FileId::of(&paths.server_file);
         Ok(listener)
     }
@@ -91,15 +92,15 @@ impl NameGuard {
         Ok(Check::Rebound(self.bind_socket()?))
     }
 
-    /// Removes the socket and server file if they are still this server's, then lets go of the
-    /// name.
-    pub fn release(self) {
+    /// Removes the socket and server file if they are still this server's; returns the name
+    /// lock, to be dropped when the server has finished.
+    pub fn release(self) -> File {
         for (path, id) in [(&self.paths.socket, self.socket_id), (&self.paths.server_file, self.file_id)] {
             if id.is_some() && FileId::of(path) == id {
                 let _ = remove_if_present(path);
             }
         }
-        drop(self.lock);
+        self.lock
     }
 }
 

@@ -250,14 +250,14 @@ impl Input<'_> {
     }
 
     fn seconds(&self) -> Result<f64, String> {
-        let rule = "must be a number of seconds, 0 or more (0 means no limit)";
+        let rule = "must be a number of seconds from 0 (no limit) to 1e9";
         let n = match self {
             Input::Toml(toml::Value::Integer(n)) => *n as f64,
             Input::Toml(toml::Value::Float(f)) => *f,
             Input::Toml(other) => return Err(format!("{rule}, not {}", describe(other))),
             Input::Env(text) => text.trim().parse::<f64>().map_err(|_| rule.to_owned())?,
         };
-        if n.is_finite() && n >= 0.0 { Ok(n) } else { Err(format!("{rule}, not {n}")) }
+        if n.is_finite() && (0.0..1e9).contains(&n) { Ok(n) } else { Err(format!("{rule}, not {n}")) }
     }
 
     fn string(&self) -> Result<String, String> {

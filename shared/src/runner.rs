@@ -152,7 +152,8 @@ struct Program {
 
 impl Program {
     /// Resolves a manifest's `run`: the program against the manifest's folder, then PATH; the
-    /// other elements that name files in the manifest's folder become absolute paths there.
+    /// other elements that are relative paths of files in the manifest's folder (`resize.py`,
+    /// `lib/tool.sh`: with a `/` or an extension) become absolute paths there.
     fn of_manifest(manifest: &Manifest, inv: &Invocation) -> Result<Program, String> {
         let dir = manifest.file.parent().unwrap_or(Path::new("/"));
         let first = &manifest.run[0];
@@ -171,7 +172,8 @@ impl Program {
             .iter()
             .map(|arg| {
                 let local = dir.join(arg);
-                if !arg.starts_with('-') && !arg.contains('/') && local.exists() {
+                let path_like = arg.contains('/') || Path::new(arg).extension().is_some();
+                if path_like && !arg.starts_with('-') && !arg.starts_with('/') && local.is_file() {
                     local.display().to_string()
                 } else {
                     arg.clone()

@@ -34,19 +34,10 @@ pub async fn execute(
     // Whatever happens, later stdin for this request is dropped rather than queued.
     let _release = ReleaseStdin(&request);
     if let Some(client) = params.protocol.filter(|p| *p != PROTOCOL_VERSION) {
-        return Err(error(
-            code::INCOMPATIBLE_PROTOCOL,
-            format!(
-                "incompatible protocol: the client speaks protocol {client}, this server (mcli {}) speaks protocol {PROTOCOL_VERSION}; restart the server with `mcli-server restart` so both come from the same release",
-                mcli_shared::VERSION
-            ),
-        ));
+        return Err(super::incompatible(u64::from(client)));
     }
     if state.is_shutting_down() {
-        return Err(error(
-            code::SHUTTING_DOWN,
-            "the server is shutting down; run the command again to start a new one",
-        ));
+        return Err(shutting_down());
     }
     let timeout = match params.timeout {
         Some(secs) if !(secs.is_finite() && secs > 0.0 && secs < 1e9) => {
@@ -228,6 +219,10 @@ fn cache_plan(
     Some((key, policy.ttl))
 }
 
+fn shutting_down() -> ErrorObjectOwned {
+    error(code::SHUTTING_DOWN, "the server is shutting down; run the command again to start a new one")
+}
+
 /// Waits for a slot among `max_concurrent_commands`, in a bounded queue; `None` when the request
 /// was cancelled while it waited.
 async fn take_slot(state: &State, request: &RequestCtx) -> Result<Option<OwnedSemaphorePermit>, ErrorObjectOwned> {
@@ -246,11 +241,16 @@ async fn take_slot(state: &State, request: &RequestCtx) -> Result<Option<OwnedSe
         ));
     }
     let waited = tokio::select! {
-        permit = state.slots.clone().acquire_owned() => permit.ok(),
-        () = request.cancel.cancelled() => None,
+        permit = state.slots.clone().acquire_owned() => Ok(permit.ok()),
+        () = request.cancel.cancelled() => Ok(None),
+        // Shutting down: the call never ran, so the client may run it on the next server.
+        () = state.stop.cancelled() => Err(shutting_down()),
     };
     state.queued.fetch_sub(1, Ordering::SeqCst);
-    Ok(waited)
+    if waited.as_ref().is_ok_and(Option::is_some) && state.is_shutting_down() {
+        return Err(shutting_down());
+    }
+    waited
 }
 
 #[derive(Serialize)]

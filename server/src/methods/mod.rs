@@ -43,8 +43,8 @@ where
         module.register_async_method(M::NAME, move |params: Params<'static>, state: Arc<State>, ext: Extensions| {
             let handler = handler.clone();
             async move {
-                let params: M::Params = serde_json::from_str(params.as_str().unwrap_or("{}"))
-                    .map_err(|e| error(code::INVALID_PARAMS, format!("invalid params: {e}")))?;
+                let raw = params.as_str().unwrap_or("{}");
+                let params: M::Params = serde_json::from_str(raw).map_err(|e| decode_error(raw, &e))?;
                 let Some(request) = ext.get::<RequestCtx>().cloned() else {
                     return Err(error(code::INTERNAL_ERROR, "internal error: request context missing"));
                 };
@@ -55,6 +55,28 @@ where
         // Names come from the protocol crate's constants; a clash is a programming error.
         panic!("method `{}` registered twice: {err}", M::NAME);
     }
+}
+
+/// The error for params that do not decode. A client of another protocol revision may send
+/// fields this server does not know: it is told about the revisions, not about the fields.
+fn decode_error(raw: &str, err: &serde_json::Error) -> ErrorObjectOwned {
+    let announced = serde_json::from_str::<serde_json::Value>(raw).ok().and_then(|v| v["protocol"].as_u64());
+    match announced {
+        Some(client) if client != u64::from(protocol::PROTOCOL_VERSION) => incompatible(client),
+        _ => error(code::INVALID_PARAMS, format!("invalid params: {err}")),
+    }
+}
+
+/// The error for a client that speaks another protocol revision.
+pub fn incompatible(client: u64) -> ErrorObjectOwned {
+    error(
+        code::INCOMPATIBLE_PROTOCOL,
+        format!(
+            "incompatible protocol: the client speaks protocol {client}, this server (mcli {}) speaks protocol {}; restart the server with `mcli-server restart` so both come from the same release",
+            mcli_shared::VERSION,
+            protocol::PROTOCOL_VERSION
+        ),
+    )
 }
 
 /// An error object with a message and no data.

@@ -1,0 +1,125 @@
+//! Corner cases found in review: shutdown with queued work, oversized settings, a closed
+//! stdout in local mode, manifest arguments, protocol revisions and a socket deleted under a
+//! live server.
+
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::process::Stdio;
+
+use mcli_tests::{RawConn, Run, TestEnv};
+
+fn commands_dir(env: &TestEnv) -> std::path::PathBuf {
+    let dir = env.config_home.join("mcli/commands");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn script(dir: &std::path::Path, name: &str, body: &str) {
+    let path = dir.join(name);
+    std::fs::write(&path, body).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn a_command_queued_at_shutdown_runs_on_the_next_server() {
+    let mut env = TestEnv::new();
+    let config = env.root.path().join("c.toml");
+    std::fs::write(&config, "[api_daemon]\nmax_concurrent_commands = 1\n").unwrap();
+    env.set_env("MCLI_CONFIG", &config);
+    env.server(&["start"]).expect_code(0);
+    let first_pid = env.server_file("server")["pid"].as_u64().unwrap();
+    let running = env.client_cmd(&["-q", "sleep", "1"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    env.wait_for_active_command();
+    let queued =
+        env.client_cmd(&["-q", "echo", "queued"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    mcli_tests::wait_until("the second call waits", || {
+        let status = env.server(&["status", "--json"]);
+        serde_json::from_str::<serde_json::Value>(&status.stdout).is_ok_and(|s| s["queued"] == 1)
+    });
+    env.server(&["stop"]).expect_code(0);
+    Run::wait(running).expect_code(0);
+    let queued = Run::wait(queued);
+    queued.expect_code(0);
+    assert_eq!(queued.stdout, "queued\n");
+    assert_ne!(env.server_file("server")["pid"].as_u64().unwrap(), first_pid, "it ran on a new server");
+}
+
+#[test]
+fn settings_too_large_for_a_duration_are_refused() {
+    let mut env = TestEnv::new();
+    let config = env.root.path().join("c.toml");
+    std::fs::write(&config, "[api_daemon]\ncommand_timeout = 1e20\n").unwrap();
+    env.set_env("MCLI_CONFIG", &config);
+    let run = env.server(&["start"]);
+    run.expect_code(1);
+    assert!(
+        run.stderr.contains("`api_daemon.command_timeout` must be a number of seconds from 0 (no limit) to 1e9"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_closed_stdout_ends_a_local_run_at_once() {
+    let mut env = TestEnv::new();
+    script(&commands_dir(&env), "yesman", "#!/bin/sh\nexec yes\n");
+    env.set_env("MCLI_DAEMON_ROUTING", "false");
+    let mut child = env.client_cmd(&["yesman"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut head = [0u8; 10];
+    stdout.read_exact(&mut head).unwrap();
+    drop(stdout);
+    let run = Run::wait(child);
+    run.expect_code(141);
+}
+
+#[test]
+fn manifest_words_that_match_file_names_stay_words() {
+    let env = TestEnv::new();
+    let dir = commands_dir(&env);
+    script(&dir, "deploy", "#!/bin/sh\n");
+    std::fs::write(dir.join("notes.txt"), "").unwrap();
+    std::fs::write(dir.join("say.toml"), "run = [\"echo\", \"deploy\", \"notes.txt\"]\n").unwrap();
+    let run = env.client(&["-q", "say"]);
+    run.expect_code(0);
+    assert_eq!(run.stdout, format!("deploy {}\n", dir.join("notes.txt").display()));
+}
+
+#[test]
+fn a_newer_client_hears_about_the_protocol_not_its_fields() {
+    let mut env = TestEnv::new();
+    env.foreground_server(&[]);
+    let mut conn = RawConn::connect(&env.socket("server"));
+    conn.send(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"execute\",\"params\":{\"command\":\"hello\",\"protocol\":2,\"priority\":3}}\n");
+    let reply = conn.read_json_line();
+    assert_eq!(reply["error"]["code"], -32005, "{reply}");
+    assert!(reply["error"]["message"].as_str().unwrap().contains("the client speaks protocol 2"), "{reply}");
+}
+
+#[test]
+fn a_client_right_after_the_socket_was_deleted_reaches_the_same_server() {
+    let env = TestEnv::new();
+    env.client(&["-q", "hello"]).expect_code(0);
+    let pid = env.server_file("server")["pid"].as_u64().unwrap() as u32;
+    std::fs::remove_file(env.socket("server")).unwrap();
+    // No wait for the repair: the starter's new server finds the old one answering again.
+    let run = env.client(&["-q", "hello", "again"]);
+    run.expect_code(0);
+    assert_eq!(run.stdout, "Hello again!\n");
+    assert_eq!(env.server_pids(), vec![pid]);
+}
+
+#[test]
+fn a_detached_start_is_not_an_on_demand_server() {
+    let env = TestEnv::new();
+    env.server(&["start"]).expect_code(0);
+    let pid = env.server_file("server")["pid"].as_u64().unwrap();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    assert!(!String::from_utf8_lossy(&cmdline).contains("--auto-started"), "no idle timeout unless configured");
+    env.client(&["-q", "hello"]).expect_code(0);
+    env.server(&["stop"]).expect_code(0);
+    env.client(&["-q", "hello"]).expect_code(0);
+    let pid = env.server_file("server")["pid"].as_u64().unwrap();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    assert!(String::from_utf8_lossy(&cmdline).contains("--auto-started"));
+}
