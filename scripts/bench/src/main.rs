@@ -43,7 +43,8 @@ fn main() -> anyhow::Result<()> {
 
     let pid = bench.server_pid()?;
     std::thread::sleep(Duration::from_millis(200));
-    println!("| server RSS at idle after {} calls | {} |", 2 * iterations + 1, kib(rss_kib(pid)?));
+    println!("| server RSS at idle after {} calls | {} |", 2 * iterations + 1, kib(rss_kib(pid, "VmRSS")?));
+    println!("| of which private (anonymous) memory | {} |", kib(rss_kib(pid, "RssAnon")?));
 
     // A trivial script, run directly and through the server, interleaved.
     let commands = bench.dir.path().join("cfg/mcli/commands");
@@ -98,7 +99,7 @@ fn main() -> anyhow::Result<()> {
     }
     println!("| cold `mcli-client hello`, server started on demand (median of 20) | {} |", ms(median(&mut cold)));
     let pid = bench.server_pid()?;
-    println!("| server RSS right after a cold start | {} |", kib(rss_kib(pid)?));
+    println!("| server RSS right after a cold start | {} |", kib(rss_kib(pid, "VmRSS")?));
     bench.stop()?;
     Ok(())
 }
@@ -213,10 +214,11 @@ fn kib(n: u64) -> String {
     format!("{:.1} MiB", n as f64 / 1024.0)
 }
 
-fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+/// A memory figure of process `pid` from /proc (`VmRSS`, `RssAnon`, ...), in KiB.
+fn rss_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("VmRSS")?;
-    Ok(line.split_whitespace().nth(1).context("VmRSS value")?.parse()?)
+    let line = status.lines().find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':'))).context("field")?;
+    Ok(line.split_whitespace().nth(1).context("value")?.parse()?)
 }
 
 fn cores() -> usize {
