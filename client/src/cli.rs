@@ -61,8 +61,14 @@ pub struct Cli {
     /// Say nothing of the client's own doings (such as starting the server)
     #[arg(short = 'q', long)]
     pub quiet: bool,
+    /// Reach the server through the TCP address and token of this server file (`NAME.json`)
+    #[arg(short = 'f', long = "server-file", value_name = "FILE")]
+    pub server_file: Option<std::path::PathBuf>,
+    /// Bridge standard input and output to the server (for editors), instead of running a command
+    #[arg(long, conflicts_with_all = ["command", "json", "timeout", "no_cache"])]
+    pub stdio: bool,
     /// The command to run, then its arguments
-    #[arg(value_name = "COMMAND", required = true, trailing_var_arg = true, allow_hyphen_values = true, num_args = 1..)]
+    #[arg(value_name = "COMMAND", required_unless_present = "stdio", trailing_var_arg = true, allow_hyphen_values = true, num_args = 1..)]
     pub command: Vec<String>,
 }
 
@@ -107,7 +113,86 @@ fn routing_disabled(value: Option<OsString>) -> bool {
     value.is_some_and(|v| matches!(v.to_string_lossy().to_ascii_lowercase().as_str(), "0" | "false" | "no" | "off"))
 }
 
+/// Where the server is.
+enum Target {
+    Socket(ServerPaths),
+    Tcp { addr: String, token: String, file: std::path::PathBuf },
+}
+
+impl Target {
+    fn from_cli(cli: &Cli) -> Result<Target, String> {
+        if let Some(file) = &cli.server_file {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| format!("cannot read server file {}: {e}", file.display()))?;
+            let info: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| format!("server file {} is not JSON: {e}", file.display()))?;
+            let (Some(addr), Some(token)) = (info["tcp"].as_str(), info["token"].as_str()) else {
+                return Err(format!(
+                    "server file {} has no TCP address and token; start the server with `mcli-server start --tcp ADDR`",
+                    file.display()
+                ));
+            };
+            return Ok(Target::Tcp { addr: addr.to_owned(), token: token.to_owned(), file: file.clone() });
+        }
+        let dir = paths::runtime_dir(paths::process_env);
+        paths::check_runtime_dir(&dir)
+            .and_then(|_| ServerPaths::new(dir, &cli.socket_name))
+            .map(Target::Socket)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Connects, starting a local server when none answers and `start` says so.
+    fn connect(&self, start: bool, quiet: bool) -> Result<Connection, ConnectFailure> {
+        let result = match self {
+            Target::Socket(server) => Connection::connect(&server.socket),
+            Target::Tcp { addr, token, .. } => Connection::connect_tcp(addr, token),
+        };
+        match (result, self) {
+            (Ok(conn), _) => Ok(conn),
+            (Err(ConnectError::NoServer { .. }), Target::Socket(server)) if start => {
+                match autostart::connect_or_start(server, &Starter::from_env(server)) {
+                    Ok((conn, started)) => {
+                        if let Some(started) = started {
+                            say(quiet, format_args!("started mcli-server (pid {})", started.pid));
+                        }
+                        Ok(conn)
+                    }
+                    Err(err) => Err(ConnectFailure::Fatal(err.to_string())),
+                }
+            }
+            (Err(ConnectError::NoServer { .. }), Target::Tcp { addr, file, .. }) if start => {
+                Err(ConnectFailure::Fatal(format!(
+                    "no server answers on TCP {addr} (from {}); a remote server is not started on demand",
+                    file.display()
+                )))
+            }
+            (Err(ConnectError::NoServer { .. }), _) => Err(ConnectFailure::NoServer),
+            (Err(err), _) => Err(ConnectFailure::Fatal(err.to_string())),
+        }
+    }
+}
+
+/// Connects to the server the command line names (starting a local one on demand), for the
+/// bridge: `Err` in the outer result is a message, in the inner one an exit status.
+pub(crate) fn target_of(cli: &Cli) -> Result<Result<Connection, i32>, String> {
+    let target = Target::from_cli(cli)?;
+    Ok(match target.connect(true, true) {
+        Ok(conn) => Ok(conn),
+        Err(ConnectFailure::NoServer) => Err(fail(exit::UNAVAILABLE, format_args!("no server answers"))),
+        Err(ConnectFailure::Fatal(err)) => Err(fail(exit::UNAVAILABLE, format_args!("{err}"))),
+    })
+}
+
+enum ConnectFailure {
+    /// Nothing answers (and nothing was to be started): the alternate editor's turn.
+    NoServer,
+    Fatal(String),
+}
+
 pub fn run(cli: Cli) -> i32 {
+    if cli.stdio {
+        return crate::bridge::run(&cli);
+    }
     let (name, args) = match cli.command.split_first() {
         Some((name, args)) => (name.clone(), args.to_vec()),
         None => return fail(exit::USAGE, format_args!("no command given")),
@@ -120,9 +205,8 @@ pub fn run(cli: Cli) -> i32 {
         Some("local") => Fallback::Local,
         Some(program) => Fallback::Program(program.to_owned()),
     };
-    let dir = paths::runtime_dir(paths::process_env);
-    let server = match paths::check_runtime_dir(&dir).and_then(|_| ServerPaths::new(dir, &cli.socket_name)) {
-        Ok(server) => server,
+    let target = match Target::from_cli(&cli) {
+        Ok(target) => target,
         Err(err) => return fail(exit::UNAVAILABLE, format_args!("{err}")),
     };
 
@@ -132,22 +216,14 @@ pub fn run(cli: Cli) -> i32 {
     };
     // One retry: a server that was shutting down is replaced by a new one.
     for attempt in 0..2 {
-        let mut conn = match Connection::connect(&server.socket) {
+        let mut conn = match target.connect(matches!(fallback, Fallback::Start), cli.quiet) {
             Ok(conn) => conn,
-            Err(ConnectError::NoServer { .. }) => match &fallback {
+            Err(ConnectFailure::NoServer) => match &fallback {
                 Fallback::Local => return local::run(&name, &args, &cli),
                 Fallback::Program(program) => return run_program(program, &name, &args),
-                Fallback::Start => match autostart::connect_or_start(&server, &Starter::from_env(&server)) {
-                    Ok((conn, started)) => {
-                        if let Some(started) = started {
-                            say(cli.quiet, format_args!("started mcli-server (pid {})", started.pid));
-                        }
-                        conn
-                    }
-                    Err(err) => return fail(exit::UNAVAILABLE, format_args!("{err}")),
-                },
+                Fallback::Start => return fail(exit::UNAVAILABLE, format_args!("no server answers")),
             },
-            Err(err) => return fail(exit::UNAVAILABLE, format_args!("{err}")),
+            Err(ConnectFailure::Fatal(err)) => return fail(exit::UNAVAILABLE, format_args!("{err}")),
         };
         match execute(&mut conn, &params, cli.json) {
             // A retry is safe only if no input was consumed for the first attempt.

@@ -2,6 +2,7 @@
 //! the client's warm path is connect, one write, reads until the response, exit.
 
 use std::io::{self, Read, Write};
+use std::net::TcpStream;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -12,8 +13,8 @@ use std::time::Duration;
 use bytes::BytesMut;
 use mcli_shared::framing::{DEFAULT_MAX_FRAME, Frame, FrameCodec, Framing};
 use mcli_shared::protocol::{
-    CANCEL_REQUEST_NOTIFICATION, ErrorObject, Execute, ExecuteParams, ExecuteResult, Incoming, Method,
-    OUTPUT_NOTIFICATION, OutputParams, Request,
+    AUTHENTICATE_METHOD, CANCEL_REQUEST_NOTIFICATION, ErrorObject, Execute, ExecuteParams, ExecuteResult, Incoming,
+    Method, OUTPUT_NOTIFICATION, OutputParams, Request,
 };
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use serde::Serialize;
@@ -27,6 +28,8 @@ pub enum ConnectError {
     NoServer { path: String },
     #[error("cannot connect to {path}: {source}")]
     Io { path: String, source: io::Error },
+    #[error("the server refused this client: {0}")]
+    Auth(String),
 }
 
 /// Why a call failed.
@@ -51,10 +54,10 @@ pub enum CallError {
 }
 
 pub struct Connection {
-    stream: UnixStream,
+    stream: Stream,
     /// Writes go through this lock, shared with [`Notifier`]s on other threads, so that
     /// messages never interleave.
-    writer: Arc<Mutex<UnixStream>>,
+    writer: Arc<Mutex<Stream>>,
     codec: FrameCodec,
     buf: BytesMut,
     next_id: u64,
@@ -67,7 +70,7 @@ pub struct Connection {
 /// Sends notifications on a connection from any thread.
 #[derive(Clone)]
 pub struct Notifier {
-    writer: Arc<Mutex<UnixStream>>,
+    writer: Arc<Mutex<Stream>>,
 }
 
 impl Notifier {
@@ -87,7 +90,7 @@ impl Notifier {
             Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
             Err(std::sync::TryLockError::WouldBlock) => return Err(io::ErrorKind::WouldBlock.into()),
         };
-        match send(writer.as_raw_fd(), &line, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL) {
+        match send(writer.as_fd().as_raw_fd(), &line, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL) {
             Ok(n) if n == line.len() => Ok(()),
             // A partial message has broken the stream: the connection must not be used again.
             Ok(_) => Err(io::ErrorKind::WriteZero.into()),
@@ -108,29 +111,133 @@ fn notification_line<P: Serialize>(method: &str, params: &P) -> io::Result<Vec<u
     Ok(line)
 }
 
+/// The byte stream under a connection: the local socket, or TCP.
+pub enum Stream {
+    Unix(UnixStream),
+    Tcp(TcpStream),
+}
+
+impl Stream {
+    /// Shuts the sending side: the peer reads end of file, and can still answer.
+    pub fn shutdown_write(&self) -> io::Result<()> {
+        match self {
+            Stream::Unix(s) => s.shutdown(std::net::Shutdown::Write),
+            Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
+        }
+    }
+
+    /// A second handle on the same stream (one to read, one to write).
+    pub fn try_clone(&self) -> io::Result<Stream> {
+        Ok(match self {
+            Stream::Unix(s) => Stream::Unix(s.try_clone()?),
+            Stream::Tcp(s) => Stream::Tcp(s.try_clone()?),
+        })
+    }
+
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        match self {
+            Stream::Unix(s) => s.set_read_timeout(timeout),
+            Stream::Tcp(s) => s.set_read_timeout(timeout),
+        }
+    }
+
+    fn read_timeout(&self) -> io::Result<Option<Duration>> {
+        match self {
+            Stream::Unix(s) => s.read_timeout(),
+            Stream::Tcp(s) => s.read_timeout(),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Unix(s) => s.read(buf),
+            Stream::Tcp(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Unix(s) => s.write(buf),
+            Stream::Tcp(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl AsFd for Stream {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        match self {
+            Stream::Unix(s) => s.as_fd(),
+            Stream::Tcp(s) => s.as_fd(),
+        }
+    }
+}
+
 impl Connection {
     /// Connects to the socket at `path`.
     pub fn connect(path: &Path) -> Result<Self, ConnectError> {
+        let place = || path.display().to_string();
         match UnixStream::connect(path) {
-            Ok(stream) => {
-                let writer = stream
-                    .try_clone()
-                    .map_err(|source| ConnectError::Io { path: path.display().to_string(), source })?;
-                Ok(Connection {
-                    stream,
-                    writer: Arc::new(Mutex::new(writer)),
-                    codec: FrameCodec::with_framing(Framing::Lines, DEFAULT_MAX_FRAME),
-                    buf: BytesMut::with_capacity(8 * 1024),
-                    next_id: 1,
-                    interrupts: None,
-                    input_pending: Arc::new(AtomicBool::new(false)),
-                })
-            }
+            Ok(stream) => Self::over(Stream::Unix(stream)).map_err(|source| ConnectError::Io { path: place(), source }),
             Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused) => {
-                Err(ConnectError::NoServer { path: path.display().to_string() })
+                Err(ConnectError::NoServer { path: place() })
             }
-            Err(source) => Err(ConnectError::Io { path: path.display().to_string(), source }),
+            Err(source) => Err(ConnectError::Io { path: place(), source }),
         }
+    }
+
+    /// Connects to a server's TCP address and authenticates with its token.
+    pub fn connect_tcp(addr: &str, token: &str) -> Result<Self, ConnectError> {
+        let place = || format!("TCP {addr}");
+        let stream = match TcpStream::connect(addr) {
+            Ok(stream) => stream,
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                return Err(ConnectError::NoServer { path: place() });
+            }
+            Err(source) => return Err(ConnectError::Io { path: place(), source }),
+        };
+        let _ = stream.set_nodelay(true);
+        let mut conn = Self::over(Stream::Tcp(stream)).map_err(|source| ConnectError::Io { path: place(), source })?;
+        #[derive(Serialize)]
+        struct Auth<'a> {
+            token: &'a str,
+        }
+        #[derive(serde::Deserialize)]
+        struct Ok {}
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .map_err(|source| ConnectError::Io { path: place(), source })?;
+        let id = conn.send(AUTHENTICATE_METHOD, &Auth { token }).map_err(|e| ConnectError::Auth(e.to_string()))?;
+        conn.wait_result::<Ok>(id, |_| Ok(())).map_err(|e| ConnectError::Auth(e.to_string()))?;
+        conn.set_read_timeout(None).map_err(|source| ConnectError::Io { path: place(), source })?;
+        Ok(conn)
+    }
+
+    /// The raw stream, for a bridge that passes bytes through. Fails if bytes were read ahead.
+    pub fn into_stream(self) -> io::Result<Stream> {
+        if !self.buf.is_empty() {
+            return Err(io::Error::other("the server sent more than was asked for"));
+        }
+        Ok(self.stream)
+    }
+
+    fn over(stream: Stream) -> io::Result<Self> {
+        let writer = stream.try_clone()?;
+        Ok(Connection {
+            stream,
+            writer: Arc::new(Mutex::new(writer)),
+            codec: FrameCodec::with_framing(Framing::Lines, DEFAULT_MAX_FRAME),
+            buf: BytesMut::with_capacity(8 * 1024),
+            next_id: 1,
+            interrupts: None,
+            input_pending: Arc::new(AtomicBool::new(false)),
+        })
     }
 
     /// Limits how long a read may wait; `None` waits for ever (a command may be silent a long

@@ -3,6 +3,7 @@
 //! own subcommands (`start`, `stop`, `status`, ...) use the same pieces.
 
 pub mod autostart;
+mod bridge;
 pub mod cli;
 pub mod connection;
 mod local;

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use jsonrpsee::Methods;
 use mcli_shared::framing::{Frame, FrameCodec, Framing, encode_frame};
-use mcli_shared::protocol::{STDIN_NOTIFICATION, StdinParams, code};
+use mcli_shared::protocol::{AUTHENTICATE_METHOD, STDIN_NOTIFICATION, StdinParams, code};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::codec::FramedRead;
@@ -85,19 +85,48 @@ impl ConnectionCtx {
     }
 }
 
+impl Hangup for tokio::net::tcp::OwnedReadHalf {
+    /// TCP cannot tell a half-close from a peer that is gone without writing to it: the end of
+    /// a TCP peer's input counts as hanging up.
+    fn peer_hung_up(&self) -> bool {
+        true
+    }
+}
+
+impl Hangup for tokio::io::Stdin {
+    /// The end of standard input is the end of the session (the editor went away).
+    fn peer_hung_up(&self) -> bool {
+        true
+    }
+}
+
+/// Who is at the other end, and what the transport asks of it.
+pub struct Peer {
+    pub id: usize,
+    /// `socket`, `stdio` or `tcp`, for the logs and the history.
+    pub transport: &'static str,
+    /// The token the first message must present (`authenticate`), on transports that need one.
+    pub token: Option<Arc<str>>,
+}
+
+/// How long a peer that must authenticate has to send its first message.
+const AUTH_WINDOW: Duration = Duration::from_secs(5);
+
 /// Serves one connection until the peer closes it, its framing breaks, or the server closes
 /// connections at the end of shutdown.
-pub async fn serve<R, W>(state: State, methods: Methods, id: usize, reader: R, writer: W, max_frame: usize)
+pub async fn serve<R, W>(state: State, methods: Methods, peer: Peer, reader: R, writer: W, max_frame: usize)
 where
     R: AsyncRead + Hangup + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
+    let id = peer.id;
+    let mut unauthenticated = peer.token;
     let (tx, rx) = mpsc::channel::<Bytes>(OUTGOING_QUEUE);
     let ctx = Arc::new(ConnectionCtx {
         id,
         outgoing: tx,
         stream_by_default: true,
-        transport: "socket",
+        transport: peer.transport,
         stdin: Arc::new(StdinRoutes::default()),
         cancel: state.abort.child_token(),
         requests: Mutex::new(HashMap::new()),
@@ -112,6 +141,10 @@ where
         let next = tokio::select! {
             next = frames.next() => next,
             () = state.close_connections.cancelled() => break,
+            () = tokio::time::sleep(AUTH_WINDOW), if unauthenticated.is_some() => {
+                tracing::debug!(connection = id, "no authentication in time; closing");
+                break;
+            }
         };
         // The writer starts with the first message, once the framing is known.
         if let Some((writer, rx)) = pending.take() {
@@ -141,6 +174,17 @@ where
                 continue;
             }
         };
+        if let Some(token) = &unauthenticated {
+            // Nothing runs before the peer has shown the token.
+            let (reply, ok) = authenticate(&text, token);
+            let _ = ctx.outgoing.send(reply.into()).await;
+            if !ok {
+                tracing::warn!(connection = id, transport = peer.transport, "authentication failed; closing");
+                break;
+            }
+            unauthenticated = None;
+            continue;
+        }
         // Standard input is delivered here, in order, not in a task of its own.
         if mentions_stdin(&text) && deliver_stdin(&ctx, &text, frames.get_ref()).await {
             continue;
@@ -174,6 +218,39 @@ where
 }
 
 /// A cheap first test: could this message be a `mcli/stdin` notification?
+/// Checks a first message: it must be the request `authenticate {token}` with the server's
+/// token (compared in constant time). Returns the reply and whether it passed.
+fn authenticate(text: &[u8], token: &str) -> (Vec<u8>, bool) {
+    use subtle::ConstantTimeEq as _;
+    #[derive(serde::Deserialize)]
+    struct Auth<'a> {
+        #[serde(borrow)]
+        id: Option<&'a serde_json::value::RawValue>,
+        method: String,
+        params: Option<AuthParams>,
+    }
+    #[derive(serde::Deserialize)]
+    struct AuthParams {
+        token: String,
+    }
+    let auth = serde_json::from_slice::<Auth<'_>>(text).ok();
+    let raw_id = auth.as_ref().and_then(|a| a.id).map_or("null", |id| id.get()).to_owned();
+    let given = auth.filter(|a| a.method == AUTHENTICATE_METHOD).and_then(|a| a.params).map(|p| p.token);
+    match given {
+        Some(given) if bool::from(given.as_bytes().ct_eq(token.as_bytes())) => {
+            (format!(r#"{{"jsonrpc":"2.0","id":{raw_id},"result":{{"ok":true}}}}"#).into_bytes(), true)
+        }
+        _ => (
+            error_reply(
+                &raw_id,
+                code::UNAUTHORIZED,
+                "unauthorized: the first message must be `authenticate` with the token from the server file",
+            ),
+            false,
+        ),
+    }
+}
+
 fn mentions_stdin(text: &[u8]) -> bool {
     memchr::memmem::find(text, STDIN_NOTIFICATION.as_bytes()).is_some()
 }

@@ -233,14 +233,17 @@ fn insert(conn: &mut Connection, jobs: &[Job]) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     {
         let mut stmt = tx.prepare_cached(
-            "INSERT OR REPLACE INTO executions (id, command, args, cwd, transport, started, started_ms, duration_ms, status, exit_code, signal, cached)
+            "INSERT OR IGNORE INTO executions (id, command, args, cwd, transport, started, started_ms, duration_ms, status, exit_code, signal, cached)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         )?;
         for Job { record: r, .. } in jobs {
             let args = serde_json::to_string(&r.args).unwrap_or_else(|_| "[]".to_owned());
             let started_ms = r.started.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+            // Another process writing the same history (a `--stdio` session beside the daemon)
+            // may have used this id: then the row gets the next free one.
+            let id = if exists(&tx, r.id)? { None } else { Some(r.id as i64) };
             stmt.execute(params![
-                r.id as i64,
+                id,
                 r.command,
                 args,
                 r.cwd,
@@ -256,6 +259,10 @@ fn insert(conn: &mut Connection, jobs: &[Job]) -> rusqlite::Result<()> {
         }
     }
     tx.commit()
+}
+
+fn exists(tx: &rusqlite::Transaction<'_>, id: u64) -> rusqlite::Result<bool> {
+    tx.prepare_cached("SELECT 1 FROM executions WHERE id = ?1")?.exists([id as i64])
 }
 
 /// Applies retention; returns the rows left.

@@ -14,9 +14,11 @@ pub mod name;
 pub mod server_file;
 pub mod state;
 pub mod stdin;
+pub mod tcp;
 
 use std::fs::File;
 use std::io::{self, Write};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -40,36 +42,37 @@ pub struct ServeOptions {
     pub notify_ready: bool,
     /// A client started this server on demand (it then exits after an hour idle by default).
     pub auto_started: bool,
+    /// Also listen on this TCP address (`HOST:PORT`), with the token required.
+    pub tcp: Option<String>,
 }
 
 /// Serves until shutdown. `name_lock` is the held lock on `NAME.lock`: it proves that no other
 /// live server owns the name, so a socket file left behind can be replaced. Returns the lock
 /// (unless another server took the name meanwhile), for the caller to drop last.
 pub async fn serve(options: ServeOptions, name_lock: File) -> anyhow::Result<Option<File>> {
-    let ServeOptions { config, paths, notify_ready, auto_started } = options;
+    let ServeOptions { config, paths, notify_ready, auto_started, tcp } = options;
     // Unset, an idle timeout applies only to a server a client started on demand.
     let idle_timeout = match config.server.idle_timeout {
         Some(secs) => Some(Duration::from_secs_f64(secs)),
         None if auto_started => Some(AUTO_STARTED_IDLE_TIMEOUT),
         None => None,
     };
-    let history_path = history::path(&mcli_shared::paths::state_dir(mcli_shared::paths::process_env), &paths.name);
-    let (history, last_id) = if config.api_daemon.enable_command_history {
-        let retention = history::Retention {
-            max_entries: config.server.history_max_entries,
-            max_age: std::time::Duration::from_secs_f64(config.server.history_max_age_days * 86_400.0),
-        };
-        let (history, last_id) = history::History::open(&history_path, retention)?;
-        (Some(history), last_id)
-    } else {
-        // Ids go on from the history on disk, so that turning it back on never reuses one.
-        (None, history::last_id(&history_path)?)
+    let (history, last_id) = open_history(&config, &paths)?;
+    let token: Arc<str> = server_file::new_token()?.into();
+    let tcp = match tcp {
+        Some(addr) => Some(tcp::bind(&addr).await?),
+        None => None,
     };
-    let (name, listener) = NameGuard::bind(paths.clone(), name_lock, server_file::new_token()?)?;
+    let tcp_addr = tcp.as_ref().map(|l| l.local_addr()).transpose()?.map(|a| a.to_string());
+    let file = server_file::ServerFile::new(&paths, token.to_string(), tcp_addr.clone(), None);
+    let (name, listener) = NameGuard::bind(paths.clone(), name_lock, file)?;
 
     let commands = Commands::new(config.commands_dirs(mcli_shared::paths::process_env));
-    let state = Inner::new(config, paths, commands, history, last_id);
+    let state = Inner::new(config, paths, commands, history, last_id, tcp_addr.clone());
     let methods = methods::table(state.clone());
+    if let Some(tcp) = tcp {
+        tokio::spawn(tcp::accept_loop(state.clone(), methods.clone(), tcp, token));
+    }
     let (rebound_tx, rebound_rx) = tokio::sync::mpsc::channel(1);
     tokio::spawn(listener::accept_loop(state.clone(), methods, listener, rebound_rx));
     tokio::spawn(watch_signals(state.clone()));
@@ -78,8 +81,9 @@ pub async fn serve(options: ServeOptions, name_lock: File) -> anyhow::Result<Opt
         tokio::spawn(exit_when_idle(state.clone(), timeout));
     }
 
+    let tcp_note = tcp_addr.as_ref().map(|a| format!(" and TCP {a}")).unwrap_or_default();
     let line = format!(
-        "mcli-server {} listening on {} (pid {})",
+        "mcli-server {} listening on {}{tcp_note} (pid {})",
         mcli_shared::VERSION,
         state.paths.socket.display(),
         std::process::id()
@@ -89,13 +93,7 @@ pub async fn serve(options: ServeOptions, name_lock: File) -> anyhow::Result<Opt
 
     state.stop.cancelled().await;
     tracing::info!("shutting down");
-    state.wait_for_commands(SHUTDOWN_GRACE).await;
-    state.abort.cancel();
-    state.close_connections.cancel();
-    state.tasks.close();
-    if tokio::time::timeout(CLOSE_GRACE, state.tasks.wait()).await.is_err() {
-        tracing::warn!("connections did not close in time");
-    }
+    drain(&state, SHUTDOWN_GRACE).await;
     let lock = match guard.await {
         Ok(Some(name)) => Some(name.release()),
         Ok(None) => None,
@@ -104,11 +102,64 @@ pub async fn serve(options: ServeOptions, name_lock: File) -> anyhow::Result<Opt
             None
         }
     };
+    tracing::info!("stopped");
+    Ok(lock)
+}
+
+/// Serves one JSON-RPC session on standard input and output (`mcli-server --stdio`), as an
+/// editor spawns it: no socket, no name; the session ends when standard input closes (its
+/// running commands with it) or on `shutdown`.
+pub async fn serve_stdio(config: Config, paths: ServerPaths) -> anyhow::Result<()> {
+    let (history, last_id) = open_history(&config, &paths)?;
+    let commands = Commands::new(config.commands_dirs(mcli_shared::paths::process_env));
+    let state = Inner::new(config, paths, commands, history, last_id, None);
+    let methods = methods::table(state.clone());
+    let peer = connection::Peer { id: 1, transport: "stdio", token: None };
+    let session = connection::serve(
+        state.clone(),
+        methods,
+        peer,
+        tokio::io::stdin(),
+        tokio::io::stdout(),
+        mcli_shared::framing::DEFAULT_MAX_FRAME,
+    );
+    tokio::select! {
+        () = session => tracing::debug!("standard input closed"),
+        () = state.stop.cancelled() => {}
+    }
+    drain(&state, if state.is_shutting_down() { SHUTDOWN_GRACE } else { Duration::ZERO }).await;
+    Ok(())
+}
+
+/// The end of a server: lets running commands finish within `grace`, ends the rest, lets the
+/// connections flush their last replies, and closes the history.
+async fn drain(state: &state::State, grace: Duration) {
+    state.wait_for_commands(grace).await;
+    state.abort.cancel();
+    state.close_connections.cancel();
+    state.tasks.close();
+    if tokio::time::timeout(CLOSE_GRACE, state.tasks.wait()).await.is_err() {
+        tracing::warn!("connections did not close in time");
+    }
     if let Some(history) = &state.history {
         history.close();
     }
-    tracing::info!("stopped");
-    Ok(lock)
+}
+
+/// Opens the history (unless it is turned off) and finds the last execution id.
+fn open_history(config: &Config, paths: &ServerPaths) -> anyhow::Result<(Option<history::History>, u64)> {
+    let path = history::path(&mcli_shared::paths::state_dir(mcli_shared::paths::process_env), &paths.name);
+    if config.api_daemon.enable_command_history {
+        let retention = history::Retention {
+            max_entries: config.server.history_max_entries,
+            max_age: Duration::from_secs_f64(config.server.history_max_age_days * 86_400.0),
+        };
+        let (history, last_id) = history::History::open(&path, retention)?;
+        Ok((Some(history), last_id))
+    } else {
+        // Ids go on from the history on disk, so that turning it back on never reuses one.
+        Ok((None, history::last_id(&path)?))
+    }
 }
 
 /// Writes the readiness line on standard output. A detached server then swaps standard output

@@ -73,7 +73,8 @@ pub async fn accept_loop(
         let (state2, methods) = (State::clone(&state), methods.clone());
         let id = next_id;
         state.tasks.spawn(async move {
-            connection::serve(state2, methods, id, reader, writer, DEFAULT_MAX_FRAME).await;
+            let peer = connection::Peer { id, transport: "socket", token: None };
+            connection::serve(state2, methods, peer, reader, writer, DEFAULT_MAX_FRAME).await;
             drop(slot);
         });
     }

@@ -31,8 +31,23 @@ struct Cli {
     /// Config file (default: $MCLI_CONFIG, else $XDG_CONFIG_HOME/mcli/config.toml)
     #[arg(long, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
+    /// Serve one JSON-RPC session on standard input and output (what an editor spawns)
+    #[arg(long)]
+    stdio: bool,
     #[command(subcommand)]
-    command: Cmd,
+    command: Option<Cmd>,
+}
+
+/// How a server listens and logs.
+#[derive(Debug, Clone, clap::Args)]
+struct Listen {
+    /// Log at debug level
+    #[arg(long)]
+    debug: bool,
+    /// Also listen on this TCP address (loopback unless told otherwise; port 0 picks one);
+    /// connections must authenticate with the token of the server file
+    #[arg(long, value_name = "ADDR")]
+    tcp: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -42,9 +57,8 @@ enum Cmd {
         /// Run in the foreground, logging to standard error
         #[arg(long)]
         foreground: bool,
-        /// Log at debug level
-        #[arg(long)]
-        debug: bool,
+        #[command(flatten)]
+        listen: Listen,
         /// Standard output is a pipe to a starter waiting for the readiness line
         #[arg(long, hide = true, requires = "foreground")]
         notify_ready: bool,
@@ -56,9 +70,8 @@ enum Cmd {
     Stop,
     /// Stop the running server, if any, and start a new one
     Restart {
-        /// Log at debug level
-        #[arg(long)]
-        debug: bool,
+        #[command(flatten)]
+        listen: Listen,
     },
     /// Show what the running server is doing (exit status 1 when none runs)
     Status {
@@ -103,15 +116,22 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let dir = paths::runtime_dir(paths::process_env);
     let server = ServerPaths::new(dir, &cli.socket_name)?;
-    match cli.command {
-        Cmd::Start { foreground: true, debug, notify_ready, auto_started } => {
-            run_foreground(&server, cli.config.as_deref(), debug, notify_ready, auto_started)
+    if cli.stdio && cli.command.is_some() {
+        eprintln!("mcli-server: --stdio serves a session by itself and takes no subcommand");
+        return Ok(ExitCode::from(2));
+    }
+    let Some(command) = cli.command else {
+        return if cli.stdio { run_stdio(&server, cli.config.as_deref()) } else { usage() };
+    };
+    match command {
+        Cmd::Start { foreground: true, listen, notify_ready, auto_started } => {
+            run_foreground(&server, cli.config.as_deref(), &listen, notify_ready, auto_started)
         }
-        Cmd::Start { foreground: false, debug, .. } => start_detached(&server, cli.config.as_deref(), debug),
+        Cmd::Start { foreground: false, listen, .. } => start_detached(&server, cli.config.as_deref(), &listen),
         Cmd::Stop => stop(&server).map(|_| ExitCode::SUCCESS),
-        Cmd::Restart { debug } => {
+        Cmd::Restart { listen } => {
             stop(&server)?;
-            start_detached(&server, cli.config.as_deref(), debug)
+            start_detached(&server, cli.config.as_deref(), &listen)
         }
         Cmd::Status { json } => status(&server, json),
         Cmd::History { limit, command, failed, json } => {
@@ -160,14 +180,34 @@ fn already_running(conn: &mut Connection, server: &ServerPaths) -> anyhow::Resul
     Ok(format!("mcli-server {} is already running on {} (pid {})", status.version, server.socket.display(), status.pid))
 }
 
+/// Prints the usage to standard error and returns the usage status.
+fn usage() -> anyhow::Result<ExitCode> {
+    use clap::CommandFactory as _;
+    let _ = Cli::command().print_help();
+    Ok(ExitCode::from(2))
+}
+
+fn run_stdio(server: &ServerPaths, file: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
+    let config = load_config(file, false)?;
+    // Standard output carries the protocol: logs go to standard error only.
+    mcli_server::logging::init(config.api_daemon.debug, None);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(mcli_server::serve_stdio(config, server.clone()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
 fn run_foreground(
     server: &ServerPaths,
     file: Option<&std::path::Path>,
-    debug: bool,
+    listen: &Listen,
     notify_ready: bool,
     auto_started: bool,
 ) -> anyhow::Result<ExitCode> {
-    let config = load_config(file, debug)?;
+    let config = load_config(file, listen.debug)?;
     // A detached server's standard error is its log file, which it keeps bounded.
     let log_file = notify_ready.then(|| paths::log_file(&paths::state_dir(paths::process_env), &server.name));
     mcli_server::logging::init(config.api_daemon.debug, log_file);
@@ -193,7 +233,7 @@ fn run_foreground(
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let options = ServeOptions { config, paths: server.clone(), notify_ready, auto_started };
+    let options = ServeOptions { config, paths: server.clone(), notify_ready, auto_started, tcp: listen.tcp.clone() };
     let lock = runtime.block_on(serve(options, lock))?;
     // Let go of the name only once nothing of this server runs any more, so that `stop`, which
     // waits for the lock, returns when the server is really gone.
@@ -242,9 +282,9 @@ fn take_name(server: &ServerPaths) -> anyhow::Result<NameLock> {
     }
 }
 
-fn start_detached(server: &ServerPaths, file: Option<&std::path::Path>, debug: bool) -> anyhow::Result<ExitCode> {
+fn start_detached(server: &ServerPaths, file: Option<&std::path::Path>, listen: &Listen) -> anyhow::Result<ExitCode> {
     // Check the config here too, so that a mistake is reported on this terminal.
-    load_config(file, debug)?;
+    load_config(file, listen.debug)?;
     paths::ensure_runtime_dir(&server.dir)?;
     if let Some(mut conn) = connect(server)? {
         println!("{}", already_running(&mut conn, server)?);
@@ -256,8 +296,11 @@ fn start_detached(server: &ServerPaths, file: Option<&std::path::Path>, debug: b
     if let Some(file) = file {
         starter.extra_args.extend(["--config".to_owned(), std::path::absolute(file)?.display().to_string()]);
     }
-    if debug {
+    if listen.debug {
         starter.extra_args.push("--debug".to_owned());
+    }
+    if let Some(addr) = &listen.tcp {
+        starter.extra_args.extend(["--tcp".to_owned(), addr.clone()]);
     }
     match autostart::start(server, &starter)? {
         Some(started) => println!("{}", started.line),

@@ -46,15 +46,20 @@ pub struct NameGuard {
     lock_id: Option<FileId>,
     socket_id: Option<FileId>,
     file_id: Option<FileId>,
-    token: String,
+    /// What the server file says; written again with the socket.
+    file: server_file::ServerFile,
 }
 
 impl NameGuard {
     /// Takes the name with the held `lock`: replaces a socket file left by a dead server, binds
     /// the socket and writes the server file.
-    pub fn bind(paths: ServerPaths, lock: File, token: String) -> anyhow::Result<(NameGuard, Listener)> {
+    pub fn bind(
+        paths: ServerPaths,
+        lock: File,
+        file: server_file::ServerFile,
+    ) -> anyhow::Result<(NameGuard, Listener)> {
         let mut guard =
-            NameGuard { lock_id: FileId::of(&paths.lock), paths, lock, socket_id: None, file_id: None, token };
+            NameGuard { lock_id: FileId::of(&paths.lock), paths, lock, socket_id: None, file_id: None, file };
         let listener = guard.bind_socket()?;
         Ok((guard, listener))
     }
@@ -64,7 +69,7 @@ impl NameGuard {
         remove_if_present(&paths.socket).context("removing the stale socket file")?;
         let listener =
             listener::bind(&paths.socket).with_context(|| format!("cannot listen on {}", paths.socket.display()))?;
-        server_file::write(paths, &server_file::ServerFile::new(paths, self.token.clone()))?;
+        server_file::write(paths, &self.file)?;
         // Only now, with both in place: a failure above leaves the next check to try again.
         self.socket_id = FileId::of(&paths.socket);
         self.file_id = FileId::of(&paths.server_file);

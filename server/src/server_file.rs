@@ -23,14 +23,14 @@ pub struct ServerFile {
 }
 
 impl ServerFile {
-    pub fn new(paths: &ServerPaths, token: String) -> Self {
+    pub fn new(paths: &ServerPaths, token: String, tcp: Option<String>, http: Option<String>) -> Self {
         ServerFile {
             pid: std::process::id(),
             version: mcli_shared::VERSION.to_owned(),
             protocol: PROTOCOL_VERSION,
             socket: paths.socket.display().to_string(),
-            tcp: None,
-            http: None,
+            tcp,
+            http,
             token,
         }
     }

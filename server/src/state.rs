@@ -29,6 +29,8 @@ pub struct Inner {
     pub cache: ResultCache,
     /// The persistent history, unless `enable_command_history` is off.
     pub history: Option<History>,
+    /// The TCP address listened on, if any.
+    pub tcp: Option<String>,
     /// One permit per command allowed to run at once (`max_concurrent_commands`).
     pub slots: Arc<Semaphore>,
     /// Commands waiting for a slot.
@@ -71,9 +73,11 @@ impl Inner {
         commands: Commands,
         history: Option<History>,
         last_id: u64,
+        tcp: Option<String>,
     ) -> State {
         Arc::new(Inner {
             history,
+            tcp,
             slots: Arc::new(Semaphore::new(config.api_daemon.max_concurrent_commands)),
             queued: AtomicUsize::new(0),
             cache: ResultCache::default(),

@@ -73,6 +73,9 @@ method!(
 
 /// The notification that carries a running command's output, sent before the `execute` response.
 pub const OUTPUT_NOTIFICATION: &str = "mcli/output";
+/// The request that must open a TCP connection: `{"token": "..."}` from the server file.
+pub const AUTHENTICATE_METHOD: &str = "authenticate";
+
 /// The notification that carries standard input for an `execute` with `stdin_stream`.
 pub const STDIN_NOTIFICATION: &str = "mcli/stdin";
 /// The LSP-style notification a client sends to cancel one of its own requests.
@@ -268,6 +271,9 @@ pub struct StatusResult {
     pub socket: String,
     #[serde(default)]
     pub http: Option<String>,
+    /// The TCP address, when the server listens on one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<String>,
     pub running: bool,
     pub active_commands: Vec<ActiveCommand>,
     pub queued: u64,

@@ -20,6 +20,7 @@ pub async fn status(_: NoParams, state: State, _: RequestCtx) -> Result<StatusRe
         uptime_secs: state.uptime_secs(),
         socket: state.paths.socket.display().to_string(),
         http: None,
+        tcp: state.tcp.clone(),
         running: !state.is_shutting_down(),
         active_commands: state.active_commands(),
         queued: state.queued.load(Ordering::Relaxed) as u64,
