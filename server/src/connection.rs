@@ -64,6 +64,26 @@ pub struct ConnectionCtx {
 }
 
 impl ConnectionCtx {
+    /// A connection's context and the receiving end of its outgoing queue.
+    pub fn new(
+        state: &State,
+        id: usize,
+        transport: &'static str,
+        stream_by_default: bool,
+    ) -> (Arc<ConnectionCtx>, mpsc::Receiver<Bytes>) {
+        let (tx, rx) = mpsc::channel::<Bytes>(OUTGOING_QUEUE);
+        let ctx = ConnectionCtx {
+            id,
+            outgoing: tx,
+            stream_by_default,
+            transport,
+            stdin: Arc::new(StdinRoutes::default()),
+            cancel: state.abort.child_token(),
+            requests: Mutex::new(HashMap::new()),
+        };
+        (Arc::new(ctx), rx)
+    }
+
     fn requests(&self) -> std::sync::MutexGuard<'_, HashMap<String, CancellationToken>> {
         self.requests.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -121,16 +141,7 @@ where
 {
     let id = peer.id;
     let mut unauthenticated = peer.token;
-    let (tx, rx) = mpsc::channel::<Bytes>(OUTGOING_QUEUE);
-    let ctx = Arc::new(ConnectionCtx {
-        id,
-        outgoing: tx,
-        stream_by_default: true,
-        transport: peer.transport,
-        stdin: Arc::new(StdinRoutes::default()),
-        cancel: state.abort.child_token(),
-        requests: Mutex::new(HashMap::new()),
-    });
+    let (ctx, rx) = ConnectionCtx::new(&state, id, peer.transport, true);
     let mut frames = FramedRead::new(reader, FrameCodec::detect(max_frame));
     let mut pending = Some((writer, rx));
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));

@@ -7,6 +7,7 @@ pub mod commands;
 pub mod connection;
 pub mod dispatch;
 pub mod history;
+pub mod http;
 pub mod listener;
 pub mod logging;
 pub mod methods;
@@ -44,13 +45,15 @@ pub struct ServeOptions {
     pub auto_started: bool,
     /// Also listen on this TCP address (`HOST:PORT`), with the token required.
     pub tcp: Option<String>,
+    /// Serve the HTTP bridge on this address (`HOST:PORT`).
+    pub http: Option<String>,
 }
 
 /// Serves until shutdown. `name_lock` is the held lock on `NAME.lock`: it proves that no other
 /// live server owns the name, so a socket file left behind can be replaced. Returns the lock
 /// (unless another server took the name meanwhile), for the caller to drop last.
 pub async fn serve(options: ServeOptions, name_lock: File) -> anyhow::Result<Option<File>> {
-    let ServeOptions { config, paths, notify_ready, auto_started, tcp } = options;
+    let ServeOptions { config, paths, notify_ready, auto_started, tcp, http } = options;
     // Unset, an idle timeout applies only to a server a client started on demand.
     let idle_timeout = match config.server.idle_timeout {
         Some(secs) => Some(Duration::from_secs_f64(secs)),
@@ -64,14 +67,32 @@ pub async fn serve(options: ServeOptions, name_lock: File) -> anyhow::Result<Opt
         None => None,
     };
     let tcp_addr = tcp.as_ref().map(|l| l.local_addr()).transpose()?.map(|a| a.to_string());
-    let file = server_file::ServerFile::new(&paths, token.to_string(), tcp_addr.clone(), None);
+    let http = match http {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(&addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot serve HTTP on {addr}: {e}"))?,
+        ),
+        None => None,
+    };
+    let http_addr = http.as_ref().map(|l| l.local_addr()).transpose()?.map(|a| a.to_string());
+    let http_token = if config.api_daemon.require_token {
+        Some(Arc::clone(&token))
+    } else {
+        tracing::warn!("the HTTP bridge asks for no token (require_token = false); any local process can use it");
+        None
+    };
+    let file = server_file::ServerFile::new(&paths, token.to_string(), tcp_addr.clone(), http_addr.clone());
     let (name, listener) = NameGuard::bind(paths.clone(), name_lock, file)?;
 
     let commands = Commands::new(config.commands_dirs(mcli_shared::paths::process_env));
-    let state = Inner::new(config, paths, commands, history, last_id, tcp_addr.clone());
+    let state = Inner::new(config, paths, commands, history, last_id, tcp_addr.clone(), http_addr.clone());
     let methods = methods::table(state.clone());
     if let Some(tcp) = tcp {
         tokio::spawn(tcp::accept_loop(state.clone(), methods.clone(), tcp, token));
+    }
+    if let Some(http) = http {
+        state.tasks.spawn(http::serve(state.clone(), methods.clone(), http, http_token));
     }
     let (rebound_tx, rebound_rx) = tokio::sync::mpsc::channel(1);
     tokio::spawn(listener::accept_loop(state.clone(), methods, listener, rebound_rx));
@@ -81,7 +102,8 @@ pub async fn serve(options: ServeOptions, name_lock: File) -> anyhow::Result<Opt
         tokio::spawn(exit_when_idle(state.clone(), timeout));
     }
 
-    let tcp_note = tcp_addr.as_ref().map(|a| format!(" and TCP {a}")).unwrap_or_default();
+    let tcp_note = tcp_addr.as_ref().map(|a| format!(" and TCP {a}")).unwrap_or_default()
+        + &http_addr.as_ref().map(|a| format!(" and HTTP http://{a}")).unwrap_or_default();
     let line = format!(
         "mcli-server {} listening on {}{tcp_note} (pid {})",
         mcli_shared::VERSION,
@@ -112,7 +134,7 @@ pub async fn serve(options: ServeOptions, name_lock: File) -> anyhow::Result<Opt
 pub async fn serve_stdio(config: Config, paths: ServerPaths) -> anyhow::Result<()> {
     let (history, last_id) = open_history(&config, &paths)?;
     let commands = Commands::new(config.commands_dirs(mcli_shared::paths::process_env));
-    let state = Inner::new(config, paths, commands, history, last_id, None);
+    let state = Inner::new(config, paths, commands, history, last_id, None, None);
     let methods = methods::table(state.clone());
     let peer = connection::Peer { id: 1, transport: "stdio", token: None };
     let session = connection::serve(

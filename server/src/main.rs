@@ -48,6 +48,9 @@ struct Listen {
     /// connections must authenticate with the token of the server file
     #[arg(long, value_name = "ADDR")]
     tcp: Option<String>,
+    /// Serve the HTTP bridge, on ADDR or on `[api_daemon] host` and `port` (loopback by default)
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "")]
+    http: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -94,6 +97,8 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Print the running server's token (for HTTP and TCP clients)
+    Token,
     /// List the commands the server can run
     Commands {
         /// Print the list as JSON
@@ -134,6 +139,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             start_detached(&server, cli.config.as_deref(), &listen)
         }
         Cmd::Status { json } => status(&server, json),
+        Cmd::Token => token(&server),
         Cmd::History { limit, command, failed, json } => {
             history(&server, HistoryParams { limit: Some(limit), command, failed: Some(failed) }, json)
         }
@@ -149,12 +155,6 @@ fn load_config(file: Option<&std::path::Path>, debug: bool) -> anyhow::Result<Co
     }
     let mut config = loaded.config;
     config.api_daemon.debug |= debug;
-    if config.api_daemon.enabled {
-        // Said plainly until the bridge exists, so that nobody counts on it.
-        eprintln!(
-            "mcli-server: warning: `api_daemon.enabled` asks for the HTTP bridge, which this version does not have yet; serving the local socket only"
-        );
-    }
     Ok(config)
 }
 
@@ -233,13 +233,35 @@ fn run_foreground(
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let options = ServeOptions { config, paths: server.clone(), notify_ready, auto_started, tcp: listen.tcp.clone() };
+    let http = http_addr(&config, listen, auto_started)?;
+    let options =
+        ServeOptions { config, paths: server.clone(), notify_ready, auto_started, tcp: listen.tcp.clone(), http };
     let lock = runtime.block_on(serve(options, lock))?;
     // Let go of the name only once nothing of this server runs any more, so that `stop`, which
     // waits for the lock, returns when the server is really gone.
     drop(runtime);
     drop(lock);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where the HTTP bridge listens, if it is on: `--http [ADDR]`, or `[api_daemon] enabled` (for
+/// a server started on demand only with `auto_start` too).
+fn http_addr(config: &Config, listen: &Listen, auto_started: bool) -> anyhow::Result<Option<String>> {
+    let api = &config.api_daemon;
+    let addr = match listen.http.as_deref() {
+        Some("") => api.http_addr(),
+        Some(addr) => addr.to_owned(),
+        None if api.enabled && (!auto_started || api.auto_start) => api.http_addr(),
+        None => return Ok(None),
+    };
+    if !api.require_token {
+        let host = addr.rsplit_once(':').map_or(addr.as_str(), |(host, _)| host).trim_matches(['[', ']']);
+        let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        if !loopback {
+            bail!("`api_daemon.require_token = false` is allowed only for a loopback address, not {addr}");
+        }
+    }
+    Ok(Some(addr))
 }
 
 enum NameLock {
@@ -302,6 +324,9 @@ fn start_detached(server: &ServerPaths, file: Option<&std::path::Path>, listen: 
     if let Some(addr) = &listen.tcp {
         starter.extra_args.extend(["--tcp".to_owned(), addr.clone()]);
     }
+    if let Some(addr) = &listen.http {
+        starter.extra_args.push(format!("--http={addr}"));
+    }
     match autostart::start(server, &starter)? {
         Some(started) => println!("{}", started.line),
         None => match connect(server)? {
@@ -340,6 +365,25 @@ fn stop(server: &ServerPaths) -> anyhow::Result<()> {
 fn process_alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .is_ok_and(|stat| stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')))
+}
+
+fn token(server: &ServerPaths) -> anyhow::Result<ExitCode> {
+    paths::check_runtime_dir(&server.dir)?;
+    if connect(server)?.is_none() {
+        eprintln!("mcli-server: {}", not_running(server));
+        return Ok(ExitCode::FAILURE);
+    }
+    let text = std::fs::read_to_string(&server.server_file)
+        .with_context(|| format!("cannot read the server file {}", server.server_file.display()))?;
+    let file: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("the server file {} is not JSON", server.server_file.display()))?;
+    match file["token"].as_str() {
+        Some(token) => {
+            println!("{token}");
+            Ok(ExitCode::SUCCESS)
+        }
+        None => bail!("the server file {} has no token", server.server_file.display()),
+    }
 }
 
 fn status(server: &ServerPaths, json: bool) -> anyhow::Result<ExitCode> {

@@ -31,6 +31,8 @@ pub struct Inner {
     pub history: Option<History>,
     /// The TCP address listened on, if any.
     pub tcp: Option<String>,
+    /// The HTTP bridge's address, if it is on.
+    pub http: Option<String>,
     /// One permit per command allowed to run at once (`max_concurrent_commands`).
     pub slots: Arc<Semaphore>,
     /// Commands waiting for a slot.
@@ -74,10 +76,12 @@ impl Inner {
         history: Option<History>,
         last_id: u64,
         tcp: Option<String>,
+        http: Option<String>,
     ) -> State {
         Arc::new(Inner {
             history,
             tcp,
+            http,
             slots: Arc::new(Semaphore::new(config.api_daemon.max_concurrent_commands)),
             queued: AtomicUsize::new(0),
             cache: ResultCache::default(),

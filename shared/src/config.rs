@@ -36,6 +36,23 @@ pub struct ApiDaemonConfig {
     pub max_concurrent_commands: usize,
     pub enable_command_caching: bool,
     pub enable_command_history: bool,
+    /// The HTTP bridge asks for the token; `false` is accepted for a loopback host only.
+    pub require_token: bool,
+}
+
+impl ApiDaemonConfig {
+    /// The HTTP bridge's address from `host` and `port` (port 0 = random when `use_random_port`
+    /// and no port is set; else 8000).
+    pub fn http_addr(&self) -> String {
+        let port = self.port.unwrap_or(if self.use_random_port { 0 } else { 8000 });
+        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
+        format!("{host}:{port}")
+    }
+
+    /// Whether `host` names this machine's loopback.
+    pub fn host_is_loopback(&self) -> bool {
+        self.host == "localhost" || self.host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    }
 }
 
 impl Default for ApiDaemonConfig {
@@ -51,6 +68,7 @@ impl Default for ApiDaemonConfig {
             max_concurrent_commands: 10,
             enable_command_caching: true,
             enable_command_history: true,
+            require_token: true,
         }
     }
 }
@@ -298,6 +316,7 @@ fn set_key(cfg: &mut ApiDaemonConfig, key: &str, input: Input<'_>) -> Result<boo
         "max_concurrent_commands" => cfg.max_concurrent_commands = input.int(1, 10_000)? as usize,
         "enable_command_caching" => cfg.enable_command_caching = input.bool()?,
         "enable_command_history" => cfg.enable_command_history = input.bool()?,
+        "require_token" => cfg.require_token = input.bool()?,
         _ => return Ok(false),
     }
     Ok(true)

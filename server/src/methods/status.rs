@@ -19,7 +19,7 @@ pub async fn status(_: NoParams, state: State, _: RequestCtx) -> Result<StatusRe
         protocol: PROTOCOL_VERSION,
         uptime_secs: state.uptime_secs(),
         socket: state.paths.socket.display().to_string(),
-        http: None,
+        http: state.http.clone(),
         tcp: state.tcp.clone(),
         running: !state.is_shutting_down(),
         active_commands: state.active_commands(),
