@@ -128,17 +128,15 @@ fn unauthorized(message: &str) -> Response {
     response
 }
 
-/// The JSON body of a POST, or the response that refuses it.
-fn json_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, Response> {
+/// The JSON body of a POST, or the status and message that refuse it.
+fn json_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, (StatusCode, String)> {
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let media = content_type.split(';').next().unwrap_or("").trim();
     if !media.eq_ignore_ascii_case("application/json") {
-        return Err(error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "the body must be JSON (Content-Type: application/json)",
-        ));
+        let message = "the body must be JSON (Content-Type: application/json)".to_owned();
+        return Err((StatusCode::UNSUPPORTED_MEDIA_TYPE, message));
     }
-    serde_json::from_slice(body).map_err(|e| error(StatusCode::BAD_REQUEST, format!("the body is not valid JSON: {e}")))
+    serde_json::from_slice(body).map_err(|e| (StatusCode::BAD_REQUEST, format!("the body is not valid JSON: {e}")))
 }
 
 impl Bridge {
@@ -258,7 +256,7 @@ async fn history(
 async fn execute(AxumState(bridge): AxumState<Bridge>, headers: HeaderMap, body: Bytes) -> Response {
     let body = match json_body(&headers, &body) {
         Ok(body) => body,
-        Err(response) => return response,
+        Err((status, message)) => return error(status, message),
     };
     let Some(command) = body.get("command_name").or_else(|| body.get("command")).and_then(Value::as_str) else {
         return error(StatusCode::BAD_REQUEST, "the body needs `command_name` (or `command`): the command to run");
@@ -306,8 +304,8 @@ async fn execute(AxumState(bridge): AxumState<Bridge>, headers: HeaderMap, body:
 
 /// JSON-RPC over HTTP: a request or a batch in, the reply out (204 for notifications only).
 async fn rpc(AxumState(bridge): AxumState<Bridge>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(response) = json_body(&headers, &body) {
-        return response;
+    if let Err((status, message)) = json_body(&headers, &body) {
+        return error(status, message);
     }
     match bridge.raw(&body).await {
         Some(reply) => ([(header::CONTENT_TYPE, "application/json")], reply).into_response(),
