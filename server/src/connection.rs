@@ -36,15 +36,20 @@ pub trait Hangup {
     fn peer_hung_up(&self) -> bool;
 }
 
+/// Whether both directions of the socket `fd` are shut (POLLHUP is reported whatever events
+/// are asked for).
+fn both_directions_shut(fd: std::os::fd::BorrowedFd<'_>) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut fds = [PollFd::new(fd, PollFlags::empty())];
+    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+        && fds[0].revents().is_some_and(|r| r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR))
+}
+
 impl Hangup for tokio::net::unix::OwnedReadHalf {
     fn peer_hung_up(&self) -> bool {
-        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
         use std::os::fd::AsFd;
         let stream: &tokio::net::UnixStream = self.as_ref();
-        let mut fds = [PollFd::new(stream.as_fd(), PollFlags::empty())];
-        // POLLHUP is reported whatever the requested events: both directions are shut.
-        matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
-            && fds[0].revents().is_some_and(|r| r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR))
+        both_directions_shut(stream.as_fd())
     }
 }
 
@@ -106,10 +111,13 @@ impl ConnectionCtx {
 }
 
 impl Hangup for tokio::net::tcp::OwnedReadHalf {
-    /// TCP cannot tell a half-close from a peer that is gone without writing to it: the end of
-    /// a TCP peer's input counts as hanging up.
+    /// A TCP peer that closed entirely looks like a half-close until something is written to
+    /// it: its requests then end when their output or reply cannot be delivered (or at their
+    /// timeout), while a real half-close still gets its replies.
     fn peer_hung_up(&self) -> bool {
-        true
+        use std::os::fd::AsFd;
+        let stream: &tokio::net::TcpStream = self.as_ref();
+        both_directions_shut(stream.as_fd())
     }
 }
 
@@ -234,9 +242,7 @@ where
 fn authenticate(text: &[u8], token: &str) -> (Vec<u8>, bool) {
     use subtle::ConstantTimeEq as _;
     #[derive(serde::Deserialize)]
-    struct Auth<'a> {
-        #[serde(borrow)]
-        id: Option<&'a serde_json::value::RawValue>,
+    struct Auth {
         method: String,
         params: Option<AuthParams>,
     }
@@ -244,8 +250,15 @@ fn authenticate(text: &[u8], token: &str) -> (Vec<u8>, bool) {
     struct AuthParams {
         token: String,
     }
-    let auth = serde_json::from_slice::<Auth<'_>>(text).ok();
-    let raw_id = auth.as_ref().and_then(|a| a.id).map_or("null", |id| id.get()).to_owned();
+    #[derive(serde::Deserialize)]
+    struct IdOnly<'a> {
+        #[serde(borrow)]
+        id: Option<&'a serde_json::value::RawValue>,
+    }
+    // The id is read on its own, so that even a refused message gets its reply matched.
+    let raw_id =
+        serde_json::from_slice::<IdOnly<'_>>(text).ok().and_then(|m| m.id).map_or("null", |id| id.get()).to_owned();
+    let auth = serde_json::from_slice::<Auth>(text).ok();
     let given = auth.filter(|a| a.method == AUTHENTICATE_METHOD).and_then(|a| a.params).map(|p| p.token);
     match given {
         Some(given) if bool::from(given.as_bytes().ct_eq(token.as_bytes())) => {

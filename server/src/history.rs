@@ -7,6 +7,7 @@
 //! The schema evolves by the numbered files in `server/migrations/`, applied at start. A
 //! database from a newer mcli is refused, never touched.
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,7 +19,10 @@ use rusqlite::{Connection, OpenFlags, params};
 use tokio::sync::oneshot;
 
 /// The migrations, in order; the database's `user_version` counts those applied.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_create_executions.sql")];
+const MIGRATIONS: &[&str] =
+    &[include_str!("../migrations/0001_create_executions.sql"), include_str!("../migrations/0002_id_counter.sql")];
+/// Execution ids taken from the shared counter at a time.
+pub const ID_BLOCK: u64 = 1000;
 /// Rows waiting for the writer; callers wait beyond it (backpressure, not memory).
 const QUEUE: usize = 1024;
 /// How often, in rows written, retention is applied.
@@ -68,6 +72,8 @@ struct Job {
 
 enum Message {
     Row(Job),
+    /// Take a block of execution ids from the shared counter.
+    Reserve(sync_mpsc::Sender<Option<Range<u64>>>),
     /// Close the database cleanly (checkpointing the WAL), then say so.
     Close(sync_mpsc::Sender<()>),
 }
@@ -82,14 +88,13 @@ pub struct History {
 
 impl History {
     /// Opens (creating and migrating) the database and starts the writer thread. Returns the
-    /// history and the highest execution id recorded so far.
-    pub fn open(path: &Path, retention: Retention) -> Result<(History, u64), HistoryError> {
+    /// history and a first block of execution ids.
+    pub fn open(path: &Path, retention: Retention) -> Result<(History, Range<u64>), HistoryError> {
         let conn = open_writable(path)?;
         let sqlite = |source| HistoryError::Sqlite { path: path.to_owned(), source };
         // Only what a start needs; retention and the count are the writer's first job, off the
         // start-up path.
-        let last_id: i64 =
-            conn.query_row("SELECT COALESCE(MAX(id), 0) FROM executions", [], |r| r.get(0)).map_err(sqlite)?;
+        let ids = reserve(&conn).map_err(sqlite)?;
         let count = Arc::new(AtomicU64::new(0));
         let (tx, rx) = sync_mpsc::sync_channel(QUEUE);
         let writer = Writer { conn, rx, count: Arc::clone(&count), retention, path: path.to_owned() };
@@ -97,7 +102,7 @@ impl History {
             .name("history".into())
             .spawn(move || writer.run())
             .map_err(|source| HistoryError::Create { path: path.to_owned(), source })?;
-        Ok((History { tx, count, path: path.to_owned() }, last_id as u64))
+        Ok((History { tx, count, path: path.to_owned() }, ids))
     }
 
     /// Records an execution and waits until it is committed.
@@ -121,6 +126,14 @@ impl History {
     /// Rows in the history now.
     pub fn count(&self) -> u64 {
         self.count.load(Ordering::Relaxed)
+    }
+
+    /// Takes the next block of execution ids (waits for the writer; a block lasts
+    /// [`ID_BLOCK`] executions).
+    pub fn reserve(&self) -> Option<Range<u64>> {
+        let (tx, rx) = sync_mpsc::channel();
+        self.tx.send(Message::Reserve(tx)).ok()?;
+        rx.recv_timeout(Duration::from_secs(10)).ok().flatten()
     }
 
     /// Writes what is queued and closes the database, at shutdown; waits a few seconds at most.
@@ -159,6 +172,13 @@ impl Writer {
             while let Some(message) = next.take() {
                 match message {
                     Message::Row(job) => jobs.push(job),
+                    Message::Reserve(reply) => {
+                        let block = reserve(&self.conn);
+                        if let Err(err) = &block {
+                            tracing::error!(%err, "cannot take execution ids from the history");
+                        }
+                        let _ = reply.send(block.ok());
+                    }
                     Message::Close(ack) => {
                         closing = Some(ack);
                         break;
@@ -261,6 +281,14 @@ fn insert(conn: &mut Connection, jobs: &[Job]) -> rusqlite::Result<()> {
     tx.commit()
 }
 
+/// Takes [`ID_BLOCK`] ids from the shared counter, atomically.
+fn reserve(conn: &Connection) -> rusqlite::Result<Range<u64>> {
+    let end: i64 =
+        conn.query_row("UPDATE id_counter SET next = next + ?1 RETURNING next", [ID_BLOCK as i64], |r| r.get(0))?;
+    let end = end as u64;
+    Ok(end - ID_BLOCK..end)
+}
+
 fn exists(tx: &rusqlite::Transaction<'_>, id: u64) -> rusqlite::Result<bool> {
     tx.prepare_cached("SELECT 1 FROM executions WHERE id = ?1")?.exists([id as i64])
 }
@@ -359,8 +387,8 @@ mod tests {
     async fn records_and_filters() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("h.sqlite3");
-        let (history, last) = History::open(&path, KEEP_ALL).unwrap();
-        assert_eq!(last, 0);
+        let (history, ids) = History::open(&path, KEEP_ALL).unwrap();
+        assert_eq!(ids, 1..1 + ID_BLOCK);
         history.record(record(1, "hello", ExecStatus::Completed)).await;
         history.record(record(2, "deploy", ExecStatus::Failed)).await;
         history.record(record(3, "hello", ExecStatus::TimedOut)).await;
@@ -374,7 +402,9 @@ mod tests {
         let failed = HistoryParams { failed: Some(true), limit: Some(1), ..Default::default() };
         assert_eq!(query(&path, &failed).unwrap().iter().map(|e| e.id).collect::<Vec<_>>(), vec![3]);
         drop(history);
-        assert_eq!(History::open(&path, KEEP_ALL).unwrap().1, 3, "ids go on after a restart");
+        let (history, ids) = History::open(&path, KEEP_ALL).unwrap();
+        assert_eq!(ids.start, 1 + ID_BLOCK, "ids go on after a restart, past the block taken before");
+        assert_eq!(history.reserve(), Some(1 + 2 * ID_BLOCK..1 + 3 * ID_BLOCK));
     }
 
     #[tokio::test]
@@ -403,7 +433,7 @@ mod tests {
         }
         let before = std::fs::read(&path).unwrap();
         let err = History::open(&path, KEEP_ALL).err().unwrap().to_string();
-        assert!(err.contains("newer mcli (schema 99, this one knows 1)"), "{err}");
+        assert!(err.contains("newer mcli (schema 99, this one knows 2)"), "{err}");
         assert!(query(&path, &HistoryParams::default()).is_err());
         assert_eq!(std::fs::read(&path).unwrap(), before, "not modified");
     }

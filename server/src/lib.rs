@@ -60,7 +60,7 @@ pub async fn serve(options: ServeOptions, name_lock: File) -> anyhow::Result<Opt
         None if auto_started => Some(AUTO_STARTED_IDLE_TIMEOUT),
         None => None,
     };
-    let (history, last_id) = open_history(&config, &paths)?;
+    let (history, ids) = open_history(&config, &paths)?;
     let token: Arc<str> = server_file::new_token()?.into();
     let tcp = match tcp {
         Some(addr) => Some(tcp::bind(&addr).await?),
@@ -86,7 +86,7 @@ pub async fn serve(options: ServeOptions, name_lock: File) -> anyhow::Result<Opt
     let (name, listener) = NameGuard::bind(paths.clone(), name_lock, file)?;
 
     let commands = Commands::new(config.commands_dirs(mcli_shared::paths::process_env));
-    let state = Inner::new(config, paths, commands, history, last_id, tcp_addr.clone(), http_addr.clone());
+    let state = Inner::new(config, paths, commands, history, ids, tcp_addr.clone(), http_addr.clone());
     let methods = methods::table(state.clone());
     if let Some(tcp) = tcp {
         tokio::spawn(tcp::accept_loop(state.clone(), methods.clone(), tcp, token));
@@ -132,9 +132,9 @@ pub async fn serve(options: ServeOptions, name_lock: File) -> anyhow::Result<Opt
 /// editor spawns it: no socket, no name; the session ends when standard input closes (its
 /// running commands with it) or on `shutdown`.
 pub async fn serve_stdio(config: Config, paths: ServerPaths) -> anyhow::Result<()> {
-    let (history, last_id) = open_history(&config, &paths)?;
+    let (history, ids) = open_history(&config, &paths)?;
     let commands = Commands::new(config.commands_dirs(mcli_shared::paths::process_env));
-    let state = Inner::new(config, paths, commands, history, last_id, None, None);
+    let state = Inner::new(config, paths, commands, history, ids, None, None);
     let methods = methods::table(state.clone());
     let peer = connection::Peer { id: 1, transport: "stdio", token: None };
     let session = connection::serve(
@@ -169,18 +169,21 @@ async fn drain(state: &state::State, grace: Duration) {
 }
 
 /// Opens the history (unless it is turned off) and finds the last execution id.
-fn open_history(config: &Config, paths: &ServerPaths) -> anyhow::Result<(Option<history::History>, u64)> {
+fn open_history(
+    config: &Config,
+    paths: &ServerPaths,
+) -> anyhow::Result<(Option<history::History>, std::ops::Range<u64>)> {
     let path = history::path(&mcli_shared::paths::state_dir(mcli_shared::paths::process_env), &paths.name);
     if config.api_daemon.enable_command_history {
         let retention = history::Retention {
             max_entries: config.server.history_max_entries,
             max_age: Duration::from_secs_f64(config.server.history_max_age_days * 86_400.0),
         };
-        let (history, last_id) = history::History::open(&path, retention)?;
-        Ok((Some(history), last_id))
+        let (history, ids) = history::History::open(&path, retention)?;
+        Ok((Some(history), ids))
     } else {
         // Ids go on from the history on disk, so that turning it back on never reuses one.
-        Ok((None, history::last_id(&path)?))
+        Ok((None, history::last_id(&path)? + 1..u64::MAX))
     }
 }
 

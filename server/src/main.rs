@@ -109,12 +109,24 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    raise_fd_limit();
     match run(cli) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("mcli-server: {err:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// A daemon with many clients needs more descriptors than the usual soft limit of 1024: take
+/// what the hard limit allows.
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+    {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard.min(1 << 20), hard);
     }
 }
 

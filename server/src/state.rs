@@ -38,7 +38,8 @@ pub struct Inner {
     /// Commands waiting for a slot.
     pub queued: AtomicUsize,
     pub started: Instant,
-    next_execution: AtomicU64,
+    /// The execution ids this server may still hand out; more come from the history.
+    ids: Mutex<std::ops::Range<u64>>,
     pub executed_total: AtomicU64,
     pub failed_total: AtomicU64,
     active: Mutex<BTreeMap<u64, Running>>,
@@ -74,7 +75,7 @@ impl Inner {
         paths: ServerPaths,
         commands: Commands,
         history: Option<History>,
-        last_id: u64,
+        ids: std::ops::Range<u64>,
         tcp: Option<String>,
         http: Option<String>,
     ) -> State {
@@ -89,7 +90,7 @@ impl Inner {
             paths,
             commands,
             started: Instant::now(),
-            next_execution: AtomicU64::new(last_id + 1),
+            ids: Mutex::new(ids),
             executed_total: AtomicU64::new(0),
             failed_total: AtomicU64::new(0),
             active: Mutex::new(BTreeMap::new()),
@@ -132,7 +133,7 @@ impl Inner {
 
     /// Registers a command as running; the returned guard unregisters it and counts its end.
     pub fn begin_execution(self: &Arc<Self>, command: &str, cancel: CancellationToken) -> ExecutionGuard {
-        let id = self.next_execution.fetch_add(1, Ordering::Relaxed);
+        let id = self.next_id();
         self.active().insert(id, Running { command: command.to_owned(), started: SystemTime::now(), cancel });
         ExecutionGuard { state: Arc::clone(self), id, status: None }
     }
@@ -157,6 +158,19 @@ impl Inner {
             return Duration::ZERO;
         }
         self.last_busy.lock().unwrap_or_else(|p| p.into_inner()).elapsed()
+    }
+
+    /// The next execution id: unique among all the processes that write this history.
+    fn next_id(&self) -> u64 {
+        let mut ids = self.ids.lock().unwrap_or_else(|p| p.into_inner());
+        if ids.is_empty() {
+            // Rare (once per block): wait for the writer to take a new block.
+            let fresh = self.history.as_ref().and_then(History::reserve);
+            *ids = fresh.unwrap_or(ids.end..u64::MAX);
+        }
+        let id = ids.start;
+        ids.start += 1;
+        id
     }
 
     /// Cancels the running execution `id`; false when none runs with that id.

@@ -92,6 +92,9 @@ fn main() -> anyhow::Result<()> {
     }
     bench.command("mcli-server", &["--socket-name", "nohist", "stop"]).status()?;
 
+    idle_connections(&bench, 1000)?;
+    http(&bench)?;
+
     let mut cold = Vec::new();
     for _ in 0..20 {
         bench.stop()?;
@@ -189,6 +192,71 @@ fn throughput(socket: &Path, connections: usize, calls: usize, command: &str) ->
         worker.join().map_err(|_| anyhow::anyhow!("a worker panicked"))??;
     }
     Ok((connections * calls) as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Server memory with `count` idle connections open (each has made one call).
+fn idle_connections(bench: &Bench, count: usize) -> anyhow::Result<()> {
+    use std::io::{BufRead, BufReader, Write};
+    let pid = bench.server_pid()?;
+    let before = rss_kib(pid, "VmRSS")?;
+    let socket = bench.dir.path().join("rt/server.sock");
+    let mut open = Vec::with_capacity(count);
+    for _ in 0..count {
+        let mut stream = std::os::unix::net::UnixStream::connect(&socket)?;
+        stream.write_all(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"health\"}\n")?;
+        let mut reply = String::new();
+        BufReader::new(&stream).read_line(&mut reply)?;
+        if !reply.contains("healthy") {
+            bail!("unexpected reply: {reply}");
+        }
+        open.push(stream);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let (rss, anon) = (rss_kib(pid, "VmRSS")?, rss_kib(pid, "RssAnon")?);
+    println!("| server RSS with {count} idle connections open (before: {}) | {} |", kib(before), kib(rss));
+    println!("| of which private (anonymous) memory | {} |", kib(anon));
+    drop(open);
+    Ok(())
+}
+
+/// HTTP throughput with wrk (from Debian's packages), when it is installed.
+fn http(bench: &Bench) -> anyhow::Result<()> {
+    if Command::new("wrk").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_err() {
+        println!("| HTTP throughput | skipped: wrk is not installed |");
+        return Ok(());
+    }
+    let started = bench.command("mcli-server", &["--socket-name", "web", "start", "--http"]).status()?;
+    if !started.success() {
+        bail!("cannot start the HTTP server");
+    }
+    let file = std::fs::read_to_string(bench.dir.path().join("rt/web.json"))?;
+    let field = |name: &str| -> anyhow::Result<String> {
+        let at = file.find(&format!("\"{name}\": \"")).context("field in server file")? + name.len() + 5;
+        Ok(file[at..].split('"').next().unwrap_or_default().to_owned())
+    };
+    let (addr, token) = (field("http")?, field("token")?);
+    let script = bench.dir.path().join("execute.lua");
+    std::fs::write(
+        &script,
+        "wrk.method = \"POST\"\nwrk.body = '{\"command_name\":\"echo\",\"args\":[\"x\"]}'\nwrk.headers[\"Content-Type\"] = \"application/json\"\n",
+    )?;
+    for (what, path, extra) in
+        [("GET /health", "/health", None), ("POST /execute (built-in echo)", "/execute", Some(&script))]
+    {
+        let mut cmd = Command::new("wrk");
+        cmd.args(["-t2", "-c16", "-d5s", "-H", &format!("X-API-Key: {token}")]);
+        if let Some(script) = extra {
+            cmd.arg("-s").arg(script);
+        }
+        let out = cmd.arg(format!("http://{addr}{path}")).output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let rate = text.lines().find_map(|l| l.strip_prefix("Requests/sec:")).map(str::trim).unwrap_or("?");
+        let errors =
+            text.lines().find(|l| l.contains("Non-2xx")).map(|l| format!(" ({})", l.trim())).unwrap_or_default();
+        println!("| HTTP {what}, wrk 2 threads 16 connections 5 s | {rate} requests/s{errors} |");
+    }
+    bench.command("mcli-server", &["--socket-name", "web", "stop"]).status()?;
+    Ok(())
 }
 
 fn time(cmd: &mut Command) -> anyhow::Result<Duration> {

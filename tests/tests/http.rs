@@ -1,0 +1,850 @@
+//! The HTTP bridge end to end: the original MCLI API daemon's endpoints and JSON fields, every
+//! rejection (token, `Host`, media type, body size, bad bodies, unknown commands, busy), no CORS
+//! ever, the `[api_daemon]` config that turns the bridge on, and the original's Python client.
+//!
+//! The requests go over a plain `TcpStream` with a tiny HTTP/1.1 writer and reader below, so that
+//! the tests control every header (and need no HTTP client crate).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+
+use mcli_tests::{Run, TestEnv, WAIT, process_gone, wait_until};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::{Value, json};
+
+/// The bridge's limit on a request body (`mcli_server::http::MAX_BODY`).
+const MAX_BODY: usize = 1024 * 1024;
+
+/// The endpoints `GET /` lists.
+const ENDPOINTS: [&str; 9] = [
+    "GET /",
+    "GET /health",
+    "GET /status",
+    "GET /commands",
+    "GET /history",
+    "POST /execute",
+    "POST /rpc",
+    "POST /daemon/start",
+    "POST /daemon/stop",
+];
+
+/// The endpoints that need the token, with a body each accepts.
+const GUARDED: [(&str, &str, &str); 7] = [
+    ("GET", "/status", ""),
+    ("GET", "/commands", ""),
+    ("GET", "/history", ""),
+    ("POST", "/execute", r#"{"command_name": "hello"}"#),
+    ("POST", "/rpc", r#"{"jsonrpc": "2.0", "id": 1, "method": "health"}"#),
+    ("POST", "/daemon/start", "{}"),
+    ("POST", "/daemon/stop", "{}"),
+];
+
+// ---------------------------------------------------------------------------------------------
+// A tiny HTTP/1.1 client.
+
+/// A response, read to the end of the connection.
+#[derive(Debug)]
+struct Response {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Response {
+    fn parse(raw: &[u8]) -> Response {
+        let text = String::from_utf8_lossy(raw);
+        let end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or_else(|| panic!("no header end: {text:?}"));
+        let head = std::str::from_utf8(&raw[..end]).unwrap_or_else(|e| panic!("header is not UTF-8 ({e}): {text:?}"));
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().unwrap_or_default();
+        let mut parts = status_line.splitn(3, ' ');
+        assert_eq!(parts.next(), Some("HTTP/1.1"), "status line: {status_line:?}");
+        let status = parts.next().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("status: {status_line:?}"));
+        let headers: Vec<(String, String)> = lines
+            .map(|line| {
+                let (name, value) = line.split_once(':').unwrap_or_else(|| panic!("header line: {line:?}"));
+                (name.trim().to_ascii_lowercase(), value.trim().to_owned())
+            })
+            .collect();
+        let mut response = Response { status, headers, body: Vec::new() };
+        let rest = &raw[end + 4..];
+        response.body = if response.header("transfer-encoding").is_some_and(|t| t.eq_ignore_ascii_case("chunked")) {
+            dechunk(rest)
+        } else if let Some(length) = response.header("content-length") {
+            let length: usize = length.parse().unwrap_or_else(|_| panic!("content-length: {length:?}"));
+            assert_eq!(rest.len(), length, "body length differs from Content-Length: {text:?}");
+            rest.to_vec()
+        } else {
+            rest.to_vec()
+        };
+        response
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body as JSON, checking that it says so.
+    #[track_caller]
+    fn json(&self) -> Value {
+        let media = self.header("content-type").unwrap_or_default();
+        assert!(media.starts_with("application/json"), "Content-Type {media:?}, not JSON: {self:?}: {}", self.text());
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.text()))
+    }
+
+    /// Asserts the status and returns the JSON body.
+    #[track_caller]
+    fn expect(&self, status: u16) -> Value {
+        assert_eq!(self.status, status, "unexpected status; headers {:?}, body: {}", self.headers, self.text());
+        self.json()
+    }
+
+    /// Asserts an error status with the bridge's JSON error body; returns its message.
+    #[track_caller]
+    fn expect_error(&self, status: u16) -> String {
+        let body = self.expect(status);
+        assert_eq!(body["success"], false, "{body}");
+        body["error"].as_str().unwrap_or_else(|| panic!("no error message: {body}")).to_owned()
+    }
+}
+
+fn dechunk(mut rest: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    loop {
+        let end = rest.windows(2).position(|w| w == b"\r\n").expect("chunk size line");
+        let size_text = std::str::from_utf8(&rest[..end]).expect("chunk size");
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16).expect("chunk size");
+        rest = &rest[end + 2..];
+        if size == 0 {
+            return body;
+        }
+        body.extend_from_slice(&rest[..size]);
+        rest = &rest[size + 2..];
+    }
+}
+
+/// Sends one request on a new connection and reads the whole response.
+fn send(addr: &str, request: &[u8]) -> Response {
+    let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    stream.set_read_timeout(Some(WAIT)).expect("read timeout");
+    stream.set_write_timeout(Some(WAIT)).expect("write timeout");
+    // A server that refuses a body may answer and close before reading all of it: the answer
+    // is what counts, so a failed write is not an error here.
+    let _ = stream.write_all(request);
+    let mut raw = Vec::new();
+    if let Err(err) = stream.read_to_end(&mut raw) {
+        assert!(!raw.is_empty(), "no response from {addr}: {err}");
+    }
+    let response = Response::parse(&raw);
+    // No response ever allows a cross-origin page to read it.
+    let cors: Vec<_> = response.headers.iter().filter(|(n, _)| n.starts_with("access-control-")).collect();
+    assert!(cors.is_empty(), "a CORS header: {cors:?} in {response:?}");
+    response
+}
+
+/// The bridge of a running server: its address and token.
+struct Bridge {
+    addr: String,
+    token: String,
+}
+
+impl Bridge {
+    /// The bridge of server `server` of `env`, from its server file.
+    fn of(env: &TestEnv) -> Bridge {
+        let file = env.server_file("server");
+        let addr = file["http"].as_str().unwrap_or_else(|| panic!("the server serves no HTTP: {file}")).to_owned();
+        let token = file["token"].as_str().unwrap_or_else(|| panic!("no token: {file}")).to_owned();
+        Bridge { addr, token }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A request with exactly `headers` (plus `Host`, unless given, and `Connection: close`)
+    /// and, when given, a body with its `Content-Length`.
+    fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Response {
+        let mut head = format!("{method} {path} HTTP/1.1\r\n");
+        if !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("host")) {
+            head += &format!("Host: {}\r\n", self.addr);
+        }
+        for (name, value) in headers {
+            head += &format!("{name}: {value}\r\n");
+        }
+        if let Some(body) = body {
+            head += &format!("Content-Length: {}\r\n", body.len());
+        }
+        head += "Connection: close\r\n\r\n";
+        let mut bytes = head.into_bytes();
+        bytes.extend_from_slice(body.unwrap_or_default());
+        send(&self.addr, &bytes)
+    }
+
+    fn bearer(&self) -> String {
+        format!("Bearer {}", self.token)
+    }
+
+    /// `GET path` with the token.
+    fn get(&self, path: &str) -> Response {
+        self.request("GET", path, &[("Authorization", &self.bearer())], None)
+    }
+
+    /// `GET path` without a token.
+    fn get_open(&self, path: &str) -> Response {
+        self.request("GET", path, &[], None)
+    }
+
+    /// `POST path` with the token and a JSON body.
+    fn post(&self, path: &str, body: &Value) -> Response {
+        self.post_raw(path, "application/json", body.to_string().as_bytes())
+    }
+
+    /// `POST path` with the token and `body` as `content_type`.
+    fn post_raw(&self, path: &str, content_type: &str, body: &[u8]) -> Response {
+        let headers = [("Authorization", self.bearer()), ("Content-Type", content_type.to_owned())];
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        self.request("POST", path, &headers, Some(body))
+    }
+
+    /// `POST /execute` with `body`, answered 200; returns the result.
+    #[track_caller]
+    fn execute(&self, body: Value) -> Value {
+        self.post("/execute", &body).expect(200)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Servers and config.
+
+fn write_config(env: &TestEnv, text: &str) {
+    let dir = env.config_home.join("mcli");
+    std::fs::create_dir_all(&dir).expect("create the config dir");
+    std::fs::write(dir.join("config.toml"), text).expect("write config");
+}
+
+/// Starts the server of `env` in the background with `start ARGS` and returns its bridge.
+fn start(env: &TestEnv, args: &[&str]) -> Bridge {
+    let mut all = vec!["start"];
+    all.extend_from_slice(args);
+    env.server(&all).expect_code(0);
+    Bridge::of(env)
+}
+
+/// A fresh environment with a server serving HTTP on a random loopback port.
+fn bridge() -> (TestEnv, Bridge) {
+    let env = TestEnv::new();
+    let bridge = start(&env, &["--http"]);
+    (env, bridge)
+}
+
+fn server_pid(env: &TestEnv) -> u32 {
+    env.server_file("server")["pid"].as_u64().expect("pid in the server file") as u32
+}
+
+/// A free loopback port: bound, then let go.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local address").port()
+}
+
+/// A child process killed when dropped, even on panic.
+struct KillOnDrop(Option<Child>);
+
+impl KillOnDrop {
+    fn interrupt_and_wait(mut self) -> Run {
+        let child = self.0.take().expect("child");
+        kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).expect("interrupt the child");
+        Run::wait(child)
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Waits until the bridge's status shows `count` active commands; returns the status.
+fn wait_active(bridge: &Bridge, count: usize) -> Value {
+    let mut status = Value::Null;
+    wait_until(&format!("{count} commands are active"), || {
+        status = bridge.get("/status").expect(200);
+        status["active_commands"].as_array().map(Vec::len) == Some(count)
+    });
+    status
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. The endpoints.
+
+#[test]
+fn root_and_health_answer_without_a_token() {
+    let (_env, bridge) = bridge();
+    let root = bridge.get_open("/").expect(200);
+    assert_eq!(root["service"], "mcli", "{root}");
+    assert_eq!(root["version"], env!("CARGO_PKG_VERSION"), "{root}");
+    assert_eq!(root["status"], "running", "{root}");
+    assert_eq!(root["endpoints"], json!(ENDPOINTS), "{root}");
+
+    let health = bridge.get_open("/health").expect(200);
+    assert_eq!(health["status"], "healthy", "{health}");
+    assert_eq!(health["version"], env!("CARGO_PKG_VERSION"), "{health}");
+    assert!(health["uptime_secs"].is_u64(), "{health}");
+
+    // With a token they answer the same.
+    assert_eq!(bridge.get("/").expect(200)["service"], "mcli");
+    assert_eq!(bridge.get("/health").expect(200)["status"], "healthy");
+}
+
+#[test]
+fn status_and_commands() {
+    let (env, bridge) = bridge();
+    let status = bridge.get("/status").expect(200);
+    assert_eq!(status["running"], true, "{status}");
+    assert_eq!(status["active_commands"], json!([]), "{status}");
+    assert_eq!(status["command_history_count"], 0, "{status}");
+    assert!(status["config"]["api_daemon"].is_object(), "{status}");
+    assert_eq!(status["config"]["api_daemon"]["require_token"], true, "{status}");
+    assert_eq!(status["pid"], server_pid(&env), "{status}");
+    assert_eq!(status["http"], bridge.addr.as_str(), "{status}");
+
+    let listed = bridge.get("/commands").expect(200);
+    let commands = listed["commands"].as_array().unwrap_or_else(|| panic!("no commands: {listed}"));
+    assert_eq!(listed["total"], commands.len(), "{listed}");
+    for name in ["hello", "echo", "pwd", "sleep", "exit"] {
+        let entry = commands.iter().find(|c| c["name"] == name).unwrap_or_else(|| panic!("`{name}` missing: {listed}"));
+        assert_eq!(entry["source"], "builtin", "{entry}");
+        assert!(!entry["description"].as_str().unwrap_or_default().is_empty(), "{entry}");
+    }
+
+    // The count follows the executions.
+    bridge.execute(json!({"command_name": "echo", "args": ["one"]}));
+    assert_eq!(bridge.get("/status").expect(200)["command_history_count"], 1);
+}
+
+#[test]
+fn execute_answers_the_originals_fields() {
+    let (env, bridge) = bridge();
+    let result = bridge.execute(json!({"command_name": "hello", "args": ["World", "--verbose"], "timeout": 20}));
+    assert_eq!(result["success"], true, "{result}");
+    assert_eq!(result["output"], "Hello World! (verbose mode)\n", "{result}");
+    assert_eq!(result["result"], result["output"], "the decorator reads `result`: {result}");
+    assert_eq!(result["error"], Value::Null, "{result}");
+    assert_eq!(result["exit_code"], 0, "{result}");
+    assert!(result["execution_time_ms"].is_u64(), "{result}");
+    assert_eq!(result["status"], "completed", "{result}");
+
+    // `command` is accepted for `command_name`, and `args` may be left out.
+    let result = bridge.execute(json!({"command": "echo", "args": ["a", "b c"]}));
+    assert_eq!((&result["success"], &result["output"]), (&json!(true), &json!("a b c\n")), "{result}");
+    assert_eq!(result["result"], "a b c\n", "{result}");
+    let result = bridge.execute(json!({"command": "hello"}));
+    assert_eq!(result["output"], "Hello World!\n", "{result}");
+    let result = bridge.execute(json!({"command_name": "echo", "args": ["é ✓"]}));
+    assert_eq!(result["output"], "é ✓\n", "{result}");
+
+    // The token from `mcli-server token` is the one of the server file.
+    let run = env.server(&["token"]);
+    run.expect_code(0);
+    assert_eq!(run.stdout.trim_end(), bridge.token);
+}
+
+#[test]
+fn a_failing_command_is_no_success() {
+    let (_env, bridge) = bridge();
+    let result = bridge.execute(json!({"command_name": "exit", "args": ["3"]}));
+    assert_eq!(result["success"], false, "{result}");
+    assert_eq!(result["exit_code"], 3, "{result}");
+    assert_eq!(result["status"], "failed", "{result}");
+    assert_eq!(result["output"], "", "{result}");
+    assert_eq!(result["result"], "", "{result}");
+    assert!(result["error"].as_str().is_some_and(|e| !e.is_empty()), "a failure says why: {result}");
+
+    // A usage error's stderr is the error.
+    let result = bridge.execute(json!({"command_name": "hello", "args": ["--frobnicate"]}));
+    assert_eq!((&result["success"], &result["exit_code"]), (&json!(false), &json!(2)), "{result}");
+    assert_eq!(result["error"], "hello: unknown option `--frobnicate`\nusage: hello [NAME] [--verbose]\n", "{result}");
+}
+
+#[test]
+fn a_timeout_ends_the_command() {
+    let (_env, bridge) = bridge();
+    let result = bridge.execute(json!({"command_name": "sleep", "args": ["60"], "timeout": 0.5}));
+    assert_eq!(result["status"], "timed_out", "{result}");
+    assert_eq!(result["success"], false, "{result}");
+    assert_eq!(result["exit_code"], Value::Null, "{result}");
+    let ms = result["execution_time_ms"].as_u64().unwrap_or_else(|| panic!("no execution time: {result}"));
+    assert!((450..WAIT.as_millis() as u64).contains(&ms), "took {ms} ms: {result}");
+    assert!(result["error"].as_str().is_some_and(|e| e.contains("timed_out")), "{result}");
+    assert_eq!(wait_active(&bridge, 0)["active_commands"], json!([]));
+}
+
+#[test]
+fn history_with_its_filters() {
+    let (_env, bridge) = bridge();
+    assert_eq!(bridge.get("/history").expect(200), json!({"entries": []}));
+    bridge.execute(json!({"command_name": "hello", "args": ["Ann"]}));
+    bridge.execute(json!({"command_name": "exit", "args": ["3"]}));
+    bridge.execute(json!({"command_name": "hello", "args": ["Bob"]}));
+
+    let names = |path: &str| -> Vec<(String, Value)> {
+        let history = bridge.get(path).expect(200);
+        let entries = history["entries"].as_array().unwrap_or_else(|| panic!("no entries: {history}"));
+        entries.iter().map(|e| (e["command"].as_str().unwrap_or_default().to_owned(), e["args"].clone())).collect()
+    };
+    let all = bridge.get("/history").expect(200);
+    let entries = all["entries"].as_array().expect("entries");
+    assert_eq!(entries.len(), 3, "{all}");
+    let newest = &entries[0];
+    assert_eq!(newest["command"], "hello", "{all}");
+    assert_eq!(newest["args"], json!(["Bob"]), "{all}");
+    assert_eq!(newest["status"], "completed", "{all}");
+    assert_eq!(newest["exit_code"], 0, "{all}");
+    assert_eq!(newest["transport"], "http", "{all}");
+    assert!(newest["started"].is_string() && newest["duration_ms"].is_u64() && newest["id"].is_u64(), "{all}");
+
+    assert_eq!(names("/history?limit=1"), [("hello".to_owned(), json!(["Bob"]))]);
+    assert_eq!(names("/history?limit=2"), [("hello".to_owned(), json!(["Bob"])), ("exit".to_owned(), json!(["3"]))]);
+    assert_eq!(
+        names("/history?command=hello"),
+        [("hello".to_owned(), json!(["Bob"])), ("hello".to_owned(), json!(["Ann"]))]
+    );
+    assert_eq!(names("/history?failed=true"), [("exit".to_owned(), json!(["3"]))]);
+    assert_eq!(names("/history?command=hello&failed=true"), []);
+    assert_eq!(names("/history?command=exit&failed=true&limit=5"), [("exit".to_owned(), json!(["3"]))]);
+    assert_eq!(names("/history?failed=false").len(), 3);
+    assert_eq!(names("/history?command=nothing"), []);
+
+    for bad in ["/history?limit=many", "/history?failed=maybe", "/history?limit=-1"] {
+        let message = bridge.get(bad).expect_error(400);
+        assert!(message.contains("limit"), "{bad}: {message}");
+    }
+}
+
+#[test]
+fn rpc_takes_a_request_a_batch_and_notifications() {
+    let (_env, bridge) = bridge();
+    let reply = bridge.post("/rpc", &json!({"jsonrpc": "2.0", "id": 7, "method": "health"})).expect(200);
+    assert_eq!(reply["jsonrpc"], "2.0", "{reply}");
+    assert_eq!(reply["id"], 7, "{reply}");
+    assert_eq!(reply["result"]["status"], "healthy", "{reply}");
+
+    // Output comes in the result: nothing is streamed over HTTP.
+    let request =
+        json!({"jsonrpc": "2.0", "id": "x", "method": "execute", "params": {"command": "echo", "args": ["hi"]}});
+    let reply = bridge.post("/rpc", &request).expect(200);
+    assert_eq!(reply["id"], "x", "{reply}");
+    assert_eq!(reply["result"]["status"], "completed", "{reply}");
+    assert_eq!(reply["result"]["stdout"], "hi\n", "{reply}");
+
+    let batch = json!([
+        {"jsonrpc": "2.0", "id": 1, "method": "health"},
+        {"jsonrpc": "2.0", "method": "health"},
+        {"jsonrpc": "2.0", "id": 2, "method": "list"},
+        {"jsonrpc": "2.0", "id": 3, "method": "no_such_method"},
+    ]);
+    let replies = bridge.post("/rpc", &batch).expect(200);
+    let replies = replies.as_array().unwrap_or_else(|| panic!("a batch answers an array: {replies}"));
+    assert_eq!(replies.len(), 3, "no reply to the notification: {replies:?}");
+    let by_id =
+        |id: i64| replies.iter().find(|r| r["id"] == id).unwrap_or_else(|| panic!("no reply {id}: {replies:?}"));
+    assert_eq!(by_id(1)["result"]["status"], "healthy");
+    assert!(by_id(2)["result"]["commands"].as_array().is_some_and(|c| c.iter().any(|c| c["name"] == "hello")));
+    assert_eq!(by_id(3)["error"]["code"], -32601);
+
+    // A JSON-RPC error is still an HTTP 200: the reply carries it.
+    let reply = bridge.post("/rpc", &json!({"jsonrpc": "2.0", "id": 4, "method": "no_such_method"})).expect(200);
+    assert_eq!(reply["error"]["code"], -32601, "{reply}");
+
+    // Notifications only: 204 and no body.
+    let response = bridge.post("/rpc", &json!({"jsonrpc": "2.0", "method": "health"}));
+    assert_eq!(response.status, 204, "{response:?}");
+    assert!(response.body.is_empty(), "{response:?}");
+    let response = bridge.post("/rpc", &json!([{"jsonrpc": "2.0", "method": "health"}]));
+    assert_eq!(response.status, 204, "{response:?}");
+    assert!(response.body.is_empty(), "{response:?}");
+}
+
+#[test]
+fn daemon_start_says_it_already_runs() {
+    let (env, bridge) = bridge();
+    for response in
+        [bridge.post("/daemon/start", &json!({})), bridge.post_raw("/daemon/start", "application/json", b"")]
+    {
+        let reply = response.expect(200);
+        assert_eq!(reply["success"], true, "{reply}");
+        assert_eq!(reply["pid"], server_pid(&env), "{reply}");
+        assert!(reply["message"].as_str().is_some_and(|m| m.contains("already running")), "{reply}");
+    }
+    assert_eq!(env.server_pids(), [server_pid(&env)], "no second server");
+}
+
+#[test]
+fn daemon_stop_ends_the_server() {
+    let (env, bridge) = bridge();
+    let pid = server_pid(&env);
+    let reply = bridge.post("/daemon/stop", &json!({})).expect(200);
+    assert_eq!(reply["success"], true, "{reply}");
+    assert!(reply["message"].as_str().is_some_and(|m| !m.is_empty()), "{reply}");
+    wait_until("the server has exited", || process_gone(pid));
+    assert!(!env.runtime_dir.join("server.json").exists(), "the server file is left behind");
+    assert!(!env.socket("server").exists(), "the socket is left behind");
+    env.server(&["status"]).expect_code(1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. The rejections.
+
+#[test]
+fn every_other_endpoint_needs_the_token() {
+    let (env, bridge) = bridge();
+    let wrong = "0".repeat(bridge.token.len());
+    for (method, path, body) in GUARDED {
+        let body = (method == "POST").then_some(body.as_bytes());
+        let json_type = [("Content-Type", "application/json")];
+        let content = if body.is_some() { &json_type[..] } else { &[] };
+        let with = |auth: &[(&str, &str)]| {
+            let headers: Vec<(&str, &str)> = auth.iter().chain(content).copied().collect();
+            bridge.request(method, path, &headers, body)
+        };
+
+        let response = with(&[]);
+        let message = response.expect_error(401);
+        assert_eq!(response.header("www-authenticate"), Some("Bearer"), "{method} {path}: {response:?}");
+        assert!(message.contains("X-API-Key") && message.contains("Bearer"), "{method} {path}: {message}");
+
+        for auth in [
+            ("Authorization", format!("Bearer {wrong}")),
+            ("Authorization", "Bearer".to_owned()),
+            ("Authorization", format!("Basic {}", bridge.token)),
+            ("X-API-Key", wrong.clone()),
+            ("X-API-Key", format!("{}x", bridge.token)),
+            ("X-API-Key", bridge.token[..bridge.token.len() - 1].to_owned()),
+            ("X-API-Key", String::new()),
+        ] {
+            let response = with(&[(auth.0, &auth.1)]);
+            response.expect_error(401);
+            assert_eq!(response.header("www-authenticate"), Some("Bearer"), "{method} {path} {auth:?}");
+        }
+    }
+    assert_eq!(env.server_pids().len(), 1, "a refused /daemon/stop stops nothing");
+    assert_eq!(bridge.get("/status").expect(200)["command_history_count"], 0, "a refused /execute runs nothing");
+
+    // Both headers carry the token.
+    let bearer = bridge.bearer();
+    for auth in [("Authorization", bearer.as_str()), ("X-API-Key", bridge.token.as_str())] {
+        assert_eq!(bridge.request("GET", "/status", &[auth], None).expect(200)["running"], true);
+        let body = br#"{"command_name": "echo", "args": ["via header"]}"#;
+        let result = bridge.request("POST", "/execute", &[auth, ("Content-Type", "application/json")], Some(body));
+        assert_eq!(result.expect(200)["output"], "via header\n");
+    }
+}
+
+#[test]
+fn a_foreign_host_is_forbidden() {
+    let (_env, bridge) = bridge();
+    let port = bridge.addr.rsplit_once(':').map(|(_, p)| p).expect("port");
+    let bearer = bridge.bearer();
+    for host in [
+        "evil.example".to_owned(),
+        format!("evil.example:{port}"),
+        format!("localhost.evil.example:{port}"),
+        format!("127.0.0.1.nip.io:{port}"),
+        format!("192.168.1.5:{port}"),
+    ] {
+        for path in ["/health", "/"] {
+            let message = bridge.request("GET", path, &[("Host", &host)], None).expect_error(403);
+            assert!(message.contains("Host"), "{message}");
+        }
+        // Even with the token: a rebinding page could have it no other way, but the Host check
+        // comes first.
+        bridge.request("GET", "/status", &[("Host", &host), ("Authorization", &bearer)], None).expect_error(403);
+        let body = br#"{"command_name": "hello"}"#;
+        let headers = [("Host", host.as_str()), ("Authorization", &bearer), ("Content-Type", "application/json")];
+        bridge.request("POST", "/execute", &headers, Some(body)).expect_error(403);
+    }
+    assert_eq!(bridge.get("/status").expect(200)["command_history_count"], 0, "nothing ran");
+
+    // The loopback names are fine.
+    for host in [format!("localhost:{port}"), "localhost".to_owned(), format!("127.0.0.1:{port}"), "[::1]".to_owned()] {
+        bridge.request("GET", "/health", &[("Host", &host)], None).expect(200);
+    }
+}
+
+#[test]
+fn a_post_that_is_not_json_is_refused() {
+    let (_env, bridge) = bridge();
+    // A page may send a "simple" cross-origin POST with these types, without a preflight: the
+    // original daemon ran such a body.
+    let body = br#"{"command_name": "echo", "args": ["csrf"]}"#;
+    for content_type in
+        ["text/plain", "text/plain; charset=utf-8", "application/x-www-form-urlencoded", "multipart/form-data"]
+    {
+        for path in ["/execute", "/rpc"] {
+            let message = bridge.post_raw(path, content_type, body).expect_error(415);
+            assert!(message.contains("application/json"), "{message}");
+        }
+    }
+    // No Content-Type at all.
+    let headers = [("Authorization", bridge.bearer())];
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    bridge.request("POST", "/execute", &headers, Some(body)).expect_error(415);
+    assert_eq!(bridge.get("/status").expect(200)["command_history_count"], 0, "nothing ran");
+
+    // With a charset parameter, JSON is JSON.
+    let result = bridge.post_raw("/execute", "application/json; charset=utf-8", body).expect(200);
+    assert_eq!(result["output"], "csrf\n");
+}
+
+#[test]
+fn no_cors_for_a_preflight_or_anything_else() {
+    let (_env, bridge) = bridge();
+    let origin = ("Origin", "http://evil.example");
+    for path in ["/execute", "/rpc", "/daemon/stop"] {
+        let preflight = [
+            origin,
+            ("Access-Control-Request-Method", "POST"),
+            ("Access-Control-Request-Headers", "content-type, x-api-key"),
+        ];
+        let response = bridge.request("OPTIONS", path, &preflight, None);
+        // `send` asserts that no Access-Control-* header came; the preflight is not a success
+        // either (a preflight carries no token, so the answer is 401, or 405 for the method).
+        assert!(matches!(response.status, 401 | 405), "OPTIONS {path}: {response:?}");
+    }
+    let response = bridge.request("OPTIONS", "/health", &[origin, ("Access-Control-Request-Method", "GET")], None);
+    assert_eq!(response.status, 405, "{response:?}");
+
+    // Nor on the answers a page could otherwise read.
+    let bearer = bridge.bearer();
+    bridge.request("GET", "/", &[origin], None).expect(200);
+    bridge.request("GET", "/health", &[origin], None).expect(200);
+    bridge.request("GET", "/status", &[origin, ("Authorization", &bearer)], None).expect(200);
+    bridge.request("GET", "/status", &[origin], None).expect_error(401);
+    let headers = [origin, ("Authorization", &bearer), ("Content-Type", "application/json")];
+    bridge.request("POST", "/execute", &headers, Some(br#"{"command": "hello"}"#)).expect(200);
+}
+
+#[test]
+fn a_body_over_one_mib_is_refused() {
+    let (_env, bridge) = bridge();
+    // Exactly the limit: valid JSON padded with trailing spaces.
+    let mut body = br#"{"command_name": "echo", "args": ["at the limit"]}"#.to_vec();
+    body.resize(MAX_BODY, b' ');
+    assert_eq!(bridge.post_raw("/execute", "application/json", &body).expect(200)["output"], "at the limit\n");
+
+    // One byte more.
+    body.push(b' ');
+    let response = bridge.post_raw("/execute", "application/json", &body);
+    assert_eq!(response.status, 413, "{:?}: {}", response.headers, response.text());
+    let response = bridge.post_raw("/rpc", "application/json", &body);
+    assert_eq!(response.status, 413, "{:?}: {}", response.headers, response.text());
+
+    // Far more, as one argument.
+    let big = json!({"command_name": "echo", "args": ["x".repeat(4 * MAX_BODY)]});
+    let response = bridge.post("/execute", &big);
+    assert_eq!(response.status, 413, "{:?}: {}", response.headers, response.text());
+    assert_eq!(bridge.get("/status").expect(200)["command_history_count"], 1, "only the first ran");
+}
+
+#[test]
+#[ignore = "bug: a 413 answers `text/plain` (axum's body-limit text), unlike every other error of the bridge"]
+fn a_body_over_one_mib_gets_a_json_error() {
+    let (_env, bridge) = bridge();
+    let mut body = br#"{"command_name": "echo"}"#.to_vec();
+    body.resize(MAX_BODY + 1, b' ');
+    let message = bridge.post_raw("/execute", "application/json", &body).expect_error(413);
+    assert!(!message.is_empty());
+}
+
+#[test]
+fn bad_bodies_are_400() {
+    let (_env, bridge) = bridge();
+    for body in [&b"{\"command_name\": "[..], b"", b"not json", b"{'command_name': 'hello'}"] {
+        let message = bridge.post_raw("/execute", "application/json", body).expect_error(400);
+        assert!(message.contains("not valid JSON"), "{message}");
+        let message = bridge.post_raw("/rpc", "application/json", body).expect_error(400);
+        assert!(message.contains("not valid JSON"), "{message}");
+    }
+
+    let message = bridge.post("/execute", &json!({"command_name": "echo", "args": "a b"})).expect_error(400);
+    assert!(message.contains("`args` must be a list"), "{message}");
+    for body in [
+        json!({"command_name": "echo", "args": 3}),
+        json!({"command_name": "echo", "args": {"a": "b"}}),
+        json!({"command_name": "echo", "args": ["a", 1]}),
+        json!({"command_name": "echo", "timeout": "soon"}),
+        json!({"args": ["no command"]}),
+        json!({"command_name": 5}),
+        json!(["echo"]),
+        json!("echo"),
+    ] {
+        bridge.post("/execute", &body).expect_error(400);
+    }
+    assert_eq!(bridge.get("/status").expect(200)["command_history_count"], 0, "nothing ran");
+}
+
+#[test]
+fn an_unknown_command_is_404() {
+    let (_env, bridge) = bridge();
+    let response = bridge.post("/execute", &json!({"command_name": "helo", "args": []}));
+    let message = response.expect_error(404);
+    assert!(message.contains("unknown command `helo`"), "{message}");
+    let body = response.json();
+    assert_eq!(body["detail"]["code"], -32001, "{body}");
+    assert_eq!(body["detail"]["data"]["suggestions"], json!(["hello"]), "{body}");
+    bridge.post("/execute", &json!({"command": "no-such-command"})).expect_error(404);
+}
+
+#[test]
+fn an_unknown_path_is_404() {
+    let (_env, bridge) = bridge();
+    for path in ["/nope", "/execute/", "/daemon", "/daemon/restart", "/status/x", "/api/execute"] {
+        bridge.get_open(path).expect_error(404);
+        bridge.get(path).expect_error(404);
+    }
+    bridge.post("/nope", &json!({})).expect_error(404);
+    // A known path with another method is 405.
+    assert_eq!(bridge.get("/execute").status, 405);
+    assert_eq!(bridge.post("/health", &json!({})).status, 405);
+}
+
+#[test]
+fn a_busy_server_answers_503() {
+    let env = TestEnv::new();
+    write_config(&env, "[api_daemon]\nmax_concurrent_commands = 1\n[server]\nmax_queued_commands = 0\n");
+    let bridge = start(&env, &["--http"]);
+    let child = env.client_cmd(&["-q", "sleep", "60"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn();
+    let running = KillOnDrop(Some(child.expect("spawn mcli-client")));
+    let status = wait_active(&bridge, 1);
+    assert_eq!(status["active_commands"][0]["command"], "sleep", "{status}");
+
+    let response = bridge.post("/execute", &json!({"command_name": "echo", "args": ["refused"]}));
+    let message = response.expect_error(503);
+    assert!(message.contains("server busy"), "{message}");
+    assert_eq!(response.json()["detail"]["code"], -32002);
+
+    // Once the running command ends, the bridge runs commands again.
+    assert_eq!(running.interrupt_and_wait().code, Some(130));
+    wait_active(&bridge, 0);
+    assert_eq!(bridge.execute(json!({"command_name": "echo", "args": ["again"]}))["output"], "again\n");
+}
+
+#[test]
+#[ignore = "bug: `Authorization: bearer TOKEN` is refused; the auth scheme is case-insensitive (RFC 9110 11.1)"]
+fn the_bearer_scheme_is_case_insensitive() {
+    let (_env, bridge) = bridge();
+    for scheme in ["bearer", "BEARER"] {
+        let auth = format!("{scheme} {}", bridge.token);
+        bridge.request("GET", "/status", &[("Authorization", &auth)], None).expect(200);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. The config.
+
+#[test]
+fn enabled_in_the_config_serves_the_configured_port() {
+    let env = TestEnv::new();
+    let port = free_port();
+    write_config(&env, &format!("[api_daemon]\nenabled = true\nport = {port}\nuse_random_port = false\n"));
+    env.server(&["start"]).expect_code(0);
+    let bridge = Bridge::of(&env);
+    assert_eq!(bridge.addr, format!("127.0.0.1:{port}"));
+    assert_eq!(bridge.get_open("/health").expect(200)["status"], "healthy");
+    assert_eq!(bridge.get("/status").expect(200)["config"]["api_daemon"]["port"], port);
+    bridge.get_open("/status").expect_error(401);
+}
+
+#[test]
+fn without_enabled_or_http_there_is_no_bridge() {
+    let env = TestEnv::new();
+    env.server(&["start"]).expect_code(0);
+    assert_eq!(env.server_file("server")["http"], Value::Null);
+}
+
+#[test]
+fn an_on_demand_server_serves_http_only_with_auto_start() {
+    let env = TestEnv::new();
+    write_config(&env, "[api_daemon]\nenabled = true\n");
+    assert_eq!(env.client(&["-q", "hello"]).expect_code(0).stdout, "Hello World!\n");
+    let file = env.server_file("server");
+    assert_eq!(file["http"], Value::Null, "an on-demand server without auto_start: {file}");
+
+    let env = TestEnv::new();
+    write_config(&env, "[api_daemon]\nenabled = true\nauto_start = true\n");
+    assert_eq!(env.client(&["-q", "hello"]).expect_code(0).stdout, "Hello World!\n");
+    let bridge = Bridge::of(&env);
+    assert!(bridge.addr.starts_with("127.0.0.1:"), "{}", bridge.addr);
+    assert_eq!(bridge.get_open("/health").expect(200)["status"], "healthy");
+    assert_eq!(bridge.execute(json!({"command_name": "echo", "args": ["on demand"]}))["output"], "on demand\n");
+}
+
+#[test]
+fn require_token_false_on_loopback_needs_no_token() {
+    let env = TestEnv::new();
+    write_config(&env, "[api_daemon]\nrequire_token = false\n");
+    let bridge = start(&env, &["--http"]);
+    assert_eq!(bridge.get_open("/status").expect(200)["running"], true);
+    assert!(bridge.get_open("/commands").expect(200)["total"].as_u64().is_some_and(|n| n >= 5));
+    let body = br#"{"command_name": "echo", "args": ["no token"]}"#;
+    let result = bridge.request("POST", "/execute", &[("Content-Type", "application/json")], Some(body)).expect(200);
+    assert_eq!(result["output"], "no token\n");
+    // The other checks stay on.
+    bridge.request("GET", "/status", &[("Host", "evil.example")], None).expect_error(403);
+    bridge.request("POST", "/execute", &[("Content-Type", "text/plain")], Some(body)).expect_error(415);
+}
+
+#[test]
+fn require_token_false_off_loopback_refuses_to_start() {
+    let env = TestEnv::new();
+    write_config(&env, "[api_daemon]\nenabled = true\nhost = \"0.0.0.0\"\nrequire_token = false\n");
+    for args in [&["start"][..], &["start", "--http"], &["start", "--foreground"]] {
+        let run = env.server(args);
+        run.expect_code(1);
+        assert!(run.stderr.contains("require_token = false") && run.stderr.contains("loopback"), "{args:?}: {run:?}");
+        wait_until("no server runs", || env.server_pids().is_empty());
+    }
+    assert!(!env.runtime_dir.join("server.json").exists());
+
+    // A client that would start one on demand does not start one serving HTTP either.
+    let env = TestEnv::new();
+    write_config(&env, "[api_daemon]\nenabled = true\nauto_start = true\nhost = \"0.0.0.0\"\nrequire_token = false\n");
+    let run = env.client(&["-q", "hello"]);
+    assert_ne!(run.code, Some(0), "{run:?}");
+    assert!(run.stderr.contains("loopback"), "{run:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. The original's Python client.
+
+#[test]
+fn the_original_python_client_works() {
+    if Command::new("python3").arg("--version").output().is_err() {
+        eprintln!("SKIPPED the_original_python_client_works: python3 is not installed");
+        return;
+    }
+    let (_env, bridge) = bridge();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/original_client.py");
+    // python3 gets the test's own environment (a pyenv shim needs its HOME), plus the URL.
+    let mut cmd = Command::new("python3");
+    cmd.arg(&script).arg(bridge.url()).env("MCLI_TOKEN", &bridge.token).stdin(Stdio::null());
+    let run = Run::of(&mut cmd);
+    run.expect_code(0);
+    assert_eq!(run.stdout.lines().last(), Some("ok"), "{run:?}");
+
+    // A wrong token fails it.
+    let mut cmd = Command::new("python3");
+    cmd.arg(&script).env("MCLI_HTTP_URL", bridge.url()).env("MCLI_TOKEN", "wrong").stdin(Stdio::null());
+    let run = Run::of(&mut cmd);
+    run.expect_code(1);
+    assert!(run.stderr.contains("401"), "{run:?}");
+}
