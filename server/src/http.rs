@@ -1,11 +1,13 @@
 //! The HTTP bridge: the original MCLI API daemon's endpoints and JSON fields, plus `POST /rpc`
 //! and `GET /history`, over the same methods as every other transport.
 //!
-//! Security, outermost first: the `Host` header must name a loopback host (or the bind address)
-//! against DNS rebinding (403); every endpoint but `GET /` and `GET /health` needs the token of
-//! the server file as `Authorization: Bearer TOKEN` or `X-API-Key: TOKEN`, compared in constant
-//! time (401); a POST body must be `application/json` (415) and at most [`MAX_BODY`] bytes (413).
-//! No CORS header is ever sent, so a web page cannot read an answer, and a preflight gets 405.
+//! Security, outermost first: the `Host` header must name a loopback host, or be the literal
+//! address the bridge is bound to, against DNS rebinding (403); every POST must say
+//! `application/json` (415), which a web page cannot send without a preflight, even with an
+//! empty body; every endpoint but `GET /` and `GET /health` needs the token of the server file as
+//! `Authorization: Bearer TOKEN` or `X-API-Key: TOKEN`, compared in constant time (401); a body
+//! is at most [`MAX_BODY`] bytes (413). No CORS header is ever sent, so a web page cannot read an
+//! answer, and a preflight is refused (401 or 405).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -65,6 +67,7 @@ pub async fn serve(state: State, methods: Methods, listener: tokio::net::TcpList
         .merge(guarded)
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint; GET / lists them") })
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn(require_json))
         .layer(middleware::from_fn_with_state(bridge.clone(), check_host))
         .with_state(bridge);
     let stop = state.stop.clone();
@@ -88,6 +91,32 @@ async fn check_host(AxumState(bridge): AxumState<Bridge>, request: Request, next
     }
 }
 
+/// Refuses a POST that does not say `application/json`: the content types a web page may send
+/// without a preflight (`text/plain`, forms) are how cross-site requests get in. Also gives the
+/// body limit's refusal a JSON body like every other error.
+async fn require_json(request: Request, next: Next) -> Response {
+    if request.method() == axum::http::Method::POST
+        && let Err((status, message)) = json_type(request.headers())
+    {
+        return error(status, message);
+    }
+    let response = next.run(request).await;
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return error(StatusCode::PAYLOAD_TOO_LARGE, format!("the body is over the limit of {MAX_BODY} bytes"));
+    }
+    response
+}
+
+fn json_type(headers: &HeaderMap) -> Result<(), (StatusCode, String)> {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let media = content_type.split(';').next().unwrap_or("").trim();
+    if media.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else {
+        Err((StatusCode::UNSUPPORTED_MEDIA_TYPE, "the body must be JSON (Content-Type: application/json)".to_owned()))
+    }
+}
+
 fn host_allowed(host: &str, bound: SocketAddr) -> bool {
     let name = match host.strip_prefix('[') {
         Some(rest) => rest.split(']').next().unwrap_or(""),
@@ -99,7 +128,9 @@ fn host_allowed(host: &str, bound: SocketAddr) -> bool {
         return true;
     }
     match name.parse::<IpAddr>() {
-        Ok(ip) => ip.is_loopback() || ip == bound.ip(),
+        // An address literal cannot be a rebinding attack: accept the bound one (any, for a
+        // wildcard bind).
+        Ok(ip) => ip.is_loopback() || ip == bound.ip() || bound.ip().is_unspecified(),
         Err(_) => false,
     }
 }
@@ -108,11 +139,15 @@ async fn require_token(AxumState(bridge): AxumState<Bridge>, request: Request, n
     use subtle::ConstantTimeEq as _;
     let Some(token) = &bridge.token else { return next.run(request).await };
     let headers = request.headers();
+    let bearer = |value: &'_ str| -> Option<String> {
+        let (scheme, token) = value.trim().split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
+    };
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()));
+        .and_then(bearer)
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::to_owned));
     match given {
         Some(given) if bool::from(given.trim().as_bytes().ct_eq(token.as_bytes())) => next.run(request).await,
         Some(_) => unauthorized("unauthorized: wrong token"),
@@ -130,12 +165,7 @@ fn unauthorized(message: &str) -> Response {
 
 /// The JSON body of a POST, or the status and message that refuse it.
 fn json_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, (StatusCode, String)> {
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let media = content_type.split(';').next().unwrap_or("").trim();
-    if !media.eq_ignore_ascii_case("application/json") {
-        let message = "the body must be JSON (Content-Type: application/json)".to_owned();
-        return Err((StatusCode::UNSUPPORTED_MEDIA_TYPE, message));
-    }
+    json_type(headers)?;
     serde_json::from_slice(body).map_err(|e| (StatusCode::BAD_REQUEST, format!("the body is not valid JSON: {e}")))
 }
 
