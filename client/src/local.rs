@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use mcli_shared::config;
 use mcli_shared::paths;
-use mcli_shared::protocol::{ExecuteResult, Stream, encode_output};
+use mcli_shared::protocol::Stream;
 use mcli_shared::registry::{LookupError, Registry};
 use mcli_shared::runner::{self, Chunk, Invocation, Stdin};
 use tokio::sync::mpsc;
@@ -41,14 +41,16 @@ pub fn run(name: &str, args: &[String], cli: &Cli) -> i32 {
             return 1;
         }
     };
-    let manifest_timeout = matches!(&spec.kind, mcli_shared::registry::CommandKind::Manifest(m) if m.timeout.is_some());
-    let config_timeout = Some(config.api_daemon.command_timeout).filter(|s| *s > 0.0 && !manifest_timeout);
     let invocation = Invocation {
         args: args.to_vec(),
         cwd: std::env::current_dir().ok(),
         env: None,
         stdin: if stdin_is_forwarded() { Stdin::Inherit } else { Stdin::Null },
-        timeout: cli.timeout.or(config_timeout).map(Duration::from_secs_f64),
+        timeout: runner::effective_timeout(
+            cli.timeout.map(Duration::from_secs_f64),
+            &spec,
+            config.api_daemon.command_timeout,
+        ),
         kill_grace: Duration::from_secs_f64(config.server.kill_grace),
     };
     let (tx, mut rx) = mpsc::channel::<Chunk>(16);
@@ -99,24 +101,9 @@ pub fn run(name: &str, args: &[String], cli: &Cli) -> i32 {
         interrupts.abort();
         outcome
     });
-    let mut result = ExecuteResult {
-        id: 0,
-        command: name.to_owned(),
-        status: outcome.status,
-        exit_code: outcome.exit_code,
-        signal: outcome.signal,
-        duration_ms: outcome.duration.as_millis() as u64,
-        cached: false,
-        stdout: None,
-        stderr: None,
-        stdout_b64: None,
-        stderr_b64: None,
-        truncated: None,
-    };
+    let mut result = outcome.to_result(0, name.to_owned(), false);
     if json {
-        (result.stdout, result.stdout_b64) = encode_output(&captured.0);
-        (result.stderr, result.stderr_b64) = encode_output(&captured.1);
-        result.truncated = Some(false);
+        runner::attach_output(&mut result, &captured.0, &captured.1, false);
         match serde_json::to_string(&result) {
             Ok(text) => println!("{text}"),
             Err(err) => eprintln!("mcli-client: cannot print the result: {err}"),

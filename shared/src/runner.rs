@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::manifest::Manifest;
-use crate::protocol::{ExecStatus, Stream};
+use crate::protocol::{ExecStatus, ExecuteResult, Stream, encode_output};
 use crate::registry::{Builtin, CommandKind, CommandSpec};
 
 /// How long output may still drain after the command's main process has exited. A background
@@ -58,6 +58,13 @@ pub struct Invocation {
     pub kill_grace: Duration,
 }
 
+/// Puts captured output in a result: `stdout`/`stderr` for UTF-8, the `_b64` fields otherwise.
+pub fn attach_output(result: &mut ExecuteResult, stdout: &[u8], stderr: &[u8], truncated: bool) {
+    (result.stdout, result.stdout_b64) = encode_output(stdout);
+    (result.stderr, result.stderr_b64) = encode_output(stderr);
+    result.truncated = Some(truncated);
+}
+
 /// A piece of output.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chunk {
@@ -75,6 +82,24 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// The `execute` result for this outcome, without captured output.
+    pub fn to_result(&self, id: u64, command: String, cached: bool) -> ExecuteResult {
+        ExecuteResult {
+            id,
+            command,
+            status: self.status,
+            exit_code: self.exit_code,
+            signal: self.signal,
+            duration_ms: self.duration.as_millis() as u64,
+            cached,
+            stdout: None,
+            stderr: None,
+            stdout_b64: None,
+            stderr_b64: None,
+            truncated: None,
+        }
+    }
+
     fn exited(code: i32, started: Instant) -> Self {
         let status = if code == 0 { ExecStatus::Completed } else { ExecStatus::Failed };
         Outcome { status, exit_code: Some(code), signal: None, duration: started.elapsed() }
@@ -95,7 +120,18 @@ impl Outcome {
     }
 }
 
-/// Runs `spec` and waits for it to end, is cancelled, or times out.
+/// The time limit of a run: the call's own, else the manifest's, else `command_timeout` (0
+/// meaning none).
+pub fn effective_timeout(requested: Option<Duration>, spec: &CommandSpec, command_timeout: f64) -> Option<Duration> {
+    let manifest = match &spec.kind {
+        CommandKind::Manifest(manifest) => manifest.timeout,
+        _ => None,
+    };
+    requested.or(manifest).or_else(|| Some(command_timeout).filter(|s| *s > 0.0).map(Duration::from_secs_f64))
+}
+
+/// Runs `spec` and waits for it to end, is cancelled, or times out (`inv.timeout` is the final
+/// limit: see [`effective_timeout`]).
 pub async fn run(
     spec: &CommandSpec,
     inv: Invocation,
@@ -110,10 +146,7 @@ pub async fn run(
             run_process(program, inv, out, cancel, started).await
         }
         CommandKind::Manifest(manifest) => match Program::of_manifest(manifest, &inv) {
-            Ok(program) => {
-                let inv = Invocation { timeout: inv.timeout.or(manifest.timeout), ..inv };
-                run_process(program, inv, out, cancel, started).await
-            }
+            Ok(program) => run_process(program, inv, out, cancel, started).await,
             Err(message) => {
                 emit(out, Stream::Stderr, format!("mcli: {message}\n")).await;
                 Outcome::exited(127, started)

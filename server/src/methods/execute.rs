@@ -98,11 +98,7 @@ pub async fn execute(
         cwd: params.cwd.as_ref().map(PathBuf::from),
         env: params.env.take(),
         stdin,
-        // The request's timeout, else the manifest's (applied by the runner), else the config's.
-        timeout: timeout.or_else(|| match &spec.kind {
-            CommandKind::Manifest(manifest) if manifest.timeout.is_some() => None,
-            _ => Some(state.config.api_daemon.command_timeout).filter(|s| *s > 0.0).map(Duration::from_secs_f64),
-        }),
+        timeout: runner::effective_timeout(timeout, &spec, state.config.api_daemon.command_timeout),
         kill_grace: Duration::from_secs_f64(state.config.server.kill_grace),
     };
     let execution = state.begin_execution(&spec.name, request.cancel.clone());
@@ -304,24 +300,9 @@ impl Sink {
     }
 
     fn result(self, id: u64, command: String, outcome: Outcome, cached: bool) -> ExecuteResult {
-        let mut result = ExecuteResult {
-            id,
-            command,
-            status: outcome.status,
-            exit_code: outcome.exit_code,
-            signal: outcome.signal,
-            duration_ms: outcome.duration.as_millis() as u64,
-            cached,
-            stdout: None,
-            stderr: None,
-            stdout_b64: None,
-            stderr_b64: None,
-            truncated: None,
-        };
+        let mut result = outcome.to_result(id, command, cached);
         if !self.stream {
-            (result.stdout, result.stdout_b64) = encode_output(&self.stdout);
-            (result.stderr, result.stderr_b64) = encode_output(&self.stderr);
-            result.truncated = Some(self.truncated);
+            runner::attach_output(&mut result, &self.stdout, &self.stderr, self.truncated);
         }
         result
     }
