@@ -62,13 +62,16 @@ pub fn run(name: &str, args: &[String], cli: &Cli) -> i32 {
     let outcome = runtime.block_on(async {
         // Ctrl-C cancels the command (its process group does not get the terminal's signal);
         // a second one leaves at once.
+        // The handler is in place before the command starts: a Ctrl-C from then on cancels it.
+        let sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt());
         let interrupts = {
             let cancel = cancel.clone();
             tokio::spawn(async move {
-                if tokio::signal::ctrl_c().await.is_ok() {
+                let Ok(mut sigint) = sigint else { return };
+                if sigint.recv().await.is_some() {
                     cancel.cancel();
                 }
-                if tokio::signal::ctrl_c().await.is_ok() {
+                if sigint.recv().await.is_some() {
                     std::process::exit(exit::INTERRUPTED);
                 }
             })
