@@ -6,10 +6,33 @@
 
 use std::io::{self, Read, Write};
 
+use mcli_shared::framing::Framing;
+
 use crate::cli::{Cli, exit};
 
 pub fn run(cli: &Cli) -> i32 {
-    let target = match crate::cli::target_of(cli) {
+    // Over TCP the bridge authenticates first, and that message fixes the connection's framing:
+    // read the editor's first bytes to learn which framing it speaks.
+    let mut first = Vec::new();
+    let mut stdin = io::stdin().lock();
+    let mut buf = vec![0u8; 64 * 1024];
+    let framing = loop {
+        match stdin.read(&mut buf) {
+            Ok(0) => return 0,
+            Ok(n) => {
+                first.extend_from_slice(&buf[..n]);
+                match first.iter().find(|b| !b.is_ascii_whitespace()) {
+                    Some(b'{' | b'[') => break Framing::Lines,
+                    Some(_) => break Framing::Headers,
+                    None => {}
+                }
+            }
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return 0,
+        }
+    };
+    drop(stdin);
+    let target = match crate::cli::target_of(cli, framing) {
         Ok(target) => target,
         Err(err) => {
             eprintln!("mcli-client: {err}");
@@ -38,6 +61,9 @@ pub fn run(cli: &Cli) -> i32 {
     std::thread::spawn(move || {
         let mut stdin = io::stdin().lock();
         let mut buf = vec![0u8; 64 * 1024];
+        if upstream.write_all(&first).is_err() {
+            return;
+        }
         loop {
             match stdin.read(&mut buf) {
                 Ok(0) | Err(_) => break,

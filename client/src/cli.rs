@@ -8,6 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use clap::Parser;
+use mcli_shared::framing::Framing;
 use mcli_shared::paths::{self, ServerPaths};
 use mcli_shared::protocol::{
     ExecStatus, ExecuteParams, ExecuteResult, OutputParams, PROTOCOL_VERSION, STDIN_NOTIFICATION, StdinParams, Stream,
@@ -142,10 +143,10 @@ impl Target {
     }
 
     /// Connects, starting a local server when none answers and `start` says so.
-    fn connect(&self, start: bool, quiet: bool) -> Result<Connection, ConnectFailure> {
+    fn connect(&self, start: bool, quiet: bool, framing: Framing) -> Result<Connection, ConnectFailure> {
         let result = match self {
             Target::Socket(server) => Connection::connect(&server.socket),
-            Target::Tcp { addr, token, .. } => Connection::connect_tcp(addr, token),
+            Target::Tcp { addr, token, .. } => Connection::connect_tcp(addr, token, framing),
         };
         match (result, self) {
             (Ok(conn), _) => Ok(conn),
@@ -174,9 +175,9 @@ impl Target {
 
 /// Connects to the server the command line names (starting a local one on demand), for the
 /// bridge: `Err` in the outer result is a message, in the inner one an exit status.
-pub(crate) fn target_of(cli: &Cli) -> Result<Result<Connection, i32>, String> {
+pub(crate) fn target_of(cli: &Cli, framing: Framing) -> Result<Result<Connection, i32>, String> {
     let target = Target::from_cli(cli)?;
-    Ok(match target.connect(true, true) {
+    Ok(match target.connect(true, true, framing) {
         Ok(conn) => Ok(conn),
         Err(ConnectFailure::NoServer) => Err(fail(exit::UNAVAILABLE, format_args!("no server answers"))),
         Err(ConnectFailure::Fatal(err)) => Err(fail(exit::UNAVAILABLE, format_args!("{err}"))),
@@ -216,7 +217,7 @@ pub fn run(cli: Cli) -> i32 {
     };
     // One retry: a server that was shutting down is replaced by a new one.
     for attempt in 0..2 {
-        let mut conn = match target.connect(matches!(fallback, Fallback::Start), cli.quiet) {
+        let mut conn = match target.connect(matches!(fallback, Fallback::Start), cli.quiet, Framing::Lines) {
             Ok(conn) => conn,
             Err(ConnectFailure::NoServer) => match &fallback {
                 Fallback::Local => return local::run(&name, &args, &cli),

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use mcli_shared::framing::{DEFAULT_MAX_FRAME, Frame, FrameCodec, Framing};
+use mcli_shared::framing::{DEFAULT_MAX_FRAME, Frame, FrameCodec, Framing, encode_frame};
 use mcli_shared::protocol::{
     AUTHENTICATE_METHOD, CANCEL_REQUEST_NOTIFICATION, ErrorObject, Execute, ExecuteParams, ExecuteResult, Incoming,
     Method, OUTPUT_NOTIFICATION, OutputParams, Request,
@@ -59,6 +59,8 @@ pub struct Connection {
     /// messages never interleave.
     writer: Arc<Mutex<Stream>>,
     codec: FrameCodec,
+    /// How requests are framed (replies come back the same way).
+    framing: Framing,
     buf: BytesMut,
     next_id: u64,
     /// A pipe that becomes readable when SIGINT arrives, while waiting for a reply.
@@ -185,7 +187,8 @@ impl Connection {
     pub fn connect(path: &Path) -> Result<Self, ConnectError> {
         let place = || path.display().to_string();
         match UnixStream::connect(path) {
-            Ok(stream) => Self::over(Stream::Unix(stream)).map_err(|source| ConnectError::Io { path: place(), source }),
+            Ok(stream) => Self::over(Stream::Unix(stream), Framing::Lines)
+                .map_err(|source| ConnectError::Io { path: place(), source }),
             Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused) => {
                 Err(ConnectError::NoServer { path: place() })
             }
@@ -193,10 +196,17 @@ impl Connection {
         }
     }
 
-    /// Connects to a server's TCP address and authenticates with its token.
-    pub fn connect_tcp(addr: &str, token: &str) -> Result<Self, ConnectError> {
+    /// Connects to a server's TCP address and authenticates with its token, in `framing` (the
+    /// first message fixes a connection's framing for good).
+    pub fn connect_tcp(addr: &str, token: &str, framing: Framing) -> Result<Self, ConnectError> {
+        use std::net::ToSocketAddrs as _;
         let place = || format!("TCP {addr}");
-        let stream = match TcpStream::connect(addr) {
+        let target = addr
+            .to_socket_addrs()
+            .map_err(|source| ConnectError::Io { path: place(), source })?
+            .next()
+            .ok_or_else(|| ConnectError::Io { path: place(), source: io::ErrorKind::NotFound.into() })?;
+        let stream = match TcpStream::connect_timeout(&target, Duration::from_secs(10)) {
             Ok(stream) => stream,
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                 return Err(ConnectError::NoServer { path: place() });
@@ -204,7 +214,8 @@ impl Connection {
             Err(source) => return Err(ConnectError::Io { path: place(), source }),
         };
         let _ = stream.set_nodelay(true);
-        let mut conn = Self::over(Stream::Tcp(stream)).map_err(|source| ConnectError::Io { path: place(), source })?;
+        let mut conn =
+            Self::over(Stream::Tcp(stream), framing).map_err(|source| ConnectError::Io { path: place(), source })?;
         #[derive(Serialize)]
         struct Auth<'a> {
             token: &'a str,
@@ -227,12 +238,13 @@ impl Connection {
         Ok(self.stream)
     }
 
-    fn over(stream: Stream) -> io::Result<Self> {
+    fn over(stream: Stream, framing: Framing) -> io::Result<Self> {
         let writer = stream.try_clone()?;
         Ok(Connection {
             stream,
             writer: Arc::new(Mutex::new(writer)),
-            codec: FrameCodec::with_framing(Framing::Lines, DEFAULT_MAX_FRAME),
+            codec: FrameCodec::with_framing(framing, DEFAULT_MAX_FRAME),
+            framing,
             buf: BytesMut::with_capacity(8 * 1024),
             next_id: 1,
             interrupts: None,
@@ -311,10 +323,11 @@ impl Connection {
     fn send<P: Serialize>(&mut self, method: &str, params: &P) -> Result<u64, CallError> {
         let id = self.next_id;
         self.next_id += 1;
-        let mut line = serde_json::to_vec(&Request::new(id, method, params))
+        let payload = serde_json::to_vec(&Request::new(id, method, params))
             .map_err(|e| CallError::BadReply(format!("cannot encode the request: {e}")))?;
-        line.push(b'\n');
-        self.writer.lock().unwrap_or_else(|p| p.into_inner()).write_all(&line)?;
+        let mut frame = Vec::with_capacity(payload.len() + 32);
+        encode_frame(self.framing, &payload, &mut frame);
+        self.writer.lock().unwrap_or_else(|p| p.into_inner()).write_all(&frame)?;
         Ok(id)
     }
 

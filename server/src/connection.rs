@@ -17,6 +17,7 @@ use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
 use crate::dispatch::{self, error_reply};
+use crate::recent::RecentKeys;
 use crate::state::State;
 use crate::stdin::StdinRoutes;
 
@@ -64,8 +65,18 @@ pub struct ConnectionCtx {
     pub stdin: Arc<StdinRoutes>,
     /// Cancelled when the connection fails or the server aborts; parent of every request's token.
     cancel: CancellationToken,
-    /// Cancellation tokens of the requests in flight, by id (as JSON text).
-    requests: Mutex<HashMap<String, CancellationToken>>,
+    requests: Mutex<Requests>,
+}
+
+/// The requests of a connection, by id (as JSON text).
+#[derive(Default)]
+struct Requests {
+    /// Cancellation tokens of the requests in flight.
+    running: HashMap<String, CancellationToken>,
+    /// Ids whose `$/cancelRequest` came before the request was registered (bounded).
+    cancelled_early: RecentKeys,
+    /// Ids of requests that have ended, so a late cancel is not kept for a reused id (bounded).
+    finished: RecentKeys,
 }
 
 impl ConnectionCtx {
@@ -84,28 +95,38 @@ impl ConnectionCtx {
             transport,
             stdin: Arc::new(StdinRoutes::default()),
             cancel: state.abort.child_token(),
-            requests: Mutex::new(HashMap::new()),
+            requests: Mutex::new(Requests::default()),
         };
         (Arc::new(ctx), rx)
     }
 
-    fn requests(&self) -> std::sync::MutexGuard<'_, HashMap<String, CancellationToken>> {
+    fn requests(&self) -> std::sync::MutexGuard<'_, Requests> {
         self.requests.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn register_request(&self, key: &str) -> CancellationToken {
         let token = self.cancel.child_token();
-        self.requests().insert(key.to_owned(), token.clone());
+        let mut requests = self.requests();
+        // A cancel that overtook its request (each runs in a task of its own) applies now.
+        if requests.cancelled_early.remove(key) {
+            token.cancel();
+        }
+        requests.running.insert(key.to_owned(), token.clone());
         token
     }
 
     pub fn unregister_request(&self, key: &str) {
-        self.requests().remove(key);
+        let mut requests = self.requests();
+        requests.running.remove(key);
+        requests.finished.insert(key);
     }
 
     pub fn cancel_request(&self, key: &str) {
-        if let Some(token) = self.requests().get(key) {
+        let mut requests = self.requests();
+        if let Some(token) = requests.running.get(key) {
             token.cancel();
+        } else if !requests.finished.contains(key) {
+            requests.cancelled_early.insert(key);
         }
     }
 }
@@ -122,9 +143,9 @@ impl Hangup for tokio::net::tcp::OwnedReadHalf {
 }
 
 impl Hangup for tokio::io::Stdin {
-    /// The end of standard input is the end of the session (the editor went away).
+    /// Open standard input has not hung up; its end is handled by [`Peer::eof_ends_session`].
     fn peer_hung_up(&self) -> bool {
-        true
+        false
     }
 }
 
@@ -135,7 +156,13 @@ pub struct Peer {
     pub transport: &'static str,
     /// The token the first message must present (`authenticate`), on transports that need one.
     pub token: Option<Arc<str>>,
+    /// The end of the peer's input ends the session and its running commands (stdio: the editor
+    /// went away); otherwise it may be a half-close that still waits for replies.
+    pub eof_ends_session: bool,
 }
+
+/// The largest message a peer may send before it has authenticated.
+const MAX_FRAME_BEFORE_AUTH: usize = 64 * 1024;
 
 /// How long a peer that must authenticate has to send its first message.
 const AUTH_WINDOW: Duration = Duration::from_secs(5);
@@ -150,7 +177,9 @@ where
     let id = peer.id;
     let mut unauthenticated = peer.token;
     let (ctx, rx) = ConnectionCtx::new(&state, id, peer.transport, true);
-    let mut frames = FramedRead::new(reader, FrameCodec::detect(max_frame));
+    let first_limit = if unauthenticated.is_some() { max_frame.min(MAX_FRAME_BEFORE_AUTH) } else { max_frame };
+    let mut frames = FramedRead::new(reader, FrameCodec::detect(first_limit));
+    let auth_deadline = tokio::time::Instant::now() + AUTH_WINDOW;
     let mut pending = Some((writer, rx));
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     tracing::debug!(connection = id, "connected");
@@ -160,7 +189,7 @@ where
         let next = tokio::select! {
             next = frames.next() => next,
             () = state.close_connections.cancelled() => break,
-            () = tokio::time::sleep(AUTH_WINDOW), if unauthenticated.is_some() => {
+            () = tokio::time::sleep_until(auth_deadline), if unauthenticated.is_some() => {
                 tracing::debug!(connection = id, "no authentication in time; closing");
                 break;
             }
@@ -182,6 +211,13 @@ where
         };
         let text = match frame {
             Frame::Message(text) => text,
+            Frame::TooLarge { .. } if unauthenticated.is_some() => {
+                tracing::warn!(connection = id, "oversized message before authentication; closing");
+                let message =
+                    "unauthorized: the first message must be `authenticate` with the token from the server file";
+                let _ = ctx.outgoing.send(error_reply("null", code::UNAUTHORIZED, message).into()).await;
+                break;
+            }
             Frame::TooLarge { len, limit } => {
                 let message = match len {
                     Some(len) => {
@@ -202,6 +238,7 @@ where
                 break;
             }
             unauthenticated = None;
+            frames.decoder_mut().set_max(max_frame);
             continue;
         }
         // Standard input is delivered here, in order, not in a task of its own.
@@ -221,6 +258,9 @@ where
     }
     // The peer sends no more. Its requests go on (it may have only half-closed, waiting for the
     // replies) unless it has hung up entirely, which ends them.
+    if peer.eof_ends_session {
+        ctx.cancel.cancel();
+    }
     while in_flight.available_permits() < MAX_IN_FLIGHT {
         if frames.get_ref().peer_hung_up() {
             tracing::debug!(connection = id, "peer hung up; cancelling its requests");

@@ -250,7 +250,23 @@ fn open_writable(path: &Path) -> Result<Connection, HistoryError> {
 }
 
 fn insert(conn: &mut Connection, jobs: &[Job]) -> rusqlite::Result<()> {
-    let tx = conn.transaction()?;
+    // Another process (a `--stdio` session) may write too: take the write lock at BEGIN, where
+    // the busy timeout applies, and try a batch again before giving it up.
+    let mut attempt = 0;
+    loop {
+        match insert_once(conn, jobs) {
+            Err(err) if attempt < 5 && is_busy(&err) => attempt += 1,
+            other => return other,
+        }
+    }
+}
+
+fn is_busy(err: &rusqlite::Error) -> bool {
+    matches!(err.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
+}
+
+fn insert_once(conn: &mut Connection, jobs: &[Job]) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     {
         let mut stmt = tx.prepare_cached(
             "INSERT OR IGNORE INTO executions (id, command, args, cwd, transport, started, started_ms, duration_ms, status, exit_code, signal, cached)

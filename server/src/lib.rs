@@ -12,6 +12,7 @@ pub mod listener;
 pub mod logging;
 pub mod methods;
 pub mod name;
+pub mod recent;
 pub mod server_file;
 pub mod state;
 pub mod stdin;
@@ -136,7 +137,7 @@ pub async fn serve_stdio(config: Config, paths: ServerPaths) -> anyhow::Result<(
     let commands = Commands::new(config.commands_dirs(mcli_shared::paths::process_env));
     let state = Inner::new(config, paths, commands, history, ids, None, None);
     let methods = methods::table(state.clone());
-    let peer = connection::Peer { id: 1, transport: "stdio", token: None };
+    let peer = connection::Peer { id: 1, transport: "stdio", token: None, eof_ends_session: true };
     let session = connection::serve(
         state.clone(),
         methods,

@@ -73,7 +73,7 @@ pub async fn accept_loop(
         let (state2, methods) = (State::clone(&state), methods.clone());
         let id = next_id;
         state.tasks.spawn(async move {
-            let peer = connection::Peer { id, transport: "socket", token: None };
+            let peer = connection::Peer { id, transport: "socket", token: None, eof_ends_session: false };
             connection::serve(state2, methods, peer, reader, writer, DEFAULT_MAX_FRAME).await;
             drop(slot);
         });

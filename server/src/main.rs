@@ -209,6 +209,8 @@ fn run_stdio(server: &ServerPaths, file: Option<&std::path::Path>) -> anyhow::Re
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(mcli_server::serve_stdio(config, server.clone()))?;
+    // The read of standard input cannot be cancelled: after a `shutdown`, do not wait for it.
+    runtime.shutdown_background();
     Ok(ExitCode::SUCCESS)
 }
 

@@ -3,18 +3,18 @@
 //! receiving end. Either may come first, so whichever does creates the route. Every queue is
 //! bounded: a command that does not read its input slows the sender down.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
 use std::sync::Mutex;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use crate::recent::RecentKeys;
+
 /// Requests of one connection with stdin routes open at once; chunks for more are dropped.
 const MAX_ROUTES: usize = 64;
 /// Chunks queued for one command.
 const QUEUE: usize = 8;
-/// Finished requests remembered, so that late chunks for them are dropped, not queued.
-const REMEMBER_FINISHED: usize = 64;
 
 #[derive(Default)]
 pub struct StdinRoutes {
@@ -24,8 +24,7 @@ pub struct StdinRoutes {
 #[derive(Default)]
 struct Inner {
     routes: HashMap<String, Route>,
-    finished: HashSet<String>,
-    finished_order: VecDeque<String>,
+    finished: RecentKeys,
 }
 
 struct Route {
@@ -79,14 +78,7 @@ impl StdinRoutes {
     pub fn release(&self, key: &str) {
         let mut inner = self.lock();
         inner.routes.remove(key);
-        if inner.finished.insert(key.to_owned()) {
-            inner.finished_order.push_back(key.to_owned());
-            if inner.finished_order.len() > REMEMBER_FINISHED
-                && let Some(oldest) = inner.finished_order.pop_front()
-            {
-                inner.finished.remove(&oldest);
-            }
-        }
+        inner.finished.insert(key);
     }
 }
 

@@ -47,7 +47,7 @@ pub async fn accept_loop(state: State, methods: Methods, listener: TcpListener, 
         next_id += 1;
         let _ = stream.set_nodelay(true);
         let (reader, writer) = stream.into_split();
-        let peer = Peer { id: next_id, transport: "tcp", token: Some(Arc::clone(&token)) };
+        let peer = Peer { id: next_id, transport: "tcp", token: Some(Arc::clone(&token)), eof_ends_session: false };
         let (state2, methods) = (State::clone(&state), methods.clone());
         state.tasks.spawn(async move {
             connection::serve(state2, methods, peer, reader, writer, DEFAULT_MAX_FRAME).await;

@@ -77,6 +77,12 @@ impl FrameCodec {
         FrameCodec { framing: Some(framing), max, state: State::Start, scanned: 0 }
     }
 
+    /// Changes the size limit for the messages still to come (a peer that has authenticated
+    /// may send larger ones).
+    pub fn set_max(&mut self, max: usize) {
+        self.max = max;
+    }
+
     /// The framing in use, once known.
     pub fn framing(&self) -> Option<Framing> {
         self.framing

@@ -123,3 +123,81 @@ fn a_detached_start_is_not_an_on_demand_server() {
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
     assert!(String::from_utf8_lossy(&cmdline).contains("--auto-started"));
 }
+
+fn framed(text: &str) -> Vec<u8> {
+    let mut out = format!("Content-Length: {}\r\n\r\n", text.len()).into_bytes();
+    out.extend_from_slice(text.as_bytes());
+    out
+}
+
+#[test]
+fn a_cancel_sent_with_its_request_still_cancels_it() {
+    let mut env = TestEnv::new();
+    env.foreground_server(&[]);
+    let mut conn = RawConn::connect(&env.socket("server"));
+    // Both in one write: the cancel may be handled before the request is registered.
+    conn.send(
+        b"{\"jsonrpc\":\"2.0\",\"id\":5,\"method\":\"execute\",\"params\":{\"command\":\"sleep\",\"args\":[\"30\"]}}\n\
+          {\"jsonrpc\":\"2.0\",\"method\":\"$/cancelRequest\",\"params\":{\"id\":5}}\n",
+    );
+    let reply = conn.read_json_line();
+    assert_eq!(reply["id"], 5, "{reply}");
+    assert_eq!(reply["result"]["status"], "cancelled", "{reply}");
+}
+
+#[test]
+fn a_stdio_session_exits_on_shutdown_while_its_input_stays_open() {
+    let env = TestEnv::new();
+    let mut child = env
+        .server_cmd(&["--stdio"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    std::io::Write::write_all(&mut stdin, b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"shutdown\"}\n").unwrap();
+    // Standard input stays open (held here) while the session must end by itself.
+    let run = Run::wait(child);
+    run.expect_code(0);
+    assert!(run.stdout.contains("\"ok\":true"), "{}", run.stdout);
+    drop(stdin);
+}
+
+#[test]
+fn the_tcp_bridge_speaks_the_editors_framing() {
+    let env = TestEnv::new();
+    env.server(&["start", "--tcp", "127.0.0.1:0"]).expect_code(0);
+    let file = env.runtime_dir.join("server.json");
+    let mut child = env
+        .client_cmd(&["--stdio", "-f", file.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    std::io::Write::write_all(&mut stdin, &framed("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"health\"}")).unwrap();
+    drop(stdin);
+    let run = Run::wait(child);
+    run.expect_code(0);
+    assert!(run.stdout.starts_with("Content-Length: "), "{}", run.stdout);
+    assert!(run.stdout.contains("\"status\":\"healthy\""), "{}", run.stdout);
+}
+
+#[test]
+fn an_unauthenticated_tcp_peer_cannot_send_large_messages() {
+    use std::io::{BufRead, BufReader, Write};
+    let env = TestEnv::new();
+    env.server(&["start", "--tcp", "127.0.0.1:0"]).expect_code(0);
+    let addr = env.server_file("server")["tcp"].as_str().unwrap().to_owned();
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    stream.set_read_timeout(Some(mcli_tests::WAIT)).unwrap();
+    let mut big = vec![b'{'];
+    big.extend(std::iter::repeat_n(b' ', 200 * 1024));
+    let _ = stream.write_all(&big);
+    let mut line = String::new();
+    BufReader::new(&stream).read_line(&mut line).unwrap();
+    let reply: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(reply["error"]["code"], -32003, "{reply}");
+}
