@@ -21,6 +21,14 @@ use crate::state::State;
 /// Connections served at once on the local socket.
 pub const MAX_CONNECTIONS: usize = 2048;
 
+/// Tells a connection over the limit so (one error line), then closes it.
+pub async fn refuse_busy<S: tokio::io::AsyncWrite + Unpin>(mut stream: S) {
+    let message = format!("server busy: too many connections (limit {MAX_CONNECTIONS})");
+    let mut reply = error_reply("null", code::SERVER_BUSY, &message);
+    reply.push(b'\n');
+    let _ = stream.write_all(&reply).await;
+}
+
 /// Binds the socket file at `path`, which must not exist.
 pub fn bind(path: &Path) -> io::Result<Listener> {
     let name = path.to_fs_name::<GenericFilePath>()?;
@@ -60,13 +68,7 @@ pub async fn accept_loop(
         next_id += 1;
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
             tracing::warn!(limit = MAX_CONNECTIONS, "connection refused: too many connections");
-            let message = format!("server busy: too many connections (limit {MAX_CONNECTIONS})");
-            let mut reply = error_reply("null", code::SERVER_BUSY, &message);
-            reply.push(b'\n');
-            let mut stream = stream;
-            tokio::spawn(async move {
-                let _ = stream.write_all(&reply).await;
-            });
+            tokio::spawn(refuse_busy(stream));
             continue;
         };
         let (reader, writer) = stream.into_split();

@@ -42,6 +42,7 @@ pub async fn accept_loop(state: State, methods: Methods, listener: TcpListener, 
         };
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
             tracing::warn!(%from, "TCP connection refused: too many connections");
+            tokio::spawn(crate::listener::refuse_busy(stream));
             continue;
         };
         next_id += 1;
