@@ -705,14 +705,20 @@ fn the_config_command_timeout_ends_the_grandchildren_too() {
 /// A script that writes its pid to the file `$1`, then sleeps in its place.
 const SLEEPER: &str = "echo $$ > \"$1\"\nexec sleep 300\n";
 
-#[test]
-fn ctrl_c_on_the_client_cancels_the_command() {
+/// A running server with the `sleeper` command, the file a run of it writes its pid to, and
+/// the guard that kills what is left of it.
+fn with_sleeper() -> (TestEnv, PathBuf, GroupReaper) {
     let env = TestEnv::new();
-    let dir = commands_dir(&env);
-    script(&dir, "sleeper", SLEEPER);
+    script(&commands_dir(&env), "sleeper", SLEEPER);
     env.server(&["start"]).expect_code(0);
     let pid_file = env.root.path().join("sleeper.pid");
-    let _reaper = GroupReaper(pid_file.clone());
+    let reaper = GroupReaper(pid_file.clone());
+    (env, pid_file, reaper)
+}
+
+#[test]
+fn ctrl_c_on_the_client_cancels_the_command() {
+    let (env, pid_file, _reaper) = with_sleeper();
     let mut children = Children::default();
     let client = children.spawn(&mut env.client_cmd(&["-q", "sleeper", &pid_file.display().to_string()]));
     wait_active(&env, "sleeper");
@@ -823,12 +829,7 @@ fn a_closed_stdout_ends_the_client_and_the_command() {
 
 #[test]
 fn ctrl_c_cancels_a_command_that_does_not_read_its_endless_stdin() {
-    let env = TestEnv::new();
-    let dir = commands_dir(&env);
-    script(&dir, "sleeper", SLEEPER);
-    env.server(&["start"]).expect_code(0);
-    let pid_file = env.root.path().join("sleeper.pid");
-    let _reaper = GroupReaper(pid_file.clone());
+    let (env, pid_file, _reaper) = with_sleeper();
     // As `yes | mcli-client sleeper`: input keeps coming, and the command never reads it.
     let mut cmd = env.client_cmd(&["-q", "sleeper", &pid_file.display().to_string()]);
     let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
@@ -868,12 +869,7 @@ fn ctrl_c_cancels_a_command_that_does_not_read_its_endless_stdin() {
 
 #[test]
 fn the_cancel_method_from_another_connection_ends_the_clients_command() {
-    let env = TestEnv::new();
-    let dir = commands_dir(&env);
-    script(&dir, "sleeper", SLEEPER);
-    env.server(&["start"]).expect_code(0);
-    let pid_file = env.root.path().join("sleeper.pid");
-    let _reaper = GroupReaper(pid_file.clone());
+    let (env, pid_file, _reaper) = with_sleeper();
     let mut children = Children::default();
     let client = children.spawn(&mut env.client_cmd(&["-q", "sleeper", &pid_file.display().to_string()]));
     let entry = wait_active(&env, "sleeper");
@@ -896,12 +892,7 @@ fn the_cancel_method_from_another_connection_ends_the_clients_command() {
 
 #[test]
 fn closing_the_connection_ends_its_command() {
-    let env = TestEnv::new();
-    let dir = commands_dir(&env);
-    script(&dir, "sleeper", SLEEPER);
-    env.server(&["start"]).expect_code(0);
-    let pid_file = env.root.path().join("sleeper.pid");
-    let _reaper = GroupReaper(pid_file.clone());
+    let (env, pid_file, _reaper) = with_sleeper();
     let mut conn = RawConn::connect(&env.socket("server"));
     let request = json!({"jsonrpc": "2.0", "id": 1, "method": "execute",
         "params": {"command": "sleeper", "args": [pid_file.display().to_string()]}});
