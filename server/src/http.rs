@@ -368,7 +368,15 @@ async fn execute(AxumState(bridge): AxumState<Bridge>, headers: HeaderMap, body:
         return error(StatusCode::BAD_REQUEST, "the body needs `command_name` (or `command`): the command to run");
     };
     let mut params = json!({ "command": command, "stream": false });
-    for (key, field) in [("args", "args"), ("timeout", "timeout"), ("cwd", "cwd"), ("env", "env"), ("stdin", "stdin")] {
+    let fields = [
+        ("args", "args"),
+        ("timeout", "timeout"),
+        ("cwd", "cwd"),
+        ("env", "env"),
+        ("stdin", "stdin"),
+        ("no_cache", "no_cache"),
+    ];
+    for (key, field) in fields {
         if let Some(value) = body.get(key).filter(|v| !v.is_null()) {
             params[field] = value.clone();
         }
@@ -387,11 +395,15 @@ async fn execute(AxumState(bridge): AxumState<Bridge>, headers: HeaderMap, body:
             } else if stderr.is_empty() {
                 Value::String(format!("command ended with status {}", result["status"].as_str().unwrap_or("failed")))
             } else {
-                Value::String(stderr)
+                Value::String(stderr.clone())
             };
             axum::Json(json!({
                 "success": success,
                 "output": output,
+                // Output that is not UTF-8 comes base64-encoded here instead (byte-exact).
+                "output_b64": result["stdout_b64"],
+                "stderr": stderr,
+                "stderr_b64": result["stderr_b64"],
                 "result": output,
                 "error": error,
                 "exit_code": result["exit_code"],

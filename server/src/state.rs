@@ -40,6 +40,8 @@ pub struct Inner {
     pub started: Instant,
     /// The execution ids this server may still hand out; more come from the history.
     ids: Mutex<std::ops::Range<u64>>,
+    /// The next block of ids, fetched ahead when the current one is half used.
+    spare_ids: Arc<Mutex<Option<std::ops::Range<u64>>>>,
     pub executed_total: AtomicU64,
     pub failed_total: AtomicU64,
     active: Mutex<BTreeMap<u64, Running>>,
@@ -91,6 +93,7 @@ impl Inner {
             commands,
             started: Instant::now(),
             ids: Mutex::new(ids),
+            spare_ids: Arc::new(Mutex::new(None)),
             executed_total: AtomicU64::new(0),
             failed_total: AtomicU64::new(0),
             active: Mutex::new(BTreeMap::new()),
@@ -134,6 +137,7 @@ impl Inner {
     /// Registers a command as running; the returned guard unregisters it and counts its end.
     pub fn begin_execution(self: &Arc<Self>, command: &str, cancel: CancellationToken) -> ExecutionGuard {
         let id = self.next_id();
+        self.prefetch_ids();
         self.active().insert(id, Running { command: command.to_owned(), started: SystemTime::now(), cancel });
         ExecutionGuard { state: Arc::clone(self), id, status: None }
     }
@@ -164,13 +168,31 @@ impl Inner {
     fn next_id(&self) -> u64 {
         let mut ids = self.ids.lock().unwrap_or_else(|p| p.into_inner());
         if ids.is_empty() {
-            // Rare (once per block): wait for the writer to take a new block.
-            let fresh = self.history.as_ref().and_then(History::reserve);
+            // Normally the block fetched ahead; else (a burst) wait for the writer to take one.
+            let spare = self.spare_ids.lock().unwrap_or_else(|p| p.into_inner()).take();
+            let fresh = spare.or_else(|| self.history.as_ref().and_then(History::reserve));
             *ids = fresh.unwrap_or(ids.end..u64::MAX);
         }
         let id = ids.start;
         ids.start += 1;
         id
+    }
+
+    /// When the current block of ids is half used, fetches the next one off the async threads.
+    fn prefetch_ids(self: &Arc<Self>) {
+        let left = {
+            let ids = self.ids.lock().unwrap_or_else(|p| p.into_inner());
+            ids.end.saturating_sub(ids.start)
+        };
+        if self.history.is_none() || left != crate::history::ID_BLOCK / 2 {
+            return;
+        }
+        let state = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            if let Some(block) = state.history.as_ref().and_then(History::reserve) {
+                *state.spare_ids.lock().unwrap_or_else(|p| p.into_inner()) = Some(block);
+            }
+        });
     }
 
     /// Cancels the running execution `id`; false when none runs with that id.
