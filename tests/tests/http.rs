@@ -892,3 +892,19 @@ fn the_original_python_client_works() {
     run.expect_code(1);
     assert!(run.stderr.contains("401"), "{run:?}");
 }
+
+#[test]
+fn execute_keeps_binary_output_and_stderr() {
+    let env = TestEnv::new();
+    let dir = env.config_home.join("mcli/commands");
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = dir.join("binary");
+    std::fs::write(&script, "#!/bin/sh\nprintf '\\377\\376'\necho warn >&2\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let bridge = start(&env, &["--http"]);
+    let result = bridge.execute(json!({"command_name": "binary"}));
+    assert_eq!(result["success"], true, "{result}");
+    assert_eq!(result["output"], "", "{result}");
+    assert_eq!(result["output_b64"], "//4=", "{result}");
+    assert_eq!(result["stderr"], "warn\n", "{result}");
+}
