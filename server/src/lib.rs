@@ -17,6 +17,7 @@ pub mod server_file;
 pub mod state;
 pub mod stdin;
 pub mod tcp;
+pub mod workers;
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -102,6 +103,7 @@ pub async fn serve(options: ServeOptions, name_lock: File) -> anyhow::Result<Opt
     if let Some(timeout) = idle_timeout.filter(|t| !t.is_zero()) {
         tokio::spawn(exit_when_idle(state.clone(), timeout));
     }
+    tokio::spawn(reap_workers(state.clone()));
 
     let tcp_note = tcp_addr.as_ref().map(|a| format!(" and TCP {a}")).unwrap_or_default()
         + &http_addr.as_ref().map(|a| format!(" and HTTP http://{a}")).unwrap_or_default();
@@ -137,6 +139,7 @@ pub async fn serve_stdio(config: Config, paths: ServerPaths) -> anyhow::Result<(
     let commands = Commands::new(config.commands_dirs(mcli_shared::paths::process_env));
     let state = Inner::new(config, paths, commands, history, ids, None, None);
     let methods = methods::table(state.clone());
+    tokio::spawn(reap_workers(state.clone()));
     let peer = connection::Peer { id: 1, transport: "stdio", token: None, eof_ends_session: true };
     let session = connection::serve(
         state.clone(),
@@ -224,6 +227,16 @@ async fn guard_name(
                 return None;
             }
             Err(err) => tracing::warn!("cannot repair the socket: {err:#}"),
+        }
+    }
+}
+
+/// Stops idle workers past their timeout, checking every half second.
+async fn reap_workers(state: state::State) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(500)) => state.workers.reap(),
+            () = state.stop.cancelled() => return,
         }
     }
 }

@@ -438,6 +438,10 @@ fn render_status(s: &StatusResult) -> String {
     for active in &s.active_commands {
         out += &format!("  #{} {} (since {})\n", active.id, active.command, active.started);
     }
+    for w in &s.workers {
+        let rss = w.rss_kib.map(|k| format!(", {:.1} MiB", k as f64 / 1024.0)).unwrap_or_default();
+        out += &format!("worker:    {} pid {} {}, {} calls{rss}\n", w.command, w.pid, w.state, w.calls);
+    }
     out
 }
 
@@ -491,6 +495,9 @@ fn commands(server: &ServerPaths, file: Option<&std::path::Path>, json: bool) ->
     let width = list.iter().map(|c| c.name.len()).max().unwrap_or(0);
     for command in &list {
         match &command.error {
+            None if command.worker => {
+                println!("{:width$}  {}  [{}, warm worker]", command.name, command.description, command.source)
+            }
             None => println!("{:width$}  {}  [{}]", command.name, command.description, command.source),
             Some(error) => println!("{:width$}  BROKEN: {error}", command.name),
         }

@@ -27,6 +27,8 @@ pub struct Inner {
     pub paths: ServerPaths,
     pub commands: Commands,
     pub cache: ResultCache,
+    /// The warm workers of worker commands.
+    pub workers: crate::workers::Workers,
     /// The persistent history, unless `enable_command_history` is off.
     pub history: Option<History>,
     /// The TCP address listened on, if any.
@@ -88,6 +90,7 @@ impl Inner {
             slots: Arc::new(Semaphore::new(config.api_daemon.max_concurrent_commands)),
             queued: AtomicUsize::new(0),
             cache: ResultCache::default(),
+            workers: crate::workers::Workers::default(),
             config,
             paths,
             commands,

@@ -11,6 +11,7 @@ pub mod paths;
 pub mod protocol;
 pub mod registry;
 pub mod runner;
+pub mod worker;
 
 /// The version of this build, shared by both binaries.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -53,6 +53,17 @@ pub struct Manifest {
     /// Added to the caller's environment.
     pub env: BTreeMap<String, String>,
     pub cache: Option<CachePolicy>,
+    /// Present: a warm, persistent process serves the calls (the worker protocol).
+    pub worker: Option<WorkerPolicy>,
+}
+
+/// How warm workers of a command are kept.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerPolicy {
+    /// Workers running at once; further calls wait.
+    pub max_workers: usize,
+    /// A worker with no call for this long is stopped.
+    pub idle_timeout: Duration,
 }
 
 /// When results of a command may be reused.
@@ -87,9 +98,17 @@ pub fn parse(file: &Path, text: &str) -> Result<Manifest, String> {
         Some(cache) => Some(CachePolicy { ttl: seconds("cache.ttl", cache.ttl)?, env: cache.env }),
         None => None,
     };
-    if raw.worker.is_some() {
-        return fail("`[worker]` manifests need warm workers, which this version of mcli does not run yet".to_owned());
-    }
+    let worker = match raw.worker {
+        Some(worker) => {
+            let max_workers = worker.max_workers.unwrap_or(1);
+            if !(1..=64).contains(&max_workers) {
+                return fail(format!("`worker.max_workers` must be from 1 to 64, not {max_workers}"));
+            }
+            let idle_timeout = seconds("worker.idle_timeout", worker.idle_timeout.unwrap_or(600.0))?;
+            Some(WorkerPolicy { max_workers: max_workers as usize, idle_timeout })
+        }
+        None => None,
+    };
     Ok(Manifest {
         file: file.to_owned(),
         description: raw.description.unwrap_or_else(|| format!("runs {}", raw.run.join(" "))),
@@ -97,6 +116,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Manifest, String> {
         timeout,
         env: raw.env,
         cache,
+        worker,
     })
 }
 
@@ -135,6 +155,8 @@ mod tests {
         assert!(parse_text("run = []\n").unwrap_err().contains("`run` must name a program"));
         assert!(parse_text("description = \"x\"\n").unwrap_err().contains("missing field `run`"));
         assert!(parse_text("run = [\"x\"]\ntimeout = -1\n").unwrap_err().contains("`timeout` must be a positive"));
-        assert!(parse_text("run = [\"x\"]\n[worker]\n").unwrap_err().contains("warm workers"));
+        assert!(parse_text("run = [\"x\"]\n[worker]\nmax_workers = 0\n").unwrap_err().contains("max_workers"));
+        let worker = parse_text("run = [\"x\"]\n[worker]\nmax_workers = 2\nidle_timeout = 5\n").unwrap().worker;
+        assert_eq!(worker, Some(WorkerPolicy { max_workers: 2, idle_timeout: Duration::from_secs(5) }));
     }
 }

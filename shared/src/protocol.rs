@@ -262,6 +262,18 @@ pub struct ActiveCommand {
     pub started: String,
 }
 
+/// A warm worker, as `status` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerStatus {
+    pub command: String,
+    pub pid: u32,
+    /// `idle` or `busy`.
+    pub state: String,
+    /// Calls served (the one running included).
+    pub calls: u64,
+    pub rss_kib: Option<u64>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusResult {
     pub pid: u32,
@@ -282,6 +294,9 @@ pub struct StatusResult {
     pub failed_total: u64,
     /// The effective configuration, after flags, environment and file.
     pub config: serde_json::Value,
+    /// The warm workers running now.
+    #[serde(default)]
+    pub workers: Vec<WorkerStatus>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -293,6 +308,9 @@ pub struct CommandEntry {
     /// Why the command cannot run (a broken manifest), when it cannot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Served by warm workers.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub worker: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

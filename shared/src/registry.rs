@@ -194,12 +194,14 @@ impl Registry {
                 description: spec.description.clone(),
                 source: spec.source(),
                 error: None,
+                worker: matches!(&spec.kind, CommandKind::Manifest(m) if m.worker.is_some()),
             })
             .chain(self.broken.values().map(|broken| CommandEntry {
                 name: broken.name.clone(),
                 description: "(cannot run)".to_owned(),
                 source: broken.file.display().to_string(),
                 error: Some(broken.reason.clone()),
+                worker: false,
             }))
             .collect();
         list.sort_by(|a, b| a.name.cmp(&b.name));

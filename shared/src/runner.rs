@@ -145,6 +145,9 @@ pub async fn run(
             let program = Program { path: path.clone(), leading: Vec::new(), extra_env: BTreeMap::new() };
             run_process(program, inv, out, cancel, started).await
         }
+        CommandKind::Manifest(manifest) if manifest.worker.is_some() => {
+            run_worker_once(manifest, &spec.name, inv, out, cancel, started).await
+        }
         CommandKind::Manifest(manifest) => match Program::of_manifest(manifest, &inv) {
             Ok(program) => run_process(program, inv, out, cancel, started).await,
             Err(message) => {
@@ -153,6 +156,48 @@ pub async fn run(
             }
         },
     }
+}
+
+/// A worker command run by itself (the client's local mode): start the worker, serve one call,
+/// end it.
+async fn run_worker_once(
+    manifest: &Manifest,
+    name: &str,
+    inv: Invocation,
+    out: &mpsc::Sender<Chunk>,
+    cancel: &CancellationToken,
+    started: Instant,
+) -> Outcome {
+    let spawned = Program::of_manifest(manifest, &inv).and_then(|program| {
+        let dir = manifest.file.parent().unwrap_or(Path::new("/"));
+        crate::worker::Worker::spawn(&program.path, &program.leading, dir, &program.extra_env, |line| {
+            eprintln!("{line}")
+        })
+        .map_err(|e| format!("cannot start the worker {}: {e}", program.path.display()))
+    });
+    let mut worker = match spawned {
+        Ok(worker) => worker,
+        Err(message) => {
+            emit(out, Stream::Stderr, format!("mcli: {message}\n")).await;
+            return Outcome::exited(127, started);
+        }
+    };
+    let stdin = match inv.stdin {
+        Stdin::Bytes(bytes) => Some(bytes),
+        _ => None,
+    };
+    let call = crate::worker::Call {
+        command: name.to_owned(),
+        args: inv.args,
+        cwd: inv.cwd,
+        env: inv.env,
+        stdin,
+        timeout: inv.timeout,
+        kill_grace: inv.kill_grace,
+    };
+    let outcome = worker.call(&call, out, cancel).await;
+    worker.kill();
+    outcome
 }
 
 async fn run_builtin_bounded(
@@ -188,16 +233,24 @@ impl Program {
     /// other elements that are relative paths of files in the manifest's folder (`resize.py`,
     /// `lib/tool.sh`: with a `/` or an extension) become absolute paths there.
     fn of_manifest(manifest: &Manifest, inv: &Invocation) -> Result<Program, String> {
+        let path_var = match &inv.env {
+            Some(env) => env.get("PATH").cloned(),
+            None => std::env::var("PATH").ok(),
+        };
+        let (path, leading) = resolve_manifest(manifest, path_var.as_deref())?;
+        Ok(Program { path, leading, extra_env: manifest.env.clone() })
+    }
+}
+
+/// A manifest's `run` as a program and its leading arguments; see [`Program::of_manifest`].
+pub fn resolve_manifest(manifest: &Manifest, path_var: Option<&str>) -> Result<(PathBuf, Vec<String>), String> {
+    {
         let dir = manifest.file.parent().unwrap_or(Path::new("/"));
         let first = &manifest.run[0];
         let path = if first.contains('/') || is_executable(&dir.join(first)) {
             dir.join(first)
         } else {
-            let path_var = match &inv.env {
-                Some(env) => env.get("PATH").cloned(),
-                None => std::env::var("PATH").ok(),
-            };
-            search_path(first, path_var.as_deref().unwrap_or("/usr/bin:/bin")).ok_or_else(|| {
+            search_path(first, path_var.unwrap_or("/usr/bin:/bin")).ok_or_else(|| {
                 format!("cannot run `{first}` for {}: not in {} nor on PATH", manifest.file.display(), dir.display())
             })?
         };
@@ -213,7 +266,7 @@ impl Program {
                 }
             })
             .collect();
-        Ok(Program { path, leading, extra_env: manifest.env.clone() })
+        Ok((path, leading))
     }
 }
 

@@ -92,6 +92,7 @@ fn main() -> anyhow::Result<()> {
     }
     bench.command("mcli-server", &["--socket-name", "nohist", "stop"]).status()?;
 
+    warm_worker(&bench)?;
     idle_connections(&bench, 1000)?;
     http(&bench)?;
 
@@ -192,6 +193,34 @@ fn throughput(socket: &Path, connections: usize, calls: usize, command: &str) ->
         worker.join().map_err(|_| anyhow::anyhow!("a worker panicked"))??;
     }
     Ok((connections * calls) as f64 / start.elapsed().as_secs_f64())
+}
+
+/// The example model worker (300 ms start): a warm call through `mcli-client` against running
+/// the same script cold, one call per process, interleaved.
+fn warm_worker(bench: &Bench) -> anyhow::Result<()> {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/model");
+    let commands = bench.dir.path().join("cfg/mcli/commands");
+    std::fs::copy(example.join("model.toml"), commands.join("model.toml"))?;
+    let script = example.join("model.py").canonicalize()?;
+    std::fs::write(
+        commands.join("model.py"),
+        std::fs::read_to_string(&script)?.replace(
+            "os.path.join(os.path.dirname(os.path.abspath(__file__)), \"..\", \"..\")",
+            &format!("{:?}", script.parent().and_then(Path::parent).and_then(Path::parent).context("scripts dir")?),
+        ),
+    )?;
+    bench.client(&["-q", "model", "warm-up"]).status()?;
+    let (mut warm, mut cold) = (Vec::new(), Vec::new());
+    for _ in 0..10 {
+        warm.push(time(&mut bench.client(&["model", "x"]))?);
+        // Cold: the worker script started for one call and ended, as without a daemon.
+        cold.push(time(bench.client(&["model", "x"]).env("MCLI_DAEMON_ROUTING", "false"))?);
+    }
+    let (w, c) = (median(&mut warm), median(&mut cold));
+    println!("| worker command (300 ms start): warm call through the server (median of 10) | {} |", ms(w));
+    println!("| the same command cold, started for the call (median of 10) | {} |", ms(c));
+    println!("| **cold / warm** | **{:.0}x** |", c.as_secs_f64() / w.as_secs_f64());
+    Ok(())
 }
 
 /// Server memory with `count` idle connections open (each has made one call).

@@ -107,7 +107,15 @@ pub async fn execute(
 
     let (tx, mut rx) = mpsc::channel::<Chunk>(16);
     let cancel = request.cancel.clone();
-    let run = async move { runner::run(&spec, invocation, &tx, &cancel).await };
+    let workers_state = State::clone(&state);
+    let run = async move {
+        match &spec.kind {
+            CommandKind::Manifest(manifest) if manifest.worker.is_some() => {
+                workers_state.workers.run(manifest, &spec.name, invocation, &tx, &cancel).await
+            }
+            _ => runner::run(&spec, invocation, &tx, &cancel).await,
+        }
+    };
     let keep = cache.as_ref().map(|_| Vec::new());
     let mut sink = Sink::new(stream, state.config.server.max_captured_output, keep);
     let forward = async {

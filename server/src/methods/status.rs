@@ -28,5 +28,6 @@ pub async fn status(_: NoParams, state: State, _: RequestCtx) -> Result<StatusRe
         executed_total,
         failed_total: state.failed_total.load(Ordering::Relaxed),
         config,
+        workers: state.workers.status(),
     })
 }

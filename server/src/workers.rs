@@ -1,0 +1,170 @@
+//! Pools of warm workers, one per worker program: up to `max_workers` processes that each
+//! serve one call at a time and stay up between calls, stopped after `idle_timeout` without one.
+//! A call waits for a free worker; a worker that fails a call is replaced by the next call.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use mcli_shared::manifest::Manifest;
+use mcli_shared::protocol::{ExecStatus, Stream, WorkerStatus};
+use mcli_shared::runner::{self, Chunk, Invocation, Outcome, Stdin};
+use mcli_shared::worker::{Call, Worker};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Default)]
+pub struct Workers {
+    pools: Mutex<HashMap<String, Arc<Pool>>>,
+}
+
+struct Pool {
+    command: String,
+    slots: Arc<Semaphore>,
+    idle_timeout: Duration,
+    state: Mutex<PoolState>,
+}
+
+#[derive(Default)]
+struct PoolState {
+    idle: Vec<(Worker, Instant)>,
+    /// Workers serving a call now: pid and calls served.
+    busy: HashMap<u32, u64>,
+}
+
+impl Pool {
+    fn state(&self) -> MutexGuard<'_, PoolState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Workers {
+    fn pools(&self) -> MutexGuard<'_, HashMap<String, Arc<Pool>>> {
+        self.pools.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Serves one call of the worker command `name` (manifest `manifest`).
+    pub async fn run(
+        &self,
+        manifest: &Manifest,
+        name: &str,
+        inv: Invocation,
+        out: &mpsc::Sender<Chunk>,
+        cancel: &CancellationToken,
+    ) -> Outcome {
+        let started = Instant::now();
+        let Some(policy) = &manifest.worker else {
+            return failed(out, "internal error: not a worker command".to_owned(), started).await;
+        };
+        // One pool per worker program (folder, argv and environment), so that one worker serves
+        // every manifest that runs it; a changed manifest gets a new pool, the old one idles out.
+        let dir = manifest.file.parent().unwrap_or(Path::new("/"));
+        let key = serde_json::json!([dir, manifest.run, manifest.env]).to_string();
+        let pool = Arc::clone(self.pools().entry(key).or_insert_with(|| {
+            Arc::new(Pool {
+                command: name.to_owned(),
+                slots: Arc::new(Semaphore::new(policy.max_workers)),
+                idle_timeout: policy.idle_timeout,
+                state: Mutex::new(PoolState::default()),
+            })
+        }));
+        let permit = tokio::select! {
+            permit = Arc::clone(&pool.slots).acquire_owned() => permit,
+            () = cancel.cancelled() => {
+                return Outcome { status: ExecStatus::Cancelled, exit_code: None, signal: None, duration: started.elapsed() };
+            }
+        };
+        let Ok(_permit) = permit else {
+            return failed(out, "the worker pool is closed".to_owned(), started).await;
+        };
+        let idle = pool.state().idle.pop().map(|(worker, _)| worker);
+        let mut worker = match idle {
+            Some(worker) => worker,
+            None => match spawn(manifest) {
+                Ok(worker) => worker,
+                Err(message) => return failed(out, message, started).await,
+            },
+        };
+        let pid = worker.pid().unwrap_or(0);
+        pool.state().busy.insert(pid, worker.calls);
+        let stdin = match inv.stdin {
+            Stdin::Bytes(bytes) => Some(bytes),
+            _ => None,
+        };
+        let call = Call {
+            command: name.to_owned(),
+            args: inv.args,
+            cwd: inv.cwd,
+            env: inv.env,
+            stdin,
+            timeout: inv.timeout,
+            kill_grace: inv.kill_grace,
+        };
+        let outcome = worker.call(&call, out, cancel).await;
+        let mut state = pool.state();
+        state.busy.remove(&pid);
+        if worker.healthy {
+            state.idle.push((worker, Instant::now()));
+        }
+        outcome
+    }
+
+    /// Stops workers that have been idle past their pool's timeout.
+    pub fn reap(&self) {
+        let pools: Vec<Arc<Pool>> = self.pools().values().cloned().collect();
+        for pool in pools {
+            let mut state = pool.state();
+            let before = state.idle.len();
+            state.idle.retain(|(_, since)| since.elapsed() < pool.idle_timeout);
+            if state.idle.len() < before {
+                tracing::debug!(command = %pool.command, stopped = before - state.idle.len(), "idle workers stopped");
+            }
+        }
+    }
+
+    /// The workers now, for `status`.
+    pub fn status(&self) -> Vec<WorkerStatus> {
+        let pools: Vec<Arc<Pool>> = self.pools().values().cloned().collect();
+        let mut list = Vec::new();
+        for pool in pools {
+            let state = pool.state();
+            for (worker, _) in &state.idle {
+                let pid = worker.pid().unwrap_or(0);
+                list.push(entry(&pool.command, pid, "idle", worker.calls));
+            }
+            for (pid, calls) in &state.busy {
+                list.push(entry(&pool.command, *pid, "busy", calls + 1));
+            }
+        }
+        list.sort_by_key(|w| w.pid);
+        list
+    }
+}
+
+fn entry(command: &str, pid: u32, state: &str, calls: u64) -> WorkerStatus {
+    WorkerStatus { command: command.to_owned(), pid, state: state.to_owned(), calls, rss_kib: rss_kib(pid) }
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim().parse().ok()
+}
+
+/// Starts a worker for `manifest`: in the manifest's folder, with the server's environment plus
+/// the manifest's `env` (each call brings its client's environment and directory).
+fn spawn(manifest: &Manifest) -> Result<Worker, String> {
+    let path_var = std::env::var("PATH").ok();
+    let (program, args) = runner::resolve_manifest(manifest, path_var.as_deref())?;
+    let dir = manifest.file.parent().unwrap_or(Path::new("/"));
+    let file = manifest.file.display().to_string();
+    Worker::spawn(&program, &args, dir, &manifest.env, move |line| {
+        tracing::info!(worker = %file, "{line}");
+    })
+    .map_err(|e| format!("cannot start the worker {}: {e}", program.display()))
+}
+
+async fn failed(out: &mpsc::Sender<Chunk>, why: String, started: Instant) -> Outcome {
+    let _ = out.send(Chunk { stream: Stream::Stderr, data: format!("mcli: {why}\n").into() }).await;
+    Outcome { status: ExecStatus::Failed, exit_code: None, signal: None, duration: started.elapsed() }
+}

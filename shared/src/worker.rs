@@ -1,0 +1,244 @@
+//! Warm workers: a persistent process, started from a manifest's `run`, that serves calls over
+//! JSON-RPC on its standard input and output (one JSON text per line).
+//!
+//! For each call it gets a request `run {command, args, cwd, env, stdin}`; it sends its output as
+//! notifications `output {stream, data | data_b64}` and answers `{exit_code}`. A timeout or cancel
+//! sends the notification `cancel {id}`, waits the kill grace for the answer, then kills the
+//! worker's process group. A worker that exits, or writes something that is not the protocol,
+//! fails the call it was serving with a clear message and is not used again.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, ChildStdout};
+use tokio::sync::mpsc;
+use tokio_util::codec::Decoder;
+use tokio_util::sync::CancellationToken;
+
+use crate::framing::{Frame, FrameCodec, Framing};
+use crate::protocol::{ExecStatus, Stream, decode_data};
+use crate::runner::{Chunk, Outcome};
+
+/// The longest message a worker may write.
+const MAX_MESSAGE: usize = 16 * 1024 * 1024;
+
+/// One call's inputs.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub command: String,
+    pub args: Vec<String>,
+    pub cwd: Option<PathBuf>,
+    pub env: Option<BTreeMap<String, String>>,
+    pub stdin: Option<Bytes>,
+    pub timeout: Option<Duration>,
+    pub kill_grace: Duration,
+}
+
+/// A running worker process.
+pub struct Worker {
+    child: Child,
+    pgid: Option<Pid>,
+    stdin: ChildStdin,
+    stdout: ChildStdout,
+    buf: BytesMut,
+    codec: FrameCodec,
+    next_id: u64,
+    /// Calls served, for `status`.
+    pub calls: u64,
+    /// False once the worker must not serve again (it died, broke the protocol, or was killed).
+    pub healthy: bool,
+}
+
+impl Worker {
+    /// Starts `program` with `args` in `dir`, with `env` added; its standard error lines go to
+    /// `on_stderr` (the server log).
+    pub fn spawn(
+        program: &Path,
+        args: &[String],
+        dir: &Path,
+        env: &BTreeMap<String, String>,
+        on_stderr: impl Fn(&str) + Send + 'static,
+    ) -> std::io::Result<Worker> {
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(args)
+            .current_dir(dir)
+            .envs(env)
+            .process_group(0)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn()?;
+        let pgid = child.id().map(|id| Pid::from_raw(id as i32));
+        let (Some(stdin), Some(stdout), Some(stderr)) = (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
+            return Err(std::io::Error::other("the worker's pipes are missing"));
+        };
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                on_stderr(&line);
+            }
+        });
+        Ok(Worker {
+            child,
+            pgid,
+            stdin,
+            stdout,
+            buf: BytesMut::with_capacity(8 * 1024),
+            codec: FrameCodec::with_framing(Framing::Lines, MAX_MESSAGE),
+            next_id: 1,
+            calls: 0,
+            healthy: true,
+        })
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Serves one call, forwarding its output to `out` as it comes.
+    pub async fn call(&mut self, call: &Call, out: &mpsc::Sender<Chunk>, cancel: &CancellationToken) -> Outcome {
+        let started = Instant::now();
+        let id = self.next_id;
+        self.next_id += 1;
+        self.calls += 1;
+        let mut params = json!({ "command": call.command, "args": call.args });
+        if let Some(cwd) = &call.cwd {
+            params["cwd"] = json!(cwd);
+        }
+        if let Some(env) = &call.env {
+            params["env"] = json!(env);
+        }
+        if let Some(stdin) = &call.stdin {
+            params["stdin"] = json!(String::from_utf8_lossy(stdin));
+        }
+        let request = json!({ "jsonrpc": "2.0", "id": id, "method": "run", "params": params });
+        if let Err(err) = self.send(&request).await {
+            return self.failed(out, format!("cannot send the call to the worker: {err}"), started).await;
+        }
+        let deadline = async {
+            match call.timeout {
+                Some(limit) => tokio::time::sleep(limit).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(deadline);
+        let ended = tokio::select! {
+            reply = self.serve_reply(id, out) => return match reply {
+                Ok(code) => finish(code, started),
+                Err(why) => self.failed(out, why, started).await,
+            },
+            () = &mut deadline => ExecStatus::TimedOut,
+            () = cancel.cancelled() => ExecStatus::Cancelled,
+        };
+        // Ask it to stop the call; if it does not answer within the grace period, kill it.
+        let stop = json!({ "jsonrpc": "2.0", "method": "cancel", "params": { "id": id } });
+        let _ = self.send(&stop).await;
+        if tokio::time::timeout(call.kill_grace, self.serve_reply(id, out)).await.is_err() {
+            self.kill();
+        }
+        Outcome { status: ended, exit_code: None, signal: None, duration: started.elapsed() }
+    }
+
+    async fn send(&mut self, message: &serde_json::Value) -> std::io::Result<()> {
+        let mut line = serde_json::to_vec(message)?;
+        line.push(b'\n');
+        self.stdin.write_all(&line).await?;
+        self.stdin.flush().await
+    }
+
+    /// Reads messages until the answer to `id`, forwarding output; the exit code, or why not.
+    async fn serve_reply(&mut self, id: u64, out: &mpsc::Sender<Chunk>) -> Result<i32, String> {
+        #[derive(Deserialize)]
+        struct Message {
+            id: Option<serde_json::Value>,
+            method: Option<String>,
+            params: Option<serde_json::Value>,
+            result: Option<serde_json::Value>,
+            error: Option<serde_json::Value>,
+        }
+        loop {
+            let text = self.read_message().await?;
+            let message: Message = serde_json::from_slice(&text)
+                .map_err(|e| format!("the worker wrote something that is not JSON-RPC ({e})"))?;
+            if message.method.as_deref() == Some("output") {
+                let params = message.params.unwrap_or_default();
+                let stream = if params["stream"] == "stderr" { Stream::Stderr } else { Stream::Stdout };
+                let data = decode_data(params["data"].as_str(), params["data_b64"].as_str())
+                    .map_err(|e| format!("the worker sent bad base64 output ({e})"))?;
+                let _ = out.send(Chunk { stream, data: Bytes::from(data) }).await;
+                continue;
+            }
+            if message.id.as_ref().and_then(serde_json::Value::as_u64) != Some(id) {
+                continue;
+            }
+            if let Some(error) = message.error {
+                return Err(format!("the worker refused the call: {}", error["message"].as_str().unwrap_or("error")));
+            }
+            let result = message.result.unwrap_or_default();
+            return result["exit_code"]
+                .as_i64()
+                .map(|c| c as i32)
+                .ok_or_else(|| "the worker answered without an `exit_code`".to_owned());
+        }
+    }
+
+    async fn read_message(&mut self) -> Result<Bytes, String> {
+        loop {
+            match self.codec.decode(&mut self.buf) {
+                Ok(Some(Frame::Message(text))) => return Ok(text),
+                Ok(Some(Frame::TooLarge { .. })) => return Err("the worker wrote a message over 16 MiB".to_owned()),
+                Ok(None) => {}
+                Err(e) => return Err(format!("the worker broke the protocol ({e})")),
+            }
+            match self.stdout.read_buf(&mut self.buf).await {
+                Ok(0) => {
+                    let status = self.child.try_wait().ok().flatten();
+                    return Err(match status {
+                        Some(status) => format!("the worker exited during the call ({status})"),
+                        None => "the worker closed its output during the call".to_owned(),
+                    });
+                }
+                Ok(_) => {}
+                Err(e) => return Err(format!("cannot read from the worker ({e})")),
+            }
+        }
+    }
+
+    /// A call that failed because of the worker: says why on the command's stderr.
+    async fn failed(&mut self, out: &mpsc::Sender<Chunk>, why: String, started: Instant) -> Outcome {
+        self.kill();
+        let text = format!("mcli: {why}; the next call starts a new worker\n");
+        let _ = out.send(Chunk { stream: Stream::Stderr, data: Bytes::from(text) }).await;
+        Outcome { status: ExecStatus::Failed, exit_code: None, signal: None, duration: started.elapsed() }
+    }
+
+    /// Ends the worker and anything it started.
+    pub fn kill(&mut self) {
+        self.healthy = false;
+        if let Some(pgid) = self.pgid.take() {
+            let _ = killpg(pgid, Signal::SIGKILL);
+        }
+        let _ = self.child.start_kill();
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn finish(code: i32, started: Instant) -> Outcome {
+    let status = if code == 0 { ExecStatus::Completed } else { ExecStatus::Failed };
+    Outcome { status, exit_code: Some(code), signal: None, duration: started.elapsed() }
+}

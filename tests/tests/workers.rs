@@ -1,0 +1,244 @@
+//! Warm workers: manifests with a `[worker]` table, served by persistent Python processes
+//! written with `scripts/mcli_worker.py`.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use mcli_tests::{Run, TestEnv, process_gone, wait_until};
+use serde_json::Value;
+
+/// The repository's `scripts/`, where `mcli_worker.py` is.
+fn helper_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts").canonicalize().expect("scripts dir")
+}
+
+const WORKER: &str = r#"
+import os, sys, time
+from mcli_worker import command, serve
+
+STATE = {"calls": 0}
+
+@command("counter")
+def counter(*args):
+    STATE["calls"] += 1
+    print(f"pid={os.getpid()} calls={STATE['calls']} args={' '.join(args)}")
+
+@command("status7")
+def status7():
+    return 7
+
+@command("boom")
+def boom():
+    raise ValueError("the model is on fire")
+
+@command("crash")
+def crash():
+    print("about to crash", flush=True)
+    os._exit(3)
+
+@command("slow")
+def slow(seconds="30"):
+    print(f"pid={os.getpid()}", flush=True)
+    time.sleep(float(seconds))
+
+@command("where")
+def where():
+    print(os.getcwd())
+
+@command("garble")
+def garble():
+    sys.__stdout__.write("this is not json-rpc\n")
+    sys.__stdout__.flush()
+
+sys.__stderr__.write("worker log line: model loaded\n")
+sys.__stderr__.flush()
+
+serve()
+"#;
+
+/// A commands dir with `worker.py` and one manifest per command name, all served by it.
+fn setup(env: &TestEnv, worker_table: &str) -> PathBuf {
+    let dir = env.config_home.join("mcli/commands");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("worker.py"), WORKER).unwrap();
+    let helper = helper_dir();
+    for name in ["counter", "status7", "boom", "crash", "slow", "where", "garble"] {
+        let manifest = format!(
+            "run = [\"python3\", \"worker.py\"]\nenv = {{ PYTHONPATH = \"{}\" }}\n[worker]\n{worker_table}\n",
+            helper.display()
+        );
+        std::fs::write(dir.join(format!("{name}.toml")), manifest).unwrap();
+    }
+    dir
+}
+
+fn field(text: &str, name: &str) -> String {
+    text.split_whitespace().find_map(|w| w.strip_prefix(&format!("{name}="))).unwrap_or_default().to_owned()
+}
+
+fn status(env: &TestEnv) -> Value {
+    let run = env.server(&["status", "--json"]);
+    run.expect_code(0);
+    serde_json::from_str(&run.stdout).unwrap()
+}
+
+#[test]
+fn warm_calls_reuse_the_worker_and_its_state() {
+    let env = TestEnv::new();
+    setup(&env, "max_workers = 1");
+    let first = env.client(&["-q", "counter", "a"]);
+    first.expect_code(0);
+    let second = env.client(&["-q", "counter", "b", "c"]);
+    second.expect_code(0);
+    assert_eq!(field(&first.stdout, "pid"), field(&second.stdout, "pid"), "the same worker: {first:?} {second:?}");
+    assert_eq!((field(&first.stdout, "calls"), field(&second.stdout, "calls")), ("1".into(), "2".into()));
+    assert!(second.stdout.contains("args=b c"), "{}", second.stdout);
+
+    let workers = status(&env)["workers"].clone();
+    let list = workers.as_array().unwrap();
+    assert_eq!(list.len(), 1, "{workers}");
+    assert_eq!(list[0]["command"], "counter");
+    assert_eq!(list[0]["state"], "idle");
+    assert_eq!(list[0]["calls"], 2);
+    assert_eq!(list[0]["pid"].to_string(), field(&first.stdout, "pid"));
+
+    let listed = env.server(&["commands", "--json"]);
+    let commands: Value = serde_json::from_str(&listed.stdout).unwrap();
+    let counter = commands["commands"].as_array().unwrap().iter().find(|c| c["name"] == "counter").unwrap().clone();
+    assert_eq!(counter["worker"], true, "{counter}");
+}
+
+#[test]
+fn exit_codes_and_exceptions() {
+    let env = TestEnv::new();
+    setup(&env, "");
+    env.client(&["-q", "status7"]).expect_code(7);
+    let boom = env.client(&["-q", "boom"]);
+    boom.expect_code(1);
+    assert!(
+        boom.stderr.contains("Traceback") && boom.stderr.contains("ValueError: the model is on fire"),
+        "{}",
+        boom.stderr
+    );
+    // The worker survives a failing command.
+    env.client(&["-q", "counter"]).expect_code(0);
+}
+
+#[test]
+fn a_crash_mid_call_fails_clearly_and_the_next_call_gets_a_new_worker() {
+    let env = TestEnv::new();
+    setup(&env, "");
+    let before = env.client(&["-q", "counter"]);
+    before.expect_code(0);
+    let crash = env.client(&["-q", "crash"]);
+    crash.expect_code(1);
+    assert_eq!(crash.stdout, "about to crash\n");
+    assert!(crash.stderr.contains("the worker exited during the call"), "{}", crash.stderr);
+    assert!(crash.stderr.contains("the next call starts a new worker"), "{}", crash.stderr);
+    let after = env.client(&["-q", "counter"]);
+    after.expect_code(0);
+    assert_ne!(field(&before.stdout, "pid"), field(&after.stdout, "pid"));
+    assert_eq!(field(&after.stdout, "calls"), "1", "a new worker starts afresh");
+}
+
+#[test]
+fn idle_workers_are_stopped() {
+    let env = TestEnv::new();
+    setup(&env, "idle_timeout = 0.5");
+    let run = env.client(&["-q", "counter"]);
+    run.expect_code(0);
+    let pid: u32 = field(&run.stdout, "pid").parse().unwrap();
+    wait_until("the idle worker is stopped", || status(&env)["workers"] == serde_json::json!([]));
+    wait_until("its process is gone", || process_gone(pid));
+}
+
+#[test]
+fn timeouts_and_cancels_reach_the_worker() {
+    let env = TestEnv::new();
+    setup(&env, "");
+    let started = Instant::now();
+    let timed_out = env.client(&["-q", "-t", "0.5", "slow", "30"]);
+    timed_out.expect_code(124);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let pid: u32 = field(&timed_out.stdout, "pid").parse().unwrap();
+    wait_until("the stuck worker is killed", || process_gone(pid));
+    env.client(&["-q", "counter"]).expect_code(0);
+
+    // Ctrl-C at the client cancels the call the same way.
+    let mut child =
+        env.client_cmd(&["-q", "slow", "30"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    env.wait_for_active_command();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.as_mut().unwrap()), &mut line).unwrap();
+    let run = Run::wait(child);
+    run.expect_code(130);
+    let pid: u32 = field(&line, "pid").parse().unwrap();
+    wait_until("the cancelled worker is killed", || process_gone(pid));
+}
+
+#[test]
+fn max_workers_bounds_the_processes() {
+    let env = TestEnv::new();
+    setup(&env, "max_workers = 2");
+    let children: Vec<_> = (0..4)
+        .map(|_| env.client_cmd(&["-q", "slow", "0.5"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap())
+        .collect();
+    let mut pids: Vec<String> = children
+        .into_iter()
+        .map(Run::wait)
+        .map(|r| {
+            r.expect_code(0);
+            field(&r.stdout, "pid")
+        })
+        .collect();
+    pids.sort();
+    pids.dedup();
+    assert!(pids.len() <= 2, "at most 2 workers: {pids:?}");
+}
+
+#[test]
+fn calls_run_in_the_clients_directory() {
+    let env = TestEnv::new();
+    setup(&env, "");
+    let dir = env.root.path().join("somewhere");
+    std::fs::create_dir(&dir).unwrap();
+    let run = Run::of(env.client_cmd(&["-q", "where"]).current_dir(&dir));
+    run.expect_code(0);
+    assert_eq!(run.stdout, format!("{}\n", dir.display()));
+}
+
+#[test]
+fn without_a_server_a_worker_command_runs_once_locally() {
+    let mut env = TestEnv::new();
+    setup(&env, "");
+    env.set_env("MCLI_DAEMON_ROUTING", "false");
+    let run = env.client(&["counter", "local"]);
+    run.expect_code(0);
+    assert!(run.stdout.contains("calls=1 args=local"), "{}", run.stdout);
+    env.client(&["status7"]).expect_code(7);
+    assert!(env.server_pids().is_empty());
+}
+
+#[test]
+fn a_worker_that_breaks_the_protocol_is_replaced() {
+    let env = TestEnv::new();
+    setup(&env, "");
+    let before = env.client(&["-q", "counter"]);
+    before.expect_code(0);
+    let garbled = env.client(&["-q", "garble"]);
+    garbled.expect_code(1);
+    assert!(garbled.stderr.contains("not JSON-RPC"), "{}", garbled.stderr);
+    let after = env.client(&["-q", "counter"]);
+    after.expect_code(0);
+    assert_ne!(field(&before.stdout, "pid"), field(&after.stdout, "pid"));
+}
+
+#[test]
+fn a_workers_stderr_goes_to_the_server_log() {
+    let env = TestEnv::new();
+    setup(&env, "");
+    env.client(&["-q", "counter"]).expect_code(0);
+    wait_until("the worker's stderr is logged", || env.log("server").contains("worker log line: model loaded"));
+}
