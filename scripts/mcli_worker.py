@@ -23,12 +23,23 @@ import io
 import json
 import os
 import sys
+import threading
 import traceback
 
 __all__ = ["command", "serve"]
 
 _COMMANDS = {}
-_PROTOCOL_OUT = sys.stdout
+_SEND_LOCK = threading.Lock()
+
+# From the import on, the protocol has descriptors of its own: file descriptor 1 becomes standard
+# error and 0 becomes /dev/null, so a stray print while the model loads, or a child process's
+# output, lands in the server's log instead of the protocol stream. (Import this module first.)
+sys.stdout.flush()
+_PROTOCOL_OUT = os.fdopen(os.dup(1), "w", encoding="utf-8")
+_REQUESTS = os.fdopen(os.dup(0), "r", encoding="utf-8")
+os.dup2(2, 1)
+_DEVNULL = os.open(os.devnull, os.O_RDONLY)
+os.dup2(_DEVNULL, 0)
 
 
 def command(name):
@@ -42,8 +53,10 @@ def command(name):
 
 
 def _send(message):
-    _PROTOCOL_OUT.write(json.dumps(message, separators=(",", ":")) + "\n")
-    _PROTOCOL_OUT.flush()
+    line = json.dumps(message, separators=(",", ":")) + "\n"
+    with _SEND_LOCK:
+        _PROTOCOL_OUT.write(line)
+        _PROTOCOL_OUT.flush()
 
 
 class _Output(io.TextIOBase):
@@ -56,9 +69,18 @@ class _Output(io.TextIOBase):
     def writable(self):
         return True
 
+    encoding = "utf-8"
+
     def write(self, text):
         if text:
-            _send({"jsonrpc": "2.0", "method": "output", "params": {"stream": self._stream, "data": text}})
+            try:
+                text.encode("utf-8")
+                params = {"stream": self._stream, "data": text}
+            except UnicodeEncodeError:
+                # Text decoded with surrogateescape (file names, argv): send the original bytes.
+                raw = text.encode("utf-8", "surrogateescape")
+                params = {"stream": self._stream, "data_b64": base64.b64encode(raw).decode("ascii")}
+            _send({"jsonrpc": "2.0", "method": "output", "params": params})
         return len(text)
 
     def flush(self):
@@ -95,11 +117,17 @@ def _run(params):
             os.chdir(cwd)
         except OSError as error:
             sys.stderr.write(f"mcli_worker: cannot enter {cwd}: {error}\n")
+            return 1
     try:
         result = function(*params.get("args", []))
     except SystemExit as exit:
         code = exit.code
-        return code if isinstance(code, int) else (0 if code is None else 1)
+        if isinstance(code, int):
+            return code
+        if code is not None:
+            sys.stderr.write(f"{code}\n")
+            return 1
+        return 0
     except Exception:  # noqa: BLE001 - any failure of the command is its exit status
         traceback.print_exc()
         return 1
@@ -108,8 +136,8 @@ def _run(params):
 
 def serve():
     """Serves calls until standard input closes."""
-    saved = (sys.stdout, sys.stderr)
-    for line in sys.stdin:
+    saved = (sys.stdout, sys.stderr, sys.stdin)
+    for line in _REQUESTS:
         line = line.strip()
         if not line:
             continue
@@ -120,12 +148,21 @@ def serve():
             continue
         if message.get("method") != "run" or "id" not in message:
             continue  # `cancel` and unknown notifications: a call cannot be interrupted here
+        params = message.get("params") or {}
         stdout, stderr = _Output("stdout"), _Output("stderr")
         stdout.buffer = _BinaryOutput("stdout")
         stderr.buffer = _BinaryOutput("stderr")
+        data = base64.b64decode(params["stdin_b64"]) if params.get("stdin_b64") else b""
         sys.stdout, sys.stderr = stdout, stderr
+        sys.stdin = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", errors="surrogateescape")
+        environ = dict(os.environ)
+        if isinstance(params.get("env"), dict):
+            os.environ.clear()
+            os.environ.update(params["env"])
         try:
-            code = _run(message.get("params") or {})
+            code = _run(params)
         finally:
-            sys.stdout, sys.stderr = saved
+            sys.stdout, sys.stderr, sys.stdin = saved
+            os.environ.clear()
+            os.environ.update(environ)
         _send({"jsonrpc": "2.0", "id": message["id"], "result": {"exit_code": int(code)}})

@@ -29,8 +29,8 @@ struct Pool {
 #[derive(Default)]
 struct PoolState {
     idle: Vec<(Worker, Instant)>,
-    /// Workers serving a call now: pid and calls served.
-    busy: HashMap<u32, u64>,
+    /// Workers serving a call now: pid, the command and calls served.
+    busy: HashMap<u32, (String, u64)>,
 }
 
 impl Pool {
@@ -60,7 +60,8 @@ impl Workers {
         // One pool per worker program (folder, argv and environment), so that one worker serves
         // every manifest that runs it; a changed manifest gets a new pool, the old one idles out.
         let dir = manifest.file.parent().unwrap_or(Path::new("/"));
-        let key = serde_json::json!([dir, manifest.run, manifest.env]).to_string();
+        let policy_key = [policy.max_workers as f64, policy.idle_timeout.as_secs_f64()];
+        let key = serde_json::json!([dir, manifest.run, manifest.env, policy_key]).to_string();
         let pool = Arc::clone(self.pools().entry(key).or_insert_with(|| {
             Arc::new(Pool {
                 command: name.to_owned(),
@@ -78,7 +79,13 @@ impl Workers {
         let Ok(_permit) = permit else {
             return failed(out, "the worker pool is closed".to_owned(), started).await;
         };
-        let idle = pool.state().idle.pop().map(|(worker, _)| worker);
+        // The most recently used worker that is still alive; dead ones are dropped here.
+        let idle = loop {
+            let Some((mut worker, _)) = pool.state().idle.pop() else { break None };
+            if worker.is_alive() {
+                break Some(worker);
+            }
+        };
         let mut worker = match idle {
             Some(worker) => worker,
             None => match spawn(manifest) {
@@ -87,10 +94,14 @@ impl Workers {
             },
         };
         let pid = worker.pid().unwrap_or(0);
-        pool.state().busy.insert(pid, worker.calls);
+        pool.state().busy.insert(pid, (name.to_owned(), worker.calls));
         let stdin = match inv.stdin {
             Stdin::Bytes(bytes) => Some(bytes),
-            _ => None,
+            Stdin::Stream(rx) => match collect_stdin(rx, cancel).await {
+                Ok(bytes) => Some(bytes),
+                Err(why) => return failed(out, why, started).await,
+            },
+            Stdin::Null | Stdin::Inherit => None,
         };
         let call = Call {
             command: name.to_owned(),
@@ -105,6 +116,7 @@ impl Workers {
         let mut state = pool.state();
         state.busy.remove(&pid);
         if worker.healthy {
+            worker.last_command = name.to_owned();
             state.idle.push((worker, Instant::now()));
         }
         outcome
@@ -131,10 +143,11 @@ impl Workers {
             let state = pool.state();
             for (worker, _) in &state.idle {
                 let pid = worker.pid().unwrap_or(0);
-                list.push(entry(&pool.command, pid, "idle", worker.calls));
+                let command = if worker.last_command.is_empty() { &pool.command } else { &worker.last_command };
+                list.push(entry(command, pid, "idle", worker.calls));
             }
-            for (pid, calls) in &state.busy {
-                list.push(entry(&pool.command, *pid, "busy", calls + 1));
+            for (pid, (command, calls)) in &state.busy {
+                list.push(entry(command, *pid, "busy", calls + 1));
             }
         }
         list.sort_by_key(|w| w.pid);
@@ -162,6 +175,29 @@ fn spawn(manifest: &Manifest) -> Result<Worker, String> {
         tracing::info!(worker = %file, "{line}");
     })
     .map_err(|e| format!("cannot start the worker {}: {e}", program.display()))
+}
+
+/// Standard input streamed by the client, whole (a worker gets its input with the call), up to
+/// 16 MiB; a cancel stops the wait.
+async fn collect_stdin(
+    mut rx: mpsc::Receiver<bytes::Bytes>,
+    cancel: &CancellationToken,
+) -> Result<bytes::Bytes, String> {
+    const LIMIT: usize = 16 * 1024 * 1024;
+    let mut data = Vec::new();
+    loop {
+        let chunk = tokio::select! {
+            chunk = rx.recv() => chunk,
+            () = cancel.cancelled() => return Err("cancelled while reading standard input".to_owned()),
+        };
+        match chunk {
+            Some(chunk) if data.len() + chunk.len() > LIMIT => {
+                return Err("standard input for a worker command is limited to 16 MiB".to_owned());
+            }
+            Some(chunk) => data.extend_from_slice(&chunk),
+            None => return Ok(data.into()),
+        }
+    }
 }
 
 async fn failed(out: &mpsc::Sender<Chunk>, why: String, started: Instant) -> Outcome {

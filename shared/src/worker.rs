@@ -55,6 +55,8 @@ pub struct Worker {
     pub calls: u64,
     /// False once the worker must not serve again (it died, broke the protocol, or was killed).
     pub healthy: bool,
+    /// The command of the last call it served, for `status`.
+    pub last_command: String,
 }
 
 impl Worker {
@@ -83,9 +85,15 @@ impl Worker {
             return Err(std::io::Error::other("the worker's pipes are missing"));
         };
         tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                on_stderr(&line);
+            // Lines of any bytes, cut at 64 KiB, until the worker closes its standard error.
+            let mut reader = BufReader::new(stderr);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                match (&mut reader).take(64 * 1024).read_until(b'\n', &mut line).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => on_stderr(String::from_utf8_lossy(&line).trim_end()),
+                }
             }
         });
         Ok(Worker {
@@ -98,11 +106,17 @@ impl Worker {
             next_id: 1,
             calls: 0,
             healthy: true,
+            last_command: String::new(),
         })
     }
 
     pub fn pid(&self) -> Option<u32> {
         self.child.id()
+    }
+
+    /// Whether the process still runs (an idle worker may have died since its last call).
+    pub fn is_alive(&mut self) -> bool {
+        self.healthy && matches!(self.child.try_wait(), Ok(None))
     }
 
     /// Serves one call, forwarding its output to `out` as it comes.
@@ -119,12 +133,10 @@ impl Worker {
             params["env"] = json!(env);
         }
         if let Some(stdin) = &call.stdin {
-            params["stdin"] = json!(String::from_utf8_lossy(stdin));
+            use base64::Engine as _;
+            params["stdin_b64"] = json!(base64::engine::general_purpose::STANDARD.encode(stdin));
         }
         let request = json!({ "jsonrpc": "2.0", "id": id, "method": "run", "params": params });
-        if let Err(err) = self.send(&request).await {
-            return self.failed(out, format!("cannot send the call to the worker: {err}"), started).await;
-        }
         let deadline = async {
             match call.timeout {
                 Some(limit) => tokio::time::sleep(limit).await,
@@ -132,8 +144,12 @@ impl Worker {
             }
         };
         tokio::pin!(deadline);
+        // The deadline and the cancel also cover sending the call: a worker may not read.
         let ended = tokio::select! {
-            reply = self.serve_reply(id, out) => return match reply {
+            reply = async {
+                self.send(&request).await.map_err(|e| format!("cannot send the call to the worker: {e}"))?;
+                self.serve_reply(id, out).await
+            } => return match reply {
                 Ok(code) => finish(code, started),
                 Err(why) => self.failed(out, why, started).await,
             },
@@ -142,8 +158,13 @@ impl Worker {
         };
         // Ask it to stop the call; if it does not answer within the grace period, kill it.
         let stop = json!({ "jsonrpc": "2.0", "method": "cancel", "params": { "id": id } });
-        let _ = self.send(&stop).await;
-        if tokio::time::timeout(call.kill_grace, self.serve_reply(id, out)).await.is_err() {
+        let answered = tokio::time::timeout(call.kill_grace, async {
+            self.send(&stop).await.map_err(|e| e.to_string())?;
+            self.serve_reply(id, out).await
+        })
+        .await;
+        // Unless it answered the call properly in time, this worker is not used again.
+        if !matches!(answered, Ok(Ok(_))) {
             self.kill();
         }
         Outcome { status: ended, exit_code: None, signal: None, duration: started.elapsed() }
@@ -202,7 +223,11 @@ impl Worker {
             }
             match self.stdout.read_buf(&mut self.buf).await {
                 Ok(0) => {
-                    let status = self.child.try_wait().ok().flatten();
+                    // Its output closed: give the process a moment to be reaped, to say how it ended.
+                    let status = tokio::time::timeout(Duration::from_millis(200), self.child.wait())
+                        .await
+                        .ok()
+                        .and_then(Result::ok);
                     return Err(match status {
                         Some(status) => format!("the worker exited during the call ({status})"),
                         None => "the worker closed its output during the call".to_owned(),

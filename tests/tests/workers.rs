@@ -14,8 +14,10 @@ fn helper_dir() -> PathBuf {
 }
 
 const WORKER: &str = r#"
-import os, sys, time
+import os, subprocess, sys, time
 from mcli_worker import command, serve
+
+print("loading the model...")  # a stray print at import time must not break the protocol
 
 STATE = {"calls": 0}
 
@@ -48,8 +50,23 @@ def where():
 
 @command("garble")
 def garble():
-    sys.__stdout__.write("this is not json-rpc\n")
-    sys.__stdout__.flush()
+    import mcli_worker
+    mcli_worker._PROTOCOL_OUT.write("this is not json-rpc\n")
+    mcli_worker._PROTOCOL_OUT.flush()
+
+@command("upper")
+def upper():
+    data = sys.stdin.read()
+    print(data.upper(), end="")
+
+@command("child")
+def child():
+    subprocess.run(["echo", "from a child process"])
+    print("done")
+
+@command("rawname")
+def rawname():
+    print(b"caf\xe9".decode("utf-8", "surrogateescape"))
 
 sys.__stderr__.write("worker log line: model loaded\n")
 sys.__stderr__.flush()
@@ -63,7 +80,7 @@ fn setup(env: &TestEnv, worker_table: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("worker.py"), WORKER).unwrap();
     let helper = helper_dir();
-    for name in ["counter", "status7", "boom", "crash", "slow", "where", "garble"] {
+    for name in ["counter", "status7", "boom", "crash", "slow", "where", "garble", "upper", "child", "rawname"] {
         let manifest = format!(
             "run = [\"python3\", \"worker.py\"]\nenv = {{ PYTHONPATH = \"{}\" }}\n[worker]\n{worker_table}\n",
             helper.display()
@@ -241,4 +258,38 @@ fn a_workers_stderr_goes_to_the_server_log() {
     setup(&env, "");
     env.client(&["-q", "counter"]).expect_code(0);
     wait_until("the worker's stderr is logged", || env.log("server").contains("worker log line: model loaded"));
+}
+
+#[test]
+fn stdin_stray_output_and_odd_bytes_do_not_break_a_worker() {
+    let env = TestEnv::new();
+    setup(&env, "");
+    let mut child = env
+        .client_cmd(&["-q", "upper"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"piped text\n").unwrap();
+    drop(child.stdin.take());
+    let run = Run::wait(child);
+    run.expect_code(0);
+    assert_eq!(run.stdout, "PIPED TEXT\n");
+
+    // A child process writing to the worker's standard output goes to the log, not the protocol.
+    let run = env.client(&["-q", "child"]);
+    run.expect_code(0);
+    assert_eq!(run.stdout, "done\n");
+    wait_until("the child's output is logged", || env.log("server").contains("from a child process"));
+
+    // Text that is not UTF-8 (decoded with surrogateescape) comes through as its bytes.
+    let out = std::process::Command::new(env.bin("mcli-client"));
+    let _ = out;
+    let run = env.client_cmd(&["-q", "rawname"]).output().unwrap();
+    assert_eq!(run.status.code(), Some(0));
+    assert_eq!(run.stdout, b"caf\xe9\n");
+    let first = env.client(&["-q", "counter"]);
+    let second = env.client(&["-q", "counter"]);
+    assert_eq!(field(&first.stdout, "pid"), field(&second.stdout, "pid"), "the worker survived all that");
 }
