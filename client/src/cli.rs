@@ -233,10 +233,12 @@ pub fn run(cli: Cli) -> i32 {
                 continue;
             }
             Err(CallError::Io(err))
-                if err.kind() == io::ErrorKind::ConnectionReset && attempt == 0 && !params.stdin_stream =>
+                if matches!(err.kind(), io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe)
+                    && attempt == 0
+                    && !params.stdin_stream =>
             {
                 // A server that was dying as we connected: it closed without reading the
-                // request (that is what a reset means here), so sending it again is safe.
+                // request (a reset or a broken pipe while sending it), so sending it again is safe.
                 continue;
             }
             result => return report(result, &name, cli.json),
@@ -358,7 +360,8 @@ fn report(result: Result<ExecuteResult, CallError>, name: &str, json: bool) -> i
             code::SERVER_BUSY => fail(exit::TEMPFAIL, format_args!("{}", err.message)),
             _ => fail(1, format_args!("{}", err.message)),
         },
-        Err(CallError::Io(err)) if err.kind() == io::ErrorKind::BrokenPipe => exit::BROKEN_PIPE,
+        Err(CallError::Output(err)) if err.kind() == io::ErrorKind::BrokenPipe => exit::BROKEN_PIPE,
+        Err(CallError::Output(err)) => fail(1, format_args!("cannot write the output of `{name}`: {err}")),
         Err(CallError::Interrupted) => exit::INTERRUPTED,
         Err(CallError::Closed) => {
             fail(exit::UNAVAILABLE, format_args!("the server closed the connection while `{name}` ran"))

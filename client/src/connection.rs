@@ -45,6 +45,9 @@ pub enum CallError {
     Io(#[from] io::Error),
     #[error("the server sent something this client does not understand: {0}")]
     BadReply(String),
+    /// Writing the command's output here failed (e.g. standard output was closed).
+    #[error("cannot write the output: {0}")]
+    Output(io::Error),
     /// A SIGINT arrived (handled inside the call: it cancels).
     #[error("interrupted")]
     Interrupt,
@@ -370,7 +373,7 @@ impl Connection {
                     }
                 }
                 Some(_) => {}
-                None => on_notification(&incoming)?,
+                None => on_notification(&incoming).map_err(CallError::Output)?,
             }
         }
     }
