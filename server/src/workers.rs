@@ -49,7 +49,7 @@ impl Workers {
         &self,
         manifest: &Manifest,
         name: &str,
-        inv: Invocation,
+        mut inv: Invocation,
         out: &mpsc::Sender<Chunk>,
         cancel: &CancellationToken,
     ) -> Outcome {
@@ -95,7 +95,7 @@ impl Workers {
         };
         let pid = worker.pid().unwrap_or(0);
         pool.state().busy.insert(pid, (name.to_owned(), worker.calls));
-        let stdin = match inv.stdin {
+        let stdin = match std::mem::take(&mut inv.stdin) {
             Stdin::Bytes(bytes) => Some(bytes),
             Stdin::Stream(rx) => match collect_stdin(rx, cancel).await {
                 Ok(bytes) => Some(bytes),
@@ -103,15 +103,7 @@ impl Workers {
             },
             Stdin::Null | Stdin::Inherit => None,
         };
-        let call = Call {
-            command: name.to_owned(),
-            args: inv.args,
-            cwd: inv.cwd,
-            env: inv.env,
-            stdin,
-            timeout: inv.timeout,
-            kill_grace: inv.kill_grace,
-        };
+        let call = Call::of(name, inv, stdin);
         let outcome = worker.call(&call, out, cancel).await;
         let mut state = pool.state();
         state.busy.remove(&pid);

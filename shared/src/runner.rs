@@ -182,19 +182,11 @@ async fn run_worker_once(
             return Outcome::exited(127, started);
         }
     };
-    let stdin = match inv.stdin {
-        Stdin::Bytes(bytes) => Some(bytes),
+    let stdin = match &inv.stdin {
+        Stdin::Bytes(bytes) => Some(bytes.clone()),
         _ => None,
     };
-    let call = crate::worker::Call {
-        command: name.to_owned(),
-        args: inv.args,
-        cwd: inv.cwd,
-        env: inv.env,
-        stdin,
-        timeout: inv.timeout,
-        kill_grace: inv.kill_grace,
-    };
+    let call = crate::worker::Call::of(name, inv, stdin);
     let outcome = worker.call(&call, out, cancel).await;
     worker.kill();
     outcome

@@ -42,6 +42,21 @@ pub struct Call {
     pub kill_grace: Duration,
 }
 
+impl Call {
+    /// The call for an invocation of command `name`, with its input already gathered.
+    pub fn of(name: &str, inv: crate::runner::Invocation, stdin: Option<Bytes>) -> Call {
+        Call {
+            command: name.to_owned(),
+            args: inv.args,
+            cwd: inv.cwd,
+            env: inv.env,
+            stdin,
+            timeout: inv.timeout,
+            kill_grace: inv.kill_grace,
+        }
+    }
+}
+
 /// A running worker process.
 pub struct Worker {
     child: Child,
