@@ -78,6 +78,14 @@ impl TestEnv {
         self.extra_env.push((key.into(), value.into()));
     }
 
+    /// Writes `text` as a config file and points `MCLI_CONFIG` at it for every process from now on.
+    pub fn use_config(&mut self, text: &str) -> PathBuf {
+        let file = self.root.path().join("c.toml");
+        std::fs::write(&file, text).expect("write the config file");
+        self.set_env("MCLI_CONFIG", &file);
+        file
+    }
+
     pub fn bin(&self, name: &str) -> PathBuf {
         self.bins.join(name)
     }

@@ -2,7 +2,7 @@
 //! what it says when things go wrong.
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixListener;
+use std::os::unix::net::{UnixListener, UnixStream};
 
 use mcli_tests::{Run, TestEnv};
 
@@ -137,20 +137,14 @@ fn alternate_editor_program_runs_with_the_command() {
 #[test]
 fn an_incompatible_server_is_reported_in_plain_words() {
     let env = TestEnv::new();
-    env.create_runtime_dir();
     // A stand-in for a server from another release, which refuses this client's protocol.
-    let listener = UnixListener::bind(env.socket("server")).unwrap();
-    let fake = std::thread::spawn(move || {
-        let (stream, _) = listener.accept().unwrap();
-        let mut line = String::new();
-        BufReader::new(&stream).read_line(&mut line).unwrap();
-        let request: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let fake = fake_server(&env, |stream, request| {
         assert_eq!(request["params"]["protocol"], 1, "the client announces its protocol");
         let reply = serde_json::json!({
             "jsonrpc": "2.0", "id": request["id"],
             "error": {"code": -32005, "message": "incompatible protocol: the client speaks protocol 1, this server (mcli 9.0.0) speaks protocol 2"}
         });
-        (&stream).write_all(format!("{reply}\n").as_bytes()).unwrap();
+        (&*stream).write_all(format!("{reply}\n").as_bytes()).unwrap();
     });
     let run = env.client(&["hello"]);
     fake.join().unwrap();
@@ -165,16 +159,26 @@ fn an_incompatible_server_is_reported_in_plain_words() {
 #[test]
 fn a_server_that_dies_mid_command_is_reported() {
     let env = TestEnv::new();
-    env.create_runtime_dir();
-    let listener = UnixListener::bind(env.socket("server")).unwrap();
-    let fake = std::thread::spawn(move || {
-        let (stream, _) = listener.accept().unwrap();
-        let mut line = String::new();
-        BufReader::new(&stream).read_line(&mut line).unwrap();
-        // Hang up without an answer, as a crashing server would.
-    });
+    // Hang up without an answer, as a crashing server would.
+    let fake = fake_server(&env, |_, _| {});
     let run = env.client(&["sleep", "1"]);
     fake.join().unwrap();
     run.expect_code(69);
     assert_eq!(run.stderr, "mcli-client: the server closed the connection while `sleep` ran\n");
+}
+
+/// A stand-in server on the socket of `env`: takes one connection, reads one request and hands
+/// it to `answer`, then hangs up.
+fn fake_server(
+    env: &TestEnv,
+    answer: impl FnOnce(&UnixStream, serde_json::Value) + Send + 'static,
+) -> std::thread::JoinHandle<()> {
+    env.create_runtime_dir();
+    let listener = UnixListener::bind(env.socket("server")).unwrap();
+    std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut line = String::new();
+        BufReader::new(&stream).read_line(&mut line).unwrap();
+        answer(&stream, serde_json::from_str(&line).unwrap());
+    })
 }

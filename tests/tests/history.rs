@@ -86,9 +86,7 @@ fn ids_go_on_across_restarts() {
 #[test]
 fn history_can_be_turned_off() {
     let mut env = TestEnv::new();
-    let config = env.root.path().join("c.toml");
-    std::fs::write(&config, "[api_daemon]\nenable_command_history = false\n").unwrap();
-    env.set_env("MCLI_CONFIG", &config);
+    env.use_config("[api_daemon]\nenable_command_history = false\n");
     env.client(&["-q", "hello"]).expect_code(0);
     let all = json(&env.server(&["history", "--json"]));
     assert_eq!(all["entries"], serde_json::json!([]));
@@ -101,9 +99,7 @@ fn history_can_be_turned_off() {
 #[test]
 fn retention_keeps_the_newest_entries() {
     let mut env = TestEnv::new();
-    let config = env.root.path().join("c.toml");
-    std::fs::write(&config, "[server]\nhistory_max_entries = 3\n").unwrap();
-    env.set_env("MCLI_CONFIG", &config);
+    env.use_config("[server]\nhistory_max_entries = 3\n");
     for i in 0..5 {
         env.client(&["-q", "echo", &i.to_string()]).expect_code(0);
     }
@@ -212,9 +208,7 @@ fn a_large_log_is_rotated_when_the_server_starts() {
 #[test]
 fn an_idle_server_exits() {
     let mut env = TestEnv::new();
-    let config = env.root.path().join("c.toml");
-    std::fs::write(&config, "[server]\nidle_timeout = 1\n").unwrap();
-    env.set_env("MCLI_CONFIG", &config);
+    env.use_config("[server]\nidle_timeout = 1\n");
     env.client(&["-q", "sleep", "1.5"]).expect_code(0);
     let pid = pid_of(&env);
     wait_until("the idle server exits", || process_gone(pid));
@@ -225,9 +219,7 @@ fn an_idle_server_exits() {
 #[test]
 fn a_connection_keeps_the_server_from_idling_out() {
     let mut env = TestEnv::new();
-    let config = env.root.path().join("c.toml");
-    std::fs::write(&config, "[server]\nidle_timeout = 0.5\n").unwrap();
-    env.set_env("MCLI_CONFIG", &config);
+    env.use_config("[server]\nidle_timeout = 0.5\n");
     env.client(&["-q", "hello"]).expect_code(0);
     let pid = pid_of(&env);
     let mut conn = mcli_tests::RawConn::connect(&env.socket("server"));

@@ -23,9 +23,7 @@ fn script(dir: &std::path::Path, name: &str, body: &str) {
 #[test]
 fn a_command_queued_at_shutdown_runs_on_the_next_server() {
     let mut env = TestEnv::new();
-    let config = env.root.path().join("c.toml");
-    std::fs::write(&config, "[api_daemon]\nmax_concurrent_commands = 1\n").unwrap();
-    env.set_env("MCLI_CONFIG", &config);
+    env.use_config("[api_daemon]\nmax_concurrent_commands = 1\n");
     env.server(&["start"]).expect_code(0);
     let first_pid = env.server_file("server")["pid"].as_u64().unwrap();
     let running = env.client_cmd(&["-q", "sleep", "1"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
@@ -47,9 +45,7 @@ fn a_command_queued_at_shutdown_runs_on_the_next_server() {
 #[test]
 fn settings_too_large_for_a_duration_are_refused() {
     let mut env = TestEnv::new();
-    let config = env.root.path().join("c.toml");
-    std::fs::write(&config, "[api_daemon]\ncommand_timeout = 1e20\n").unwrap();
-    env.set_env("MCLI_CONFIG", &config);
+    env.use_config("[api_daemon]\ncommand_timeout = 1e20\n");
     let run = env.server(&["start"]);
     run.expect_code(1);
     assert!(
