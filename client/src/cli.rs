@@ -190,6 +190,9 @@ enum ConnectFailure {
     Fatal(String),
 }
 
+/// Attempts at one call when the server is shutting down under it.
+const RETRIES: usize = 4;
+
 pub fn run(cli: Cli) -> i32 {
     if cli.stdio {
         return crate::bridge::run(&cli);
@@ -215,8 +218,10 @@ pub fn run(cli: Cli) -> i32 {
         Ok(params) => params,
         Err(status) => return status,
     };
-    // One retry: a server that was shutting down is replaced by a new one.
-    for attempt in 0..2 {
+    // A server that was shutting down is replaced by a new one. A few attempts, not one: a
+    // client told to retry can land in the backlog of the old server's closing listener.
+    for attempt in 0..RETRIES {
+        let may_retry = attempt + 1 < RETRIES && !params.stdin_stream;
         let mut conn = match target.connect(matches!(fallback, Fallback::Start), cli.quiet, Framing::Lines) {
             Ok(conn) => conn,
             Err(ConnectFailure::NoServer) => match &fallback {
@@ -228,14 +233,12 @@ pub fn run(cli: Cli) -> i32 {
         };
         match execute(&mut conn, &params, cli.json) {
             // A retry is safe only if no input was consumed for the first attempt.
-            Err(CallError::Rpc(err)) if err.code == code::SHUTTING_DOWN && attempt == 0 && !params.stdin_stream => {
+            Err(CallError::Rpc(err)) if err.code == code::SHUTTING_DOWN && may_retry => {
                 // The old server holds its name until it exits; a new one waits for it.
                 continue;
             }
             Err(CallError::Io(err))
-                if matches!(err.kind(), io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe)
-                    && attempt == 0
-                    && !params.stdin_stream =>
+                if matches!(err.kind(), io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe) && may_retry =>
             {
                 // A server that was dying as we connected: it closed without reading the
                 // request (a reset or a broken pipe while sending it), so sending it again is safe.

@@ -49,12 +49,14 @@ pub async fn accept_loop(
     let mut next_id = 0usize;
     loop {
         let accepted = tokio::select! {
-            accepted = listener.inner().accept() => accepted,
+            // Stopping comes first: a connection accepted now would only be closed unanswered.
+            biased;
+            () = state.stop.cancelled() => break,
             Some(new) = rebound.recv() => {
                 listener = new;
                 continue;
             }
-            () = state.stop.cancelled() => break,
+            accepted = listener.inner().accept() => accepted,
         };
         let stream = match accepted {
             Ok((stream, _)) => stream,

@@ -29,8 +29,9 @@ pub async fn accept_loop(state: State, methods: Methods, listener: TcpListener, 
     let mut next_id = 1_000_000usize;
     loop {
         let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
+            biased;
             () = state.stop.cancelled() => break,
+            accepted = listener.accept() => accepted,
         };
         let (stream, from) = match accepted {
             Ok(accepted) => accepted,
