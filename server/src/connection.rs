@@ -121,6 +121,11 @@ impl ConnectionCtx {
         requests.finished.insert(key);
     }
 
+    /// The token that ends every request of this connection, as when its peer hangs up.
+    pub fn hang_up_token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
     pub fn cancel_request(&self, key: &str) {
         let mut requests = self.requests();
         if let Some(token) = requests.running.get(key) {

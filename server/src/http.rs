@@ -70,85 +70,59 @@ pub async fn serve(state: State, methods: Methods, listener: tokio::net::TcpList
         .layer(middleware::from_fn(require_json))
         .layer(middleware::from_fn_with_state(bridge.clone(), check_host))
         .with_state(bridge);
-    let stop = state.stop.clone();
-    let listener = BoundedListener { inner: listener, slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS)) };
-    if let Err(err) = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await {
-        tracing::error!(%err, "the HTTP bridge failed");
-    }
+    accept_loop(state, listener, app).await;
 }
 
 /// HTTP connections served at once; further ones wait in the kernel's backlog.
 const MAX_CONNECTIONS: usize = 512;
 
-/// A TCP listener that holds a slot for each open connection, so that idle or slow clients
-/// cannot take every descriptor of the server.
-struct BoundedListener {
-    inner: tokio::net::TcpListener,
-    slots: Arc<tokio::sync::Semaphore>,
-}
+/// How long a client may take to send a request's headers, and how long a kept-alive
+/// connection may sit idle: a slow or silent client cannot hold a connection slot for long.
+const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-impl axum::serve::Listener for BoundedListener {
-    type Io = Counted;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Counted, SocketAddr) {
-        loop {
-            let Ok(slot) = Arc::clone(&self.slots).acquire_owned().await else {
-                std::future::pending::<()>().await;
+/// Accepts connections while a slot is free, each served by hyper with a header-read timeout,
+/// until the server stops; then lets each connection finish its request in flight.
+async fn accept_loop(state: State, listener: tokio::net::TcpListener, app: Router) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    loop {
+        let slot = tokio::select! {
+            biased;
+            () = state.stop.cancelled() => break,
+            slot = Arc::clone(&slots).acquire_owned() => slot,
+        };
+        let Ok(slot) = slot else { break };
+        let accepted = tokio::select! {
+            biased;
+            () = state.stop.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(err) => {
+                tracing::warn!(%err, "HTTP accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
-            };
-            match self.inner.accept().await {
-                Ok((stream, addr)) => return (Counted { stream, _slot: slot }, addr),
-                Err(err) => {
-                    tracing::warn!(%err, "HTTP accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
             }
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.inner.local_addr()
-    }
-}
-
-/// An accepted connection and the slot it holds until it closes.
-struct Counted {
-    stream: tokio::net::TcpStream,
-    _slot: tokio::sync::OwnedSemaphorePermit,
-}
-
-impl tokio::io::AsyncRead for Counted {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl tokio::io::AsyncWrite for Counted {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
+        };
+        let (service, stop) = (service.clone(), state.stop.clone());
+        state.tasks.spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+            let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let mut connection = std::pin::pin!(connection);
+            let served = tokio::select! {
+                served = connection.as_mut() => served,
+                () = stop.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(err) = served {
+                tracing::debug!(%err, "HTTP connection ended");
+            }
+            drop(slot);
+        });
     }
 }
 
@@ -259,14 +233,23 @@ impl Bridge {
 
     /// Dispatches one raw JSON-RPC message (or batch) as a connection of its own; output is not
     /// streamed over HTTP unless asked for, and then dropped.
+    ///
+    /// The call runs in a task of its own: when the HTTP client goes away, hyper drops this
+    /// future, and the guard cancels the call, which then ends (its process tree with it) and is
+    /// recorded like any cancelled call instead of vanishing mid-run.
     async fn raw(&self, message: &[u8]) -> Option<Vec<u8>> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (ctx, mut outgoing) = ConnectionCtx::new(&self.state, id, "http", false);
-        let drain = tokio::spawn(async move { while outgoing.recv().await.is_some() {} });
-        let reply = dispatch::handle_message(&self.methods, &ctx, message).await;
-        drop(ctx);
-        let _ = drain.await;
-        reply
+        let _hang_up = ctx.hang_up_token().drop_guard();
+        let (methods, message) = (self.methods.clone(), message.to_vec());
+        let call = self.state.tasks.spawn(async move {
+            let drain = tokio::spawn(async move { while outgoing.recv().await.is_some() {} });
+            let reply = dispatch::handle_message(&methods, &ctx, &message).await;
+            drop(ctx);
+            let _ = drain.await;
+            reply
+        });
+        call.await.ok().flatten()
     }
 }
 

@@ -908,3 +908,51 @@ fn execute_keeps_binary_output_and_stderr() {
     assert_eq!(result["output_b64"], "//4=", "{result}");
     assert_eq!(result["stderr"], "warn\n", "{result}");
 }
+
+#[test]
+fn a_client_that_hangs_up_mid_execute_ends_the_command_and_it_is_recorded() {
+    let env = TestEnv::new();
+    let commands = env.config_home.join("mcli/commands");
+    std::fs::create_dir_all(&commands).expect("create the commands dir");
+    let pid_file = env.root.path().join("pid");
+    let script = commands.join("linger");
+    std::fs::write(&script, format!("#!/bin/sh\necho $$ > '{}'\nexec sleep 60\n", pid_file.display())).expect("write");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    let bridge = start(&env, &["--http"]);
+
+    let mut stream = TcpStream::connect(&bridge.addr).expect("connect");
+    let body = json!({"command_name": "linger"}).to_string();
+    let head = format!(
+        "POST /execute HTTP/1.1\r\nHost: {}\r\nAuthorization: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        bridge.addr,
+        bridge.bearer(),
+        body.len()
+    );
+    stream.write_all((head + &body).as_bytes()).expect("send the request");
+    wait_active(&bridge, 1);
+    wait_until("the script wrote its pid", || std::fs::read_to_string(&pid_file).is_ok_and(|p| p.ends_with('\n')));
+    let pid: u32 = std::fs::read_to_string(&pid_file).expect("pid").trim().parse().expect("a pid");
+    drop(stream);
+
+    wait_active(&bridge, 0);
+    wait_until("the command's process is gone", || process_gone(pid));
+    let history = bridge.get("/history?command=linger").expect(200);
+    assert_eq!(history["entries"][0]["status"], "cancelled", "{history}");
+    assert_eq!(history["entries"][0]["transport"], "http", "{history}");
+}
+
+#[test]
+fn a_client_that_never_finishes_its_headers_is_closed() {
+    let (_env, bridge) = bridge();
+    let mut stream = TcpStream::connect(&bridge.addr).expect("connect");
+    stream.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n").expect("send half a request");
+    // The bridge's header-read timeout is 10 s; the read ends with the connection closed.
+    stream.set_read_timeout(Some(WAIT)).expect("read timeout");
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let read = stream.read_to_end(&mut rest);
+    assert!(read.is_ok(), "the connection was not closed within {WAIT:?}: {read:?}");
+    assert!(started.elapsed() >= std::time::Duration::from_secs(5), "closed after {:?}", started.elapsed());
+    // And the bridge goes on serving.
+    assert_eq!(bridge.get_open("/health").expect(200)["status"], "healthy");
+}
