@@ -15,13 +15,17 @@ A manifest with a `[worker]` table runs such a script; mcli keeps it running bet
 worker reads `run` requests (one JSON-RPC message per line) on standard input and writes
 `output` notifications and the answer on standard output, so inside a command `print` and
 `sys.stderr` reach the client, and anything the worker logs outside a call goes to the server's
-log through standard error. An exception gives exit code 1 and its traceback on stderr.
+log through standard error. An exception gives exit code 1 and its traceback on stderr. A
+timeout or cancel raises KeyboardInterrupt inside the command (exit code 130) and the worker
+stays warm; a command that swallows it is killed after the server's grace period.
 """
 
 import base64
 import io
 import json
 import os
+import queue
+import signal
 import sys
 import threading
 import traceback
@@ -105,7 +109,62 @@ class _BinaryOutput(io.RawIOBase):
         return len(data)
 
 
+# Cancellation. A reader thread takes the server's messages; a `cancel` for the running call, or
+# the server going away, interrupts the main thread with SIGINT, so that even a blocking call
+# such as time.sleep ends with KeyboardInterrupt. The handler raises only while a command runs,
+# and at most once per call, so the interrupt can never land in the protocol code.
+_LOCK = threading.Lock()
+_running = None  # the id of the call in progress, while the main thread runs it
+_cancelled = None  # the id of a call cancelled before it started
+_armed = False  # whether SIGINT may raise now (read and written in the main thread only)
+_interruptible = False  # whether serve() installed the handler
+
+
+def _on_interrupt(signum, frame):
+    global _armed
+    if _armed:
+        _armed = False
+        raise KeyboardInterrupt
+
+
+def _interrupt(call_id):
+    """From the reader thread: stops call `call_id` if it is the one running."""
+    global _running, _cancelled
+    with _LOCK:
+        if _running is None or _running != call_id:
+            _cancelled = call_id
+            return
+        _running = None
+    if _interruptible:
+        os.kill(os.getpid(), signal.SIGINT)
+
+
+def _read_requests(calls):
+    for line in _REQUESTS:
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            message = json.loads(line)
+        except ValueError:
+            print(f"mcli_worker: ignored a line that is not JSON: {line[:80]!r}", file=sys.__stderr__)
+            continue
+        if not isinstance(message, dict):
+            continue
+        if message.get("method") == "run" and "id" in message:
+            calls.put(message)
+        elif message.get("method") == "cancel":
+            _interrupt((message.get("params") or {}).get("id"))
+    # The server has gone: end the call in progress, then serve() returns.
+    with _LOCK:
+        running = _running
+    if running is not None:
+        _interrupt(running)
+    calls.put(None)
+
+
 def _run(params):
+    global _armed
     name = params.get("command")
     function = _COMMANDS.get(name)
     if function is None:
@@ -119,7 +178,10 @@ def _run(params):
             sys.stderr.write(f"mcli_worker: cannot enter {cwd}: {error}\n")
             return 1
     try:
+        _armed = True
         result = function(*params.get("args", []))
+    except KeyboardInterrupt:
+        return 130
     except SystemExit as exit:
         code = exit.code
         if isinstance(code, int):
@@ -131,23 +193,30 @@ def _run(params):
     except Exception:  # noqa: BLE001 - any failure of the command is its exit status
         traceback.print_exc()
         return 1
+    finally:
+        _armed = False
     return result if isinstance(result, int) and not isinstance(result, bool) else 0
 
 
 def serve():
     """Serves calls until standard input closes."""
+    global _running, _cancelled, _interruptible
+    try:
+        signal.signal(signal.SIGINT, _on_interrupt)
+        _interruptible = True
+    except ValueError:
+        pass  # not the main thread: a cancelled call runs on, and the server ends the worker
+    calls = queue.Queue()
+    threading.Thread(target=_read_requests, args=(calls,), name="mcli-requests", daemon=True).start()
     saved = (sys.stdout, sys.stderr, sys.stdin)
-    for line in _REQUESTS:
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            message = json.loads(line)
-        except ValueError:
-            print(f"mcli_worker: ignored a line that is not JSON: {line[:80]!r}", file=saved[1])
-            continue
-        if message.get("method") != "run" or "id" not in message:
-            continue  # `cancel` and unknown notifications: a call cannot be interrupted here
+    while True:
+        message = calls.get()
+        if message is None:
+            return
+        with _LOCK:
+            skip = _cancelled == message["id"]
+            _running = None if skip else message["id"]
+            _cancelled = None
         params = message.get("params") or {}
         stdout, stderr = _Output("stdout"), _Output("stderr")
         stdout.buffer = _BinaryOutput("stdout")
@@ -160,9 +229,16 @@ def serve():
             os.environ.clear()
             os.environ.update(params["env"])
         try:
-            code = _run(params)
+            code = 130 if skip else _run(params)
+        except KeyboardInterrupt:
+            code = 130  # the interrupt came as the command ended
         finally:
+            with _LOCK:
+                _running = None
             sys.stdout, sys.stderr, sys.stdin = saved
             os.environ.clear()
             os.environ.update(environ)
-        _send({"jsonrpc": "2.0", "id": message["id"], "result": {"exit_code": int(code)}})
+        try:
+            _send({"jsonrpc": "2.0", "id": message["id"], "result": {"exit_code": int(code)}})
+        except OSError:
+            return  # the server has gone

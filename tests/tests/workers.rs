@@ -44,6 +44,15 @@ def slow(seconds="30"):
     print(f"pid={os.getpid()}", flush=True)
     time.sleep(float(seconds))
 
+@command("stubborn")
+def stubborn():
+    print(f"pid={os.getpid()}", flush=True)
+    while True:
+        try:
+            time.sleep(30)
+        except KeyboardInterrupt:
+            print("not stopping", flush=True)
+
 @command("where")
 def where():
     print(os.getcwd())
@@ -80,7 +89,9 @@ fn setup(env: &TestEnv, worker_table: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("worker.py"), WORKER).unwrap();
     let helper = helper_dir();
-    for name in ["counter", "status7", "boom", "crash", "slow", "where", "garble", "upper", "child", "rawname"] {
+    for name in
+        ["counter", "status7", "boom", "crash", "slow", "stubborn", "where", "garble", "upper", "child", "rawname"]
+    {
         let manifest = format!(
             "run = [\"python3\", \"worker.py\"]\nenv = {{ PYTHONPATH = \"{}\" }}\n[worker]\n{worker_table}\n",
             helper.display()
@@ -171,16 +182,17 @@ fn idle_workers_are_stopped() {
 }
 
 #[test]
-fn timeouts_and_cancels_reach_the_worker() {
+fn timeouts_and_cancels_interrupt_the_call_and_the_worker_stays_warm() {
     let env = TestEnv::new();
-    setup(&env, "");
+    setup(&env, "max_workers = 1");
     let started = Instant::now();
     let timed_out = env.client(&["-q", "-t", "0.5", "slow", "30"]);
     timed_out.expect_code(124);
     assert!(started.elapsed() < Duration::from_secs(10));
-    let pid: u32 = field(&timed_out.stdout, "pid").parse().unwrap();
-    wait_until("the stuck worker is killed", || process_gone(pid));
-    env.client(&["-q", "counter"]).expect_code(0);
+    let pid = field(&timed_out.stdout, "pid");
+    let after = env.client(&["-q", "counter"]);
+    after.expect_code(0);
+    assert_eq!(field(&after.stdout, "pid"), pid, "the same worker serves the next call");
 
     // Ctrl-C at the client cancels the call the same way.
     let mut child =
@@ -191,8 +203,41 @@ fn timeouts_and_cancels_reach_the_worker() {
     std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.as_mut().unwrap()), &mut line).unwrap();
     let run = Run::wait(child);
     run.expect_code(130);
+    assert_eq!(field(&line, "pid"), pid);
+    let after = env.client(&["-q", "counter"]);
+    after.expect_code(0);
+    assert_eq!(field(&after.stdout, "pid"), pid, "still the same worker");
+    assert!(after.stdout.contains("calls=2"), "its state survived: {}", after.stdout);
+}
+
+#[test]
+fn a_call_that_ignores_its_cancel_costs_the_worker() {
+    let env = TestEnv::new();
+    setup(&env, "max_workers = 1");
+    let run = env.client(&["-q", "-t", "0.5", "stubborn"]);
+    run.expect_code(124);
+    assert!(run.stdout.contains("not stopping"), "the interrupt reached it: {}", run.stdout);
+    let pid: u32 = field(&run.stdout, "pid").parse().unwrap();
+    wait_until("the stuck worker is killed", || process_gone(pid));
+    let next = env.client(&["-q", "counter"]);
+    next.expect_code(0);
+    assert_ne!(field(&next.stdout, "pid"), pid.to_string(), "a new worker");
+}
+
+#[test]
+fn a_worker_ends_when_the_server_dies_mid_call() {
+    let env = TestEnv::new();
+    setup(&env, "");
+    let mut child =
+        env.client_cmd(&["-q", "slow", "300"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.as_mut().unwrap()), &mut line).unwrap();
     let pid: u32 = field(&line, "pid").parse().unwrap();
-    wait_until("the cancelled worker is killed", || process_gone(pid));
+    let server = env.server_file("server")["pid"].as_u64().unwrap() as i32;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(server), nix::sys::signal::Signal::SIGKILL).unwrap();
+    wait_until("the orphaned worker exits", || process_gone(pid));
+    let run = Run::wait(child);
+    assert_ne!(run.code, Some(0), "the call did not complete");
 }
 
 #[test]
@@ -235,6 +280,13 @@ fn without_a_server_a_worker_command_runs_once_locally() {
     run.expect_code(0);
     assert!(run.stdout.contains("calls=1 args=local"), "{}", run.stdout);
     env.client(&["status7"]).expect_code(7);
+    // Piped input reaches the one-shot worker as it does a warm one.
+    let mut child = env.client_cmd(&["upper"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"piped to a local worker\n").unwrap();
+    drop(child.stdin.take());
+    let run = Run::wait(child);
+    run.expect_code(0);
+    assert_eq!(run.stdout, "PIPED TO A LOCAL WORKER\n");
     assert!(env.server_pids().is_empty());
 }
 
