@@ -97,8 +97,9 @@ impl Workers {
         pool.state().busy.insert(pid, (name.to_owned(), worker.calls));
         let stdin = match std::mem::take(&mut inv.stdin) {
             Stdin::Bytes(bytes) => Some(bytes),
-            Stdin::Stream(rx) => match collect_stdin(rx, cancel).await {
+            Stdin::Stream(rx) => match mcli_shared::worker::gather_stdin(rx, cancel).await {
                 Ok(bytes) => Some(bytes),
+                Err(_) if cancel.is_cancelled() => return Outcome::ended(ExecStatus::Cancelled, started),
                 Err(why) => return failed(out, why, started).await,
             },
             Stdin::Null | Stdin::Inherit => None,
@@ -169,30 +170,7 @@ fn spawn(manifest: &Manifest) -> Result<Worker, String> {
     .map_err(|e| format!("cannot start the worker {}: {e}", program.display()))
 }
 
-/// Standard input streamed by the client, whole (a worker gets its input with the call), up to
-/// 16 MiB; a cancel stops the wait.
-async fn collect_stdin(
-    mut rx: mpsc::Receiver<bytes::Bytes>,
-    cancel: &CancellationToken,
-) -> Result<bytes::Bytes, String> {
-    const LIMIT: usize = 16 * 1024 * 1024;
-    let mut data = Vec::new();
-    loop {
-        let chunk = tokio::select! {
-            chunk = rx.recv() => chunk,
-            () = cancel.cancelled() => return Err("cancelled while reading standard input".to_owned()),
-        };
-        match chunk {
-            Some(chunk) if data.len() + chunk.len() > LIMIT => {
-                return Err("standard input for a worker command is limited to 16 MiB".to_owned());
-            }
-            Some(chunk) => data.extend_from_slice(&chunk),
-            None => return Ok(data.into()),
-        }
-    }
-}
-
 async fn failed(out: &mpsc::Sender<Chunk>, why: String, started: Instant) -> Outcome {
     let _ = out.send(Chunk { stream: Stream::Stderr, data: format!("mcli: {why}\n").into() }).await;
-    Outcome { status: ExecStatus::Failed, exit_code: None, signal: None, duration: started.elapsed() }
+    Outcome::ended(ExecStatus::Failed, started)
 }

@@ -105,7 +105,8 @@ impl Outcome {
         Outcome { status, exit_code: Some(code), signal: None, duration: started.elapsed() }
     }
 
-    fn ended(status: ExecStatus, started: Instant) -> Self {
+    /// An execution that ended without an exit status of its own (timed out, cancelled, ...).
+    pub fn ended(status: ExecStatus, started: Instant) -> Self {
         Outcome { status, exit_code: None, signal: None, duration: started.elapsed() }
     }
 
@@ -163,7 +164,7 @@ pub async fn run(
 async fn run_worker_once(
     manifest: &Manifest,
     name: &str,
-    inv: Invocation,
+    mut inv: Invocation,
     out: &mpsc::Sender<Chunk>,
     cancel: &CancellationToken,
     started: Instant,
@@ -182,9 +183,23 @@ async fn run_worker_once(
             return Outcome::exited(127, started);
         }
     };
-    let stdin = match &inv.stdin {
-        Stdin::Bytes(bytes) => Some(bytes.clone()),
-        _ => None,
+    let stdin = match std::mem::take(&mut inv.stdin) {
+        Stdin::Bytes(bytes) => Ok(Some(bytes)),
+        Stdin::Stream(rx) => crate::worker::gather_stdin(rx, cancel).await.map(Some),
+        Stdin::Inherit => crate::worker::gather_stdin(crate::worker::own_stdin(), cancel).await.map(Some),
+        Stdin::Null => Ok(None),
+    };
+    let stdin = match stdin {
+        Ok(stdin) => stdin,
+        Err(_) if cancel.is_cancelled() => {
+            worker.kill();
+            return Outcome::ended(ExecStatus::Cancelled, started);
+        }
+        Err(why) => {
+            worker.kill();
+            emit(out, Stream::Stderr, format!("mcli: {why}\n")).await;
+            return Outcome::ended(ExecStatus::Failed, started);
+        }
     };
     let call = crate::worker::Call::of(name, inv, stdin);
     let outcome = worker.call(&call, out, cancel).await;

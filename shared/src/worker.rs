@@ -30,6 +30,52 @@ use crate::runner::{Chunk, Outcome};
 /// The longest message a worker may write.
 const MAX_MESSAGE: usize = 16 * 1024 * 1024;
 
+/// The most standard input a worker call takes: it goes to the worker whole, with the call.
+pub const MAX_STDIN: usize = 16 * 1024 * 1024;
+
+/// Gathers a call's streamed standard input, whole, up to [`MAX_STDIN`]; a cancel stops the
+/// wait.
+pub async fn gather_stdin(mut rx: mpsc::Receiver<Bytes>, cancel: &CancellationToken) -> Result<Bytes, String> {
+    let mut data = Vec::new();
+    loop {
+        let chunk = tokio::select! {
+            chunk = rx.recv() => chunk,
+            () = cancel.cancelled() => return Err("cancelled while reading standard input".to_owned()),
+        };
+        match chunk {
+            Some(chunk) if data.len() + chunk.len() > MAX_STDIN => {
+                return Err("standard input for a worker command is limited to 16 MiB".to_owned());
+            }
+            Some(chunk) => data.extend_from_slice(&chunk),
+            None => return Ok(data.into()),
+        }
+    }
+}
+
+/// This process's own standard input as a stream of chunks, read by a thread of its own (a
+/// read that never ends must not keep the process from exiting).
+pub fn own_stdin() -> mpsc::Receiver<Bytes> {
+    let (tx, rx) = mpsc::channel(4);
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut stdin = std::io::stdin().lock();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match stdin.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => {
+                    if tx.blocking_send(Bytes::copy_from_slice(&buf[..n])).is_err() {
+                        return;
+                    }
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
+    });
+    rx
+}
+
 /// One call's inputs.
 #[derive(Debug, Clone)]
 pub struct Call {
