@@ -138,8 +138,8 @@ impl ConnectionCtx {
 
 impl Hangup for tokio::net::tcp::OwnedReadHalf {
     /// A TCP peer that closed entirely looks like a half-close until something is written to
-    /// it: its requests then end when their output or reply cannot be delivered (or at their
-    /// timeout), while a real half-close still gets its replies.
+    /// it: its requests then end when their output cannot be delivered or when a keepalive
+    /// probe draws a reset (see `tcp::keep_alive`), while a real half-close gets its replies.
     fn peer_hung_up(&self) -> bool {
         use std::os::fd::AsFd;
         let stream: &tokio::net::TcpStream = self.as_ref();

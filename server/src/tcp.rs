@@ -48,6 +48,7 @@ pub async fn accept_loop(state: State, methods: Methods, listener: TcpListener, 
         };
         next_id += 1;
         let _ = stream.set_nodelay(true);
+        keep_alive(&stream);
         let (reader, writer) = stream.into_split();
         let peer = Peer { id: next_id, transport: "tcp", token: Some(Arc::clone(&token)), eof_ends_session: false };
         let (state2, methods) = (State::clone(&state), methods.clone());
@@ -55,5 +56,21 @@ pub async fn accept_loop(state: State, methods: Methods, listener: TcpListener, 
             connection::serve(state2, methods, peer, reader, writer, DEFAULT_MAX_FRAME).await;
             drop(slot);
         });
+    }
+}
+
+/// Turns on keepalive probes. A peer that closed entirely looks like a half-close (both send
+/// FIN) until the server writes to it; for a command that writes nothing, the probes do the
+/// writing: once the peer's side of the connection is gone (the kernel keeps it about a minute
+/// after the close), a probe draws a reset, the connection shows as hung up and its requests
+/// end. A peer whose host vanished is noticed after 20 s of unanswered probes.
+fn keep_alive(stream: &tokio::net::TcpStream) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let set = setsockopt(stream, sockopt::KeepAlive, &true)
+        .and_then(|()| setsockopt(stream, sockopt::TcpKeepIdle, &5))
+        .and_then(|()| setsockopt(stream, sockopt::TcpKeepInterval, &5))
+        .and_then(|()| setsockopt(stream, sockopt::TcpKeepCount, &3));
+    if let Err(err) = set {
+        tracing::debug!(%err, "cannot turn on TCP keepalive");
     }
 }

@@ -726,3 +726,41 @@ fn history_ids_match_execution_ids_beside_a_stdio_session() {
     assert_ne!(second["id"], stdio_id, "two executions reported the same id");
     assert_eq!(entry_of(json!(["second"]))["id"], second["id"], "{entries:?}");
 }
+
+#[test]
+fn a_tcp_peer_that_closes_entirely_ends_its_silent_command_and_a_half_close_gets_its_reply() {
+    let env = TestEnv::new();
+    let (addr, token) = tcp_server(&env);
+    let authenticated = || {
+        let mut conn = Tcp::connect(&addr);
+        let reply = conn.call(json!(0), "authenticate", json!({"token": token}));
+        assert_eq!(result(&reply)["ok"], true, "{reply}");
+        conn
+    };
+
+    // A half-close: the peer sends its request, shuts its sending side and reads the reply.
+    let mut half = authenticated();
+    half.send(Framing::Lines, &request(json!(1), "execute", json!({"command": "sleep", "args": ["1"]})));
+    half.stream.shutdown(std::net::Shutdown::Write).expect("shut down the sending side");
+    let reply = half.recv(Framing::Lines);
+    assert_eq!(result(&reply)["status"], "completed", "{reply}");
+
+    // A full close while a command that writes nothing runs: the keepalive probes find the
+    // peer gone once its kernel has let go of the connection (about a minute), and the
+    // command is cancelled long before its own 300 s.
+    let mut gone = authenticated();
+    gone.send(Framing::Lines, &request(json!(1), "execute", json!({"command": "sleep", "args": ["300"]})));
+    env.wait_for_active_command();
+    drop(gone);
+    let status = || {
+        let run = env.server(&["status", "--json"]);
+        serde_json::from_str::<Value>(&run.stdout).unwrap_or_else(|e| panic!("status: {e}: {}", run.stdout))
+    };
+    let deadline = Instant::now() + Duration::from_secs(150);
+    while status()["active_commands"].as_array().is_some_and(|a| !a.is_empty()) {
+        assert!(Instant::now() < deadline, "the command of a peer that closed still runs");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let entries = history(&env);
+    assert_eq!(entries[0]["status"], "cancelled", "{entries:?}");
+}
