@@ -115,6 +115,7 @@ class _BinaryOutput(io.RawIOBase):
 # and at most once per call, so the interrupt can never land in the protocol code.
 _LOCK = threading.Lock()
 _running = None  # the id of the call in progress, while the main thread runs it
+_stop = False  # the call in progress was cancelled (checked when its command starts)
 _cancelled = None  # the id of a call cancelled before it started
 _armed = False  # whether SIGINT may raise now (read and written in the main thread only)
 _interruptible = False  # whether serve() installed the handler
@@ -129,38 +130,48 @@ def _on_interrupt(signum, frame):
 
 def _interrupt(call_id):
     """From the reader thread: stops call `call_id` if it is the one running."""
-    global _running, _cancelled
+    global _running, _cancelled, _stop
     with _LOCK:
         if _running is None or _running != call_id:
             _cancelled = call_id
             return
         _running = None
+        _stop = True
     if _interruptible:
         os.kill(os.getpid(), signal.SIGINT)
 
 
 def _read_requests(calls):
-    for line in _REQUESTS:
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            message = json.loads(line)
-        except ValueError:
-            print(f"mcli_worker: ignored a line that is not JSON: {line[:80]!r}", file=sys.__stderr__)
-            continue
-        if not isinstance(message, dict):
-            continue
-        if message.get("method") == "run" and "id" in message:
-            calls.put(message)
-        elif message.get("method") == "cancel":
-            _interrupt((message.get("params") or {}).get("id"))
-    # The server has gone: end the call in progress, then serve() returns.
-    with _LOCK:
-        running = _running
-    if running is not None:
-        _interrupt(running)
-    calls.put(None)
+    try:
+        for line in _REQUESTS:
+            _take(line, calls)
+    except Exception:  # noqa: BLE001 - unreadable input ends the worker like its end does
+        traceback.print_exc(file=sys.__stderr__)
+    finally:
+        # The server has gone: end the call in progress, then serve() returns.
+        with _LOCK:
+            running = _running
+        if running is not None:
+            _interrupt(running)
+        calls.put(None)
+
+
+def _take(line, calls):
+    line = line.strip()
+    if not line:
+        return
+    try:
+        message = json.loads(line)
+    except ValueError:
+        print(f"mcli_worker: ignored a line that is not JSON: {line[:80]!r}", file=sys.__stderr__)
+        return
+    if not isinstance(message, dict):
+        return
+    if message.get("method") == "run" and "id" in message:
+        calls.put(message)
+    elif message.get("method") == "cancel":
+        params = message.get("params")
+        _interrupt(params.get("id") if isinstance(params, dict) else None)
 
 
 def _run(params):
@@ -179,6 +190,9 @@ def _run(params):
             return 1
     try:
         _armed = True
+        if _stop:  # cancelled while the call was being set up, before SIGINT could raise
+            _armed = False
+            raise KeyboardInterrupt
         result = function(*params.get("args", []))
     except KeyboardInterrupt:
         return 130
@@ -198,9 +212,31 @@ def _run(params):
     return result if isinstance(result, int) and not isinstance(result, bool) else 0
 
 
+def _call(params):
+    """Runs one call with its output, input, environment and directory in place."""
+    params = params if isinstance(params, dict) else {}
+    saved = (sys.stdout, sys.stderr, sys.stdin)
+    environ = dict(os.environ)
+    stdout, stderr = _Output("stdout"), _Output("stderr")
+    stdout.buffer = _BinaryOutput("stdout")
+    stderr.buffer = _BinaryOutput("stderr")
+    try:
+        data = base64.b64decode(params["stdin_b64"]) if params.get("stdin_b64") else b""
+        sys.stdout, sys.stderr = stdout, stderr
+        sys.stdin = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", errors="surrogateescape")
+        if isinstance(params.get("env"), dict):
+            os.environ.clear()
+            os.environ.update(params["env"])
+        return _run(params)
+    finally:
+        sys.stdout, sys.stderr, sys.stdin = saved
+        os.environ.clear()
+        os.environ.update(environ)
+
+
 def serve():
     """Serves calls until standard input closes."""
-    global _running, _cancelled, _interruptible
+    global _running, _cancelled, _stop, _interruptible
     try:
         signal.signal(signal.SIGINT, _on_interrupt)
         _interruptible = True
@@ -208,7 +244,6 @@ def serve():
         pass  # not the main thread: a cancelled call runs on, and the server ends the worker
     calls = queue.Queue()
     threading.Thread(target=_read_requests, args=(calls,), name="mcli-requests", daemon=True).start()
-    saved = (sys.stdout, sys.stderr, sys.stdin)
     while True:
         message = calls.get()
         if message is None:
@@ -217,27 +252,17 @@ def serve():
             skip = _cancelled == message["id"]
             _running = None if skip else message["id"]
             _cancelled = None
-        params = message.get("params") or {}
-        stdout, stderr = _Output("stdout"), _Output("stderr")
-        stdout.buffer = _BinaryOutput("stdout")
-        stderr.buffer = _BinaryOutput("stderr")
-        data = base64.b64decode(params["stdin_b64"]) if params.get("stdin_b64") else b""
-        sys.stdout, sys.stderr = stdout, stderr
-        sys.stdin = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", errors="surrogateescape")
-        environ = dict(os.environ)
-        if isinstance(params.get("env"), dict):
-            os.environ.clear()
-            os.environ.update(params["env"])
+            _stop = False
         try:
-            code = 130 if skip else _run(params)
+            code = 130 if skip else _call(message.get("params"))
         except KeyboardInterrupt:
             code = 130  # the interrupt came as the command ended
+        except Exception:  # noqa: BLE001 - a call the worker cannot set up fails alone
+            traceback.print_exc(file=sys.__stderr__)
+            code = 1
         finally:
             with _LOCK:
                 _running = None
-            sys.stdout, sys.stderr, sys.stdin = saved
-            os.environ.clear()
-            os.environ.update(environ)
         try:
             _send({"jsonrpc": "2.0", "id": message["id"], "result": {"exit_code": int(code)}})
         except OSError:
