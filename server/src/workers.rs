@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use mcli_shared::manifest::Manifest;
 use mcli_shared::protocol::{ExecStatus, Stream, WorkerStatus};
-use mcli_shared::runner::{self, Chunk, Invocation, Outcome, Stdin};
+use mcli_shared::runner::{self, Chunk, Invocation, Outcome};
 use mcli_shared::worker::{Call, Worker};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -70,6 +70,11 @@ impl Workers {
                 state: Mutex::new(PoolState::default()),
             })
         }));
+        // The input first: a call waiting for it holds no worker.
+        let stdin = match runner::worker_stdin(&mut inv, out, cancel, started).await {
+            Ok(stdin) => stdin,
+            Err(outcome) => return outcome,
+        };
         let permit = tokio::select! {
             permit = Arc::clone(&pool.slots).acquire_owned() => permit,
             () = cancel.cancelled() => {
@@ -95,15 +100,6 @@ impl Workers {
         };
         let pid = worker.pid().unwrap_or(0);
         pool.state().busy.insert(pid, (name.to_owned(), worker.calls));
-        let stdin = match std::mem::take(&mut inv.stdin) {
-            Stdin::Bytes(bytes) => Some(bytes),
-            Stdin::Stream(rx) => match mcli_shared::worker::gather_stdin(rx, cancel).await {
-                Ok(bytes) => Some(bytes),
-                Err(_) if cancel.is_cancelled() => return Outcome::ended(ExecStatus::Cancelled, started),
-                Err(why) => return failed(out, why, started).await,
-            },
-            Stdin::Null | Stdin::Inherit => None,
-        };
         let call = Call::of(name, inv, stdin);
         let outcome = worker.call(&call, out, cancel).await;
         let mut state = pool.state();

@@ -169,6 +169,10 @@ async fn run_worker_once(
     cancel: &CancellationToken,
     started: Instant,
 ) -> Outcome {
+    let stdin = match worker_stdin(&mut inv, out, cancel, started).await {
+        Ok(stdin) => stdin,
+        Err(outcome) => return outcome,
+    };
     let spawned = Program::of_manifest(manifest, &inv).and_then(|program| {
         let dir = manifest.file.parent().unwrap_or(Path::new("/"));
         crate::worker::Worker::spawn(&program.path, &program.leading, dir, &program.extra_env, |line| {
@@ -183,28 +187,40 @@ async fn run_worker_once(
             return Outcome::exited(127, started);
         }
     };
-    let stdin = match std::mem::take(&mut inv.stdin) {
-        Stdin::Bytes(bytes) => Ok(Some(bytes)),
-        Stdin::Stream(rx) => crate::worker::gather_stdin(rx, cancel).await.map(Some),
-        Stdin::Inherit => crate::worker::gather_stdin(crate::worker::own_stdin(), cancel).await.map(Some),
-        Stdin::Null => Ok(None),
-    };
-    let stdin = match stdin {
-        Ok(stdin) => stdin,
-        Err(_) if cancel.is_cancelled() => {
-            worker.kill();
-            return Outcome::ended(ExecStatus::Cancelled, started);
-        }
-        Err(why) => {
-            worker.kill();
-            emit(out, Stream::Stderr, format!("mcli: {why}\n")).await;
-            return Outcome::ended(ExecStatus::Failed, started);
-        }
-    };
     let call = crate::worker::Call::of(name, inv, stdin);
     let outcome = worker.call(&call, out, cancel).await;
     worker.kill();
     outcome
+}
+
+/// A worker call's standard input, whole (a worker gets it with the call), gathered before the
+/// call takes a worker, within the call's timeout (which the wait uses up) and cancel. `Err` is
+/// how the call ends instead.
+pub async fn worker_stdin(
+    inv: &mut Invocation,
+    out: &mpsc::Sender<Chunk>,
+    cancel: &CancellationToken,
+    started: Instant,
+) -> Result<Option<Bytes>, Outcome> {
+    let rx = match std::mem::take(&mut inv.stdin) {
+        Stdin::Null => return Ok(None),
+        Stdin::Bytes(bytes) => return Ok(Some(bytes)),
+        Stdin::Stream(rx) => rx,
+        Stdin::Inherit => crate::worker::own_stdin(),
+    };
+    let gathered = tokio::select! {
+        gathered = crate::worker::gather_stdin(rx) => gathered,
+        () = deadline(inv.timeout) => return Err(Outcome::ended(ExecStatus::TimedOut, started)),
+        () = cancel.cancelled() => return Err(Outcome::ended(ExecStatus::Cancelled, started)),
+    };
+    inv.timeout = inv.timeout.map(|limit| limit.saturating_sub(started.elapsed()));
+    match gathered {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(why) => {
+            emit(out, Stream::Stderr, format!("mcli: {why}\n")).await;
+            Err(Outcome::ended(ExecStatus::Failed, started))
+        }
+    }
 }
 
 async fn run_builtin_bounded(

@@ -33,23 +33,16 @@ const MAX_MESSAGE: usize = 16 * 1024 * 1024;
 /// The most standard input a worker call takes: it goes to the worker whole, with the call.
 pub const MAX_STDIN: usize = 16 * 1024 * 1024;
 
-/// Gathers a call's streamed standard input, whole, up to [`MAX_STDIN`]; a cancel stops the
-/// wait.
-pub async fn gather_stdin(mut rx: mpsc::Receiver<Bytes>, cancel: &CancellationToken) -> Result<Bytes, String> {
+/// Gathers a call's streamed standard input, whole, up to [`MAX_STDIN`].
+pub async fn gather_stdin(mut rx: mpsc::Receiver<Bytes>) -> Result<Bytes, String> {
     let mut data = Vec::new();
-    loop {
-        let chunk = tokio::select! {
-            chunk = rx.recv() => chunk,
-            () = cancel.cancelled() => return Err("cancelled while reading standard input".to_owned()),
-        };
-        match chunk {
-            Some(chunk) if data.len() + chunk.len() > MAX_STDIN => {
-                return Err("standard input for a worker command is limited to 16 MiB".to_owned());
-            }
-            Some(chunk) => data.extend_from_slice(&chunk),
-            None => return Ok(data.into()),
+    while let Some(chunk) = rx.recv().await {
+        if data.len() + chunk.len() > MAX_STDIN {
+            return Err("standard input for a worker command is limited to 16 MiB".to_owned());
         }
+        data.extend_from_slice(&chunk);
     }
+    Ok(data.into())
 }
 
 /// This process's own standard input as a stream of chunks, read by a thread of its own (a

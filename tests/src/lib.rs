@@ -78,6 +78,11 @@ impl TestEnv {
         self.extra_env.push((key.into(), value.into()));
     }
 
+    /// Takes back what [`TestEnv::set_env`] set for `key`.
+    pub fn remove_env(&mut self, key: &str) {
+        self.extra_env.retain(|(k, _)| k != key);
+    }
+
     /// Writes `text` as a config file and points `MCLI_CONFIG` at it for every process from now on.
     pub fn use_config(&mut self, text: &str) -> PathBuf {
         let file = self.root.path().join("c.toml");

@@ -185,6 +185,8 @@ fn idle_workers_are_stopped() {
 fn timeouts_and_cancels_interrupt_the_call_and_the_worker_stays_warm() {
     let env = TestEnv::new();
     setup(&env, "max_workers = 1");
+    // A warm worker first: a cold one could still be starting when the 0.5 s are up.
+    env.client(&["-q", "counter"]).expect_code(0);
     let started = Instant::now();
     let timed_out = env.client(&["-q", "-t", "0.5", "slow", "30"]);
     timed_out.expect_code(124);
@@ -197,23 +199,23 @@ fn timeouts_and_cancels_interrupt_the_call_and_the_worker_stays_warm() {
     // Ctrl-C at the client cancels the call the same way.
     let mut child =
         env.client_cmd(&["-q", "slow", "30"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    env.wait_for_active_command();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
     let mut line = String::new();
     std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.as_mut().unwrap()), &mut line).unwrap();
+    assert_eq!(field(&line, "pid"), pid);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
     let run = Run::wait(child);
     run.expect_code(130);
-    assert_eq!(field(&line, "pid"), pid);
     let after = env.client(&["-q", "counter"]);
     after.expect_code(0);
     assert_eq!(field(&after.stdout, "pid"), pid, "still the same worker");
-    assert!(after.stdout.contains("calls=2"), "its state survived: {}", after.stdout);
+    assert!(after.stdout.contains("calls=3"), "its state survived: {}", after.stdout);
 }
 
 #[test]
 fn a_call_that_ignores_its_cancel_costs_the_worker() {
     let env = TestEnv::new();
     setup(&env, "max_workers = 1");
+    env.client(&["-q", "counter"]).expect_code(0);
     let run = env.client(&["-q", "-t", "0.5", "stubborn"]);
     run.expect_code(124);
     assert!(run.stdout.contains("not stopping"), "the interrupt reached it: {}", run.stdout);
@@ -344,4 +346,31 @@ fn stdin_stray_output_and_odd_bytes_do_not_break_a_worker() {
     let first = env.client(&["-q", "counter"]);
     let second = env.client(&["-q", "counter"]);
     assert_eq!(field(&first.stdout, "pid"), field(&second.stdout, "pid"), "the worker survived all that");
+}
+
+#[test]
+fn the_timeout_covers_waiting_for_input_that_never_ends() {
+    let mut env = TestEnv::new();
+    setup(&env, "max_workers = 1");
+    for local in [false, true] {
+        if local {
+            env.set_env("MCLI_DAEMON_ROUTING", "false");
+        }
+        // Standard input is a pipe this test keeps open and never writes to.
+        let mut child = env
+            .client_cmd(&["-q", "-t", "0.5", "upper"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let _open_input = child.stdin.take();
+        let run = Run::wait(child);
+        run.expect_code(124);
+    }
+    // The server's worker was never taken by the waiting call, and serves the next one.
+    env.remove_env("MCLI_DAEMON_ROUTING");
+    let status = status(&env);
+    assert_eq!(status["workers"].as_array().map(Vec::len), Some(0), "{status}");
+    env.client(&["-q", "counter"]).expect_code(0);
 }
