@@ -238,10 +238,14 @@ pub fn run(cli: Cli) -> i32 {
                 continue;
             }
             Err(CallError::Io(err))
-                if matches!(err.kind(), io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe) && may_retry =>
+                if matches!(err.kind(), io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe)
+                    && may_retry
+                    && conn.may_resend() =>
             {
                 // A server that was dying as we connected: it closed without reading the
-                // request (a reset or a broken pipe while sending it), so sending it again is safe.
+                // request (a reset or a broken pipe while sending it), so sending it again is
+                // safe. A moment's pause lets its listener close.
+                std::thread::sleep(std::time::Duration::from_millis(20 << attempt));
                 continue;
             }
             result => return report(result, &name, cli.json),

@@ -70,6 +70,9 @@ pub struct Connection {
     interrupts: Option<OwnedFd>,
     /// Set while standard input is still being forwarded.
     input_pending: Arc<AtomicBool>,
+    /// Whether the server has sent anything, or a cancel has been sent: then a failed call may
+    /// have started on the server and must not be sent again.
+    engaged: bool,
 }
 
 /// Sends notifications on a connection from any thread.
@@ -252,6 +255,7 @@ impl Connection {
             next_id: 1,
             interrupts: None,
             input_pending: Arc::new(AtomicBool::new(false)),
+            engaged: false,
         })
     }
 
@@ -323,6 +327,13 @@ impl Connection {
         })
     }
 
+    /// Whether a call that failed on this connection certainly did not reach a server that
+    /// runs it: nothing came back and no cancel went out (a server that closes with the
+    /// request unread resets the connection).
+    pub fn may_resend(&self) -> bool {
+        !self.engaged
+    }
+
     fn send<P: Serialize>(&mut self, method: &str, params: &P) -> Result<u64, CallError> {
         let id = self.next_id;
         self.next_id += 1;
@@ -344,6 +355,7 @@ impl Connection {
             let incoming = match self.recv() {
                 Err(CallError::Interrupt) if !interrupted => {
                     interrupted = true;
+                    self.engaged = true;
                     let cancel = serde_json::json!({ "id": id });
                     if self.input_pending.load(AtomicOrdering::SeqCst)
                         || self.notifier().try_notify(CANCEL_REQUEST_NOTIFICATION, &cancel).is_err()
@@ -382,6 +394,7 @@ impl Connection {
         loop {
             match self.codec.decode(&mut self.buf) {
                 Ok(Some(Frame::Message(bytes))) => {
+                    self.engaged = true;
                     return serde_json::from_slice(&bytes).map_err(|e| CallError::BadReply(e.to_string()));
                 }
                 Ok(Some(Frame::TooLarge { limit, .. })) => {
