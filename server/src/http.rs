@@ -105,7 +105,7 @@ async fn accept_loop(state: State, listener: tokio::net::TcpListener, app: Route
                 continue;
             }
         };
-        let (service, stop) = (service.clone(), state.stop.clone());
+        let (service, stop, close) = (service.clone(), state.stop.clone(), state.close_connections.clone());
         state.tasks.spawn(async move {
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
@@ -114,8 +114,13 @@ async fn accept_loop(state: State, listener: tokio::net::TcpListener, app: Route
             let served = tokio::select! {
                 served = connection.as_mut() => served,
                 () = stop.cancelled() => {
+                    // The request in flight gets its answer; a connection that has not sent
+                    // its request yet is closed when the server closes connections.
                     connection.as_mut().graceful_shutdown();
-                    connection.await
+                    tokio::select! {
+                        served = connection.as_mut() => served,
+                        () = close.cancelled() => Ok(()),
+                    }
                 }
             };
             if let Err(err) = served {

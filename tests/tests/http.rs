@@ -936,7 +936,12 @@ fn a_client_that_hangs_up_mid_execute_ends_the_command_and_it_is_recorded() {
 
     wait_active(&bridge, 0);
     wait_until("the command's process is gone", || process_gone(pid));
-    let history = bridge.get("/history?command=linger").expect(200);
+    // The row is committed just after the command leaves the active list.
+    let mut history = Value::Null;
+    wait_until("the call is in the history", || {
+        history = bridge.get("/history?command=linger").expect(200);
+        history["entries"].as_array().is_some_and(|e| !e.is_empty())
+    });
     assert_eq!(history["entries"][0]["status"], "cancelled", "{history}");
     assert_eq!(history["entries"][0]["transport"], "http", "{history}");
 }

@@ -761,6 +761,12 @@ fn a_tcp_peer_that_closes_entirely_ends_its_silent_command_and_a_half_close_gets
         assert!(Instant::now() < deadline, "the command of a peer that closed still runs");
         std::thread::sleep(Duration::from_millis(500));
     }
-    let entries = history(&env);
+    // The row is committed just after the command leaves the active list.
+    let mut entries = Vec::new();
+    wait_until("the cancelled call is in the history", || {
+        entries = history(&env);
+        entries.len() == 2
+    });
     assert_eq!(entries[0]["status"], "cancelled", "{entries:?}");
+    assert_eq!(entries[0]["args"], json!(["300"]), "{entries:?}");
 }
