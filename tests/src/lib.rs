@@ -197,7 +197,9 @@ impl TestEnv {
         for entry in entries.flatten() {
             let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
             let Ok(exe) = std::fs::read_link(entry.path().join("exe")) else { continue };
-            if exe.file_name().and_then(|n| n.to_str()) != Some("mcli-server") {
+            // A binary rebuilt while its server runs shows as "mcli-server (deleted)".
+            let name = exe.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            if name.strip_suffix(" (deleted)").unwrap_or(name) != "mcli-server" {
                 continue;
             }
             let Ok(environ) = std::fs::read(entry.path().join("environ")) else { continue };
