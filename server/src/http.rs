@@ -80,6 +80,10 @@ const MAX_CONNECTIONS: usize = 512;
 /// connection may sit idle: a slow or silent client cannot hold a connection slot for long.
 const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// How long a connection may still take to write its answer once the server closes
+/// connections.
+const FINAL_WRITE: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Accepts connections while a slot is free, each served by hyper with a header-read timeout,
 /// until the server stops; then lets each connection finish its request in flight.
 async fn accept_loop(state: State, listener: tokio::net::TcpListener, app: Router) {
@@ -114,12 +118,16 @@ async fn accept_loop(state: State, listener: tokio::net::TcpListener, app: Route
             let served = tokio::select! {
                 served = connection.as_mut() => served,
                 () = stop.cancelled() => {
-                    // The request in flight gets its answer; a connection that has not sent
-                    // its request yet is closed when the server closes connections.
+                    // The request in flight gets its answer. A connection that has not sent
+                    // its request yet would hold the shutdown up to the header timeout: once
+                    // the server closes connections (its commands have ended), what is left
+                    // has a moment to write its answer, then is closed.
                     connection.as_mut().graceful_shutdown();
                     tokio::select! {
                         served = connection.as_mut() => served,
-                        () = close.cancelled() => Ok(()),
+                        () = close.cancelled() => {
+                            tokio::time::timeout(FINAL_WRITE, connection.as_mut()).await.unwrap_or(Ok(()))
+                        }
                     }
                 }
             };
