@@ -9,23 +9,34 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
+use tracing_subscriber::prelude::*;
 
-/// Starts logging: `RUST_LOG` when set, else debug or info. With `log_file`, standard error is
-/// that file and is rotated at [`mcli_shared::paths::LOG_MAX_BYTES`].
+/// Starts logging: `RUST_LOG` when set (`LEVEL` or `TARGET=LEVEL`, comma-separated), else
+/// debug or info. With `log_file`, standard error is that file and is rotated at
+/// [`mcli_shared::paths::LOG_MAX_BYTES`].
 pub fn init(debug: bool, log_file: Option<PathBuf>) {
-    let default = if debug { "debug" } else { "info" };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).with_target(false);
-    let _ = match log_file {
+    let default = Targets::new().with_default(if debug { tracing::Level::DEBUG } else { tracing::Level::INFO });
+    let rust_log = std::env::var("RUST_LOG").ok().filter(|v| !v.trim().is_empty());
+    let parsed = rust_log.as_deref().map(str::parse::<Targets>);
+    let filter = match &parsed {
+        Some(Ok(targets)) => targets.clone(),
+        _ => default,
+    };
+    let writer = match log_file {
         Some(path) => {
             let written = std::fs::metadata(&path).map_or(0, |m| m.len());
-            let writer = RotatingStderr { state: Mutex::new(Rotation { path, written }) };
-            builder.with_writer(writer).try_init()
+            BoxMakeWriter::new(RotatingStderr { state: Mutex::new(Rotation { path, written }) })
         }
-        None => builder.with_writer(io::stderr).try_init(),
+        None => BoxMakeWriter::new(io::stderr),
     };
+    let layer = tracing_subscriber::fmt::layer().with_ansi(false).with_target(false).with_writer(writer);
+    let _ = tracing_subscriber::registry().with(layer.with_filter(filter)).try_init();
+    if let (Some(value), Some(Err(err))) = (&rust_log, &parsed) {
+        tracing::warn!("RUST_LOG={value:?} is not a log filter ({err}); logging at the default level");
+    }
 }
 
 struct RotatingStderr {
