@@ -266,3 +266,24 @@ fn a_server_whose_name_was_taken_steps_aside() {
     wait_until("the old server exits", || process_gone(pid));
     assert!(env.log("server").contains("another server has taken the name"));
 }
+
+#[test]
+fn rust_log_sets_the_level_and_a_bad_one_is_reported() {
+    let mut env = TestEnv::new();
+    env.set_env("RUST_LOG", "debug");
+    env.client(&["-q", "hello"]).expect_code(0);
+    env.server(&["stop"]).expect_code(0);
+    let log = env.log("server");
+    assert!(log.contains("DEBUG") && log.contains("method=\"execute\""), "RUST_LOG=debug logs requests: {log}");
+
+    let mut env = TestEnv::new();
+    env.set_env("RUST_LOG", "mcli=loud");
+    env.client(&["-q", "hello"]).expect_code(0);
+    env.server(&["stop"]).expect_code(0);
+    let log = env.log("server");
+    assert!(
+        log.contains("RUST_LOG=\"mcli=loud\" is not a log filter") && log.contains("logging at the default level"),
+        "{log}"
+    );
+    assert!(!log.contains("DEBUG"), "the default level is info: {log}");
+}
