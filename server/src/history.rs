@@ -1,8 +1,12 @@
 //! The persistent command history: an SQLite database (WAL) in the state directory, one row per
 //! execution. `execute` answers only after its row is committed, so a result a client has
-//! received is never missing after a crash. A dedicated thread does the writing, so SQLite's
-//! I/O (a checkpoint may fsync) never stalls the async workers, and it commits every row
-//! waiting in one transaction, so the cost per execution shrinks under load.
+//! received is never missing after a crash.
+//!
+//! A row is committed where it is recorded when nothing else is writing: a one-row WAL append
+//! costs less than handing it to another thread and back. Otherwise it goes to the writer
+//! thread, which commits every row waiting in one transaction (so the cost per execution shrinks
+//! under load), waits out another process's write lock, and does the slow work: checkpoints
+//! (which may fsync) and retention, so neither ever stalls the async workers.
 //!
 //! The schema evolves by the numbered files in `server/migrations/`, applied at start. A
 //! database from a newer mcli is refused, never touched.
@@ -25,8 +29,10 @@ const MIGRATIONS: &[&str] =
 pub const ID_BLOCK: u64 = 1000;
 /// Rows waiting for the writer; callers wait beyond it (backpressure, not memory).
 const QUEUE: usize = 1024;
-/// How often, in rows written, retention is applied.
+/// How often, in rows written, retention is applied (and the WAL checkpointed).
 const PRUNE_EVERY: u64 = 500;
+/// How long a write waits for another process's write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// The most rows one `history` call returns.
 pub const MAX_LIMIT: u32 = 10_000;
 
@@ -76,13 +82,28 @@ enum Message {
     Reserve(sync_mpsc::Sender<Option<Range<u64>>>),
     /// Close the database cleanly (checkpointing the WAL), then say so.
     Close(sync_mpsc::Sender<()>),
+    /// Checkpoint the WAL and apply retention (rows were committed in place).
+    Maintain,
 }
 
-/// The writer's handle: rows go to the writer thread, which commits whatever is waiting in one
-/// transaction (group commit) and then wakes each caller.
+/// What the recording side and the writer thread share.
+struct Shared {
+    /// The connection: `None` once closed. Whoever holds the lock sets the busy timeout it needs.
+    conn: std::sync::Mutex<Option<Connection>>,
+    /// Rows handed to the writer and not yet committed: while there are any, new rows join them.
+    queued: AtomicU64,
+    /// Rows committed since the last maintenance (checkpoint, retention).
+    since_maintenance: AtomicU64,
+    /// Whether maintenance has been asked of the writer and not yet done.
+    maintenance_asked: std::sync::atomic::AtomicBool,
+    count: AtomicU64,
+}
+
+/// The history's handle: commits a row in place when the database is free, else hands it to the
+/// writer thread, which commits whatever is waiting in one transaction and wakes each caller.
 pub struct History {
     tx: sync_mpsc::SyncSender<Message>,
-    count: Arc<AtomicU64>,
+    shared: Arc<Shared>,
     pub path: PathBuf,
 }
 
@@ -95,20 +116,32 @@ impl History {
         // Only what a start needs; retention and the count are the writer's first job, off the
         // start-up path.
         let ids = reserve(&conn).map_err(sqlite)?;
-        let count = Arc::new(AtomicU64::new(0));
+        let shared = Arc::new(Shared {
+            conn: std::sync::Mutex::new(Some(conn)),
+            queued: AtomicU64::new(0),
+            // Retention and the count are the writer's first job, off the start-up path.
+            since_maintenance: AtomicU64::new(PRUNE_EVERY),
+            maintenance_asked: std::sync::atomic::AtomicBool::new(false),
+            count: AtomicU64::new(0),
+        });
         let (tx, rx) = sync_mpsc::sync_channel(QUEUE);
-        let writer = Writer { conn, rx, count: Arc::clone(&count), retention, path: path.to_owned() };
+        let writer = Writer { shared: Arc::clone(&shared), rx, retention, path: path.to_owned() };
         std::thread::Builder::new()
             .name("history".into())
             .spawn(move || writer.run())
             .map_err(|source| HistoryError::Create { path: path.to_owned(), source })?;
-        Ok((History { tx, count, path: path.to_owned() }, ids))
+        let _ = tx.try_send(Message::Maintain);
+        Ok((History { tx, shared, path: path.to_owned() }, ids))
     }
 
     /// Records an execution and waits until it is committed.
     pub async fn record(&self, record: Record) {
+        if self.commit_in_place(&record) {
+            return;
+        }
         let id = record.id;
         let (done, committed) = oneshot::channel();
+        self.shared.queued.fetch_add(1, Ordering::SeqCst);
         let queued = match self.tx.try_send(Message::Row(Job { record, done })) {
             Ok(()) => true,
             Err(sync_mpsc::TrySendError::Full(job)) => {
@@ -118,14 +151,45 @@ impl History {
             }
             Err(sync_mpsc::TrySendError::Disconnected(_)) => false,
         };
+        if !queued {
+            self.shared.queued.fetch_sub(1, Ordering::SeqCst);
+        }
         if !queued || committed.await.is_err() {
             tracing::error!(execution = id, "execution not recorded in the history");
         }
     }
 
+    /// Commits `record` on this thread when no row waits for the writer and nobody holds the
+    /// database; false otherwise, or when the write fails (the writer then retries and
+    /// reports). Never waits for a lock.
+    fn commit_in_place(&self, record: &Record) -> bool {
+        if self.shared.queued.load(Ordering::SeqCst) > 0 {
+            return false;
+        }
+        let Ok(mut guard) = self.shared.conn.try_lock() else { return false };
+        let Some(conn) = guard.as_mut() else { return false };
+        // Another process's write lock is the writer's to wait for.
+        let _ = conn.busy_timeout(Duration::ZERO);
+        let written = insert_once(conn, std::iter::once(record));
+        let _ = conn.busy_timeout(BUSY_TIMEOUT);
+        drop(guard);
+        if written.is_err() {
+            return false;
+        }
+        self.shared.count.fetch_add(1, Ordering::Relaxed);
+        let due = self.shared.since_maintenance.fetch_add(1, Ordering::Relaxed) + 1 >= PRUNE_EVERY;
+        if due
+            && !self.shared.maintenance_asked.swap(true, Ordering::SeqCst)
+            && self.tx.try_send(Message::Maintain).is_err()
+        {
+            self.shared.maintenance_asked.store(false, Ordering::SeqCst);
+        }
+        true
+    }
+
     /// Rows in the history now.
     pub fn count(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
+        self.shared.count.load(Ordering::Relaxed)
     }
 
     /// Takes the next block of execution ids (waits for the writer; a block lasts
@@ -147,25 +211,16 @@ impl History {
 
 /// The writer thread's side.
 struct Writer {
-    conn: Connection,
+    shared: Arc<Shared>,
     rx: sync_mpsc::Receiver<Message>,
-    count: Arc<AtomicU64>,
     retention: Retention,
     path: PathBuf,
 }
 
 impl Writer {
-    fn run(mut self) {
-        let mut since_prune = PRUNE_EVERY;
+    fn run(self) {
         let mut closing = None;
         while closing.is_none() {
-            if since_prune >= PRUNE_EVERY {
-                since_prune = 0;
-                match prune(&self.conn, self.retention) {
-                    Ok(left) => self.count.store(left, Ordering::Relaxed),
-                    Err(err) => tracing::warn!(%err, "cannot prune the history"),
-                }
-            }
             let Ok(first) = self.rx.recv() else { break };
             let mut jobs = Vec::new();
             let mut next = Some(first);
@@ -173,12 +228,13 @@ impl Writer {
                 match message {
                     Message::Row(job) => jobs.push(job),
                     Message::Reserve(reply) => {
-                        let block = reserve(&self.conn);
+                        let block = self.with_conn(|conn| reserve(conn));
                         if let Err(err) = &block {
                             tracing::error!(%err, "cannot take execution ids from the history");
                         }
                         let _ = reply.send(block.ok());
                     }
+                    Message::Maintain => {}
                     Message::Close(ack) => {
                         closing = Some(ack);
                         break;
@@ -188,27 +244,55 @@ impl Writer {
                     next = self.rx.try_recv().ok();
                 }
             }
-            if jobs.is_empty() {
-                continue;
-            }
-            match insert(&mut self.conn, &jobs) {
-                Ok(()) => {
-                    self.count.fetch_add(jobs.len() as u64, Ordering::Relaxed);
-                    since_prune += jobs.len() as u64;
-                    for job in jobs {
-                        let _ = job.done.send(());
+            if !jobs.is_empty() {
+                let written = self.with_conn(|conn| insert(conn, &jobs));
+                self.shared.queued.fetch_sub(jobs.len() as u64, Ordering::SeqCst);
+                match written {
+                    Ok(()) => {
+                        self.shared.count.fetch_add(jobs.len() as u64, Ordering::Relaxed);
+                        self.shared.since_maintenance.fetch_add(jobs.len() as u64, Ordering::Relaxed);
+                        for job in jobs {
+                            let _ = job.done.send(());
+                        }
                     }
+                    // Dropping the senders tells the callers their rows were not written.
+                    Err(err) => tracing::error!(path = %self.path.display(), %err, "cannot write the history"),
                 }
-                // Dropping the senders tells the callers their rows were not written.
-                Err(err) => tracing::error!(path = %self.path.display(), %err, "cannot write the history"),
+            }
+            if self.shared.since_maintenance.load(Ordering::Relaxed) >= PRUNE_EVERY {
+                self.shared.since_maintenance.store(0, Ordering::Relaxed);
+                self.maintain();
+                self.shared.maintenance_asked.store(false, Ordering::SeqCst);
             }
         }
         // Closing checkpoints the WAL into the database, so the next start has nothing to recover.
-        if let Err((_, err)) = self.conn.close() {
+        let conn = self.shared.conn.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(Err((_, err))) = conn.map(Connection::close) {
             tracing::warn!(%err, "cannot close the history cleanly");
         }
         if let Some(ack) = closing {
             let _ = ack.send(());
+        }
+    }
+
+    /// Runs `work` with the connection (which is there until the writer closes it).
+    fn with_conn<T>(&self, work: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+        let mut guard = self.shared.conn.lock().unwrap_or_else(|p| p.into_inner());
+        match guard.as_mut() {
+            Some(conn) => work(conn),
+            None => Err(rusqlite::Error::InvalidQuery),
+        }
+    }
+
+    /// Retention, and a checkpoint of the WAL (commits never checkpoint themselves, so that
+    /// none runs on an async worker).
+    fn maintain(&self) {
+        match self.with_conn(|conn| prune(conn, self.retention)) {
+            Ok(left) => self.shared.count.store(left, Ordering::Relaxed),
+            Err(err) => tracing::warn!(%err, "cannot prune the history"),
+        }
+        if let Err(err) = self.with_conn(|conn| conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))) {
+            tracing::warn!(%err, "cannot checkpoint the history");
         }
     }
 }
@@ -228,7 +312,7 @@ fn open_writable(path: &Path) -> Result<Connection, HistoryError> {
     std::fs::OpenOptions::new().write(true).create(true).truncate(false).mode(0o600).open(path).map_err(create)?;
     let sqlite = |source| HistoryError::Sqlite { path: path.to_owned(), source };
     let mut conn = Connection::open(path).map_err(sqlite)?;
-    conn.busy_timeout(Duration::from_secs(5)).map_err(sqlite)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite)?;
     let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(sqlite)?;
     let known = MIGRATIONS.len() as i64;
     if found > known {
@@ -240,6 +324,8 @@ fn open_writable(path: &Path) -> Result<Connection, HistoryError> {
     conn.pragma_update(None, "synchronous", "NORMAL").map_err(sqlite)?;
     // The writer only appends: a small page cache keeps the server's memory small.
     conn.pragma_update(None, "cache_size", -256).map_err(sqlite)?;
+    // Checkpoints are the writer thread's (see `Writer::maintain`), never a commit's.
+    conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(sqlite)?;
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
         let tx = conn.transaction().map_err(sqlite)?;
         tx.execute_batch(sql).map_err(sqlite)?;
@@ -254,7 +340,7 @@ fn insert(conn: &mut Connection, jobs: &[Job]) -> rusqlite::Result<()> {
     // the busy timeout applies, and try a batch again before giving it up.
     let mut attempt = 0;
     loop {
-        match insert_once(conn, jobs) {
+        match insert_once(conn, jobs.iter().map(|job| &job.record)) {
             Err(err) if attempt < 5 && is_busy(&err) => attempt += 1,
             other => return other,
         }
@@ -265,14 +351,14 @@ fn is_busy(err: &rusqlite::Error) -> bool {
     matches!(err.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
 }
 
-fn insert_once(conn: &mut Connection, jobs: &[Job]) -> rusqlite::Result<()> {
+fn insert_once<'a>(conn: &mut Connection, records: impl Iterator<Item = &'a Record>) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     {
         let mut stmt = tx.prepare_cached(
             "INSERT OR IGNORE INTO executions (id, command, args, cwd, transport, started, started_ms, duration_ms, status, exit_code, signal, cached)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         )?;
-        for Job { record: r, .. } in jobs {
+        for r in records {
             let args = serde_json::to_string(&r.args).unwrap_or_else(|_| "[]".to_owned());
             let started_ms = r.started.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
             // Another process writing the same history (a `--stdio` session beside the daemon)
@@ -338,7 +424,7 @@ pub fn query(path: &Path, filter: &HistoryParams) -> Result<Vec<HistoryEntry>, H
     let sqlite = |source| HistoryError::Sqlite { path: path.to_owned(), source };
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
         .map_err(sqlite)?;
-    conn.busy_timeout(Duration::from_secs(5)).map_err(sqlite)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite)?;
     let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(sqlite)?;
     let known = MIGRATIONS.len() as i64;
     if found > known {
@@ -437,6 +523,25 @@ mod tests {
         history.close();
         let ids: Vec<u64> = query(&path, &HistoryParams::default()).unwrap().iter().map(|e| e.id).collect();
         assert_eq!(ids, vec![20, 19, 18, 17, 16]);
+    }
+
+    #[tokio::test]
+    async fn rows_committed_in_place_are_pruned_and_checkpointed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.sqlite3");
+        let small = Retention { max_entries: 50, max_age: Duration::from_secs(3600) };
+        let (history, _) = History::open(&path, small).unwrap();
+        // One at a time, nothing else writing: every row is committed in place.
+        for id in 1..=1200 {
+            history.record(record(id, "x", ExecStatus::Completed)).await;
+        }
+        let wal = std::fs::metadata(dir.path().join("h.sqlite3-wal")).map_or(0, |m| m.len());
+        assert!(wal < 16 * 1024 * 1024, "the WAL is checkpointed as it goes: {wal} bytes");
+        history.close();
+        let ids: Vec<u64> = query(&path, &HistoryParams::default()).unwrap().iter().map(|e| e.id).collect();
+        // Retention ran every PRUNE_EVERY rows: at most 50 kept then, plus the rows since.
+        assert!(ids.len() <= 50 + (1200 % PRUNE_EVERY as usize), "{} rows kept", ids.len());
+        assert_eq!(ids[0], 1200);
     }
 
     #[test]
