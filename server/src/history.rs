@@ -14,7 +14,7 @@
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc as sync_mpsc;
 use std::time::{Duration, SystemTime};
 
@@ -94,8 +94,11 @@ struct Shared {
     queued: AtomicU64,
     /// Rows committed since the last maintenance (checkpoint, retention).
     since_maintenance: AtomicU64,
-    /// Whether maintenance has been asked of the writer and not yet done.
-    maintenance_asked: std::sync::atomic::AtomicBool,
+    /// Whether maintenance has been asked of the writer and the message not yet taken.
+    maintenance_asked: AtomicBool,
+    /// Set (under the lock) by a checkpoint: the next write may start the WAL over, which
+    /// syncs it, so it is the writer's to make, not an async worker's.
+    wal_restart_pending: AtomicBool,
     count: AtomicU64,
 }
 
@@ -121,7 +124,8 @@ impl History {
             queued: AtomicU64::new(0),
             // Retention and the count are the writer's first job, off the start-up path.
             since_maintenance: AtomicU64::new(PRUNE_EVERY),
-            maintenance_asked: std::sync::atomic::AtomicBool::new(false),
+            maintenance_asked: AtomicBool::new(false),
+            wal_restart_pending: AtomicBool::new(false),
             count: AtomicU64::new(0),
         });
         let (tx, rx) = sync_mpsc::sync_channel(QUEUE);
@@ -166,17 +170,24 @@ impl History {
         if self.shared.queued.load(Ordering::SeqCst) > 0 {
             return false;
         }
-        let Ok(mut guard) = self.shared.conn.try_lock() else { return false };
+        let mut guard = match self.shared.conn.try_lock() {
+            Ok(guard) => guard,
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return false,
+        };
+        if self.shared.wal_restart_pending.load(Ordering::SeqCst) {
+            return false;
+        }
         let Some(conn) = guard.as_mut() else { return false };
         // Another process's write lock is the writer's to wait for.
         let _ = conn.busy_timeout(Duration::ZERO);
         let written = insert_once(conn, std::iter::once(record));
         let _ = conn.busy_timeout(BUSY_TIMEOUT);
-        drop(guard);
         if written.is_err() {
             return false;
         }
         self.shared.count.fetch_add(1, Ordering::Relaxed);
+        drop(guard);
         let due = self.shared.since_maintenance.fetch_add(1, Ordering::Relaxed) + 1 >= PRUNE_EVERY;
         if due
             && !self.shared.maintenance_asked.swap(true, Ordering::SeqCst)
@@ -234,7 +245,8 @@ impl Writer {
                         }
                         let _ = reply.send(block.ok());
                     }
-                    Message::Maintain => {}
+                    // Taken: a later request is a new one (the check below decides).
+                    Message::Maintain => self.shared.maintenance_asked.store(false, Ordering::SeqCst),
                     Message::Close(ack) => {
                         closing = Some(ack);
                         break;
@@ -245,11 +257,15 @@ impl Writer {
                 }
             }
             if !jobs.is_empty() {
-                let written = self.with_conn(|conn| insert(conn, &jobs));
+                let written = self.with_conn(|conn| {
+                    insert(conn, &jobs)?;
+                    self.shared.wal_restart_pending.store(false, Ordering::SeqCst);
+                    self.shared.count.fetch_add(jobs.len() as u64, Ordering::Relaxed);
+                    Ok(())
+                });
                 self.shared.queued.fetch_sub(jobs.len() as u64, Ordering::SeqCst);
                 match written {
                     Ok(()) => {
-                        self.shared.count.fetch_add(jobs.len() as u64, Ordering::Relaxed);
                         self.shared.since_maintenance.fetch_add(jobs.len() as u64, Ordering::Relaxed);
                         for job in jobs {
                             let _ = job.done.send(());
@@ -259,10 +275,11 @@ impl Writer {
                     Err(err) => tracing::error!(path = %self.path.display(), %err, "cannot write the history"),
                 }
             }
-            if self.shared.since_maintenance.load(Ordering::Relaxed) >= PRUNE_EVERY {
-                self.shared.since_maintenance.store(0, Ordering::Relaxed);
+            let since = self.shared.since_maintenance.load(Ordering::Relaxed);
+            if since >= PRUNE_EVERY {
+                // Rows committed meanwhile count towards the next time.
+                self.shared.since_maintenance.fetch_sub(since, Ordering::Relaxed);
                 self.maintain();
-                self.shared.maintenance_asked.store(false, Ordering::SeqCst);
             }
         }
         // Closing checkpoints the WAL into the database, so the next start has nothing to recover.
@@ -279,7 +296,10 @@ impl Writer {
     fn with_conn<T>(&self, work: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> rusqlite::Result<T> {
         let mut guard = self.shared.conn.lock().unwrap_or_else(|p| p.into_inner());
         match guard.as_mut() {
-            Some(conn) => work(conn),
+            Some(conn) => {
+                conn.busy_timeout(BUSY_TIMEOUT)?;
+                work(conn)
+            }
             None => Err(rusqlite::Error::InvalidQuery),
         }
     }
@@ -287,11 +307,20 @@ impl Writer {
     /// Retention, and a checkpoint of the WAL (commits never checkpoint themselves, so that
     /// none runs on an async worker).
     fn maintain(&self) {
-        match self.with_conn(|conn| prune(conn, self.retention)) {
-            Ok(left) => self.shared.count.store(left, Ordering::Relaxed),
-            Err(err) => tracing::warn!(%err, "cannot prune the history"),
+        let pruned = self.with_conn(|conn| {
+            let left = prune(conn, self.retention)?;
+            self.shared.count.store(left, Ordering::Relaxed);
+            Ok(())
+        });
+        if let Err(err) = pruned {
+            tracing::warn!(%err, "cannot prune the history");
         }
-        if let Err(err) = self.with_conn(|conn| conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))) {
+        let checkpointed = self.with_conn(|conn| {
+            conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+            self.shared.wal_restart_pending.store(true, Ordering::SeqCst);
+            Ok(())
+        });
+        if let Err(err) = checkpointed {
             tracing::warn!(%err, "cannot checkpoint the history");
         }
     }
