@@ -179,10 +179,9 @@ impl History {
             return false;
         }
         let Some(conn) = guard.as_mut() else { return false };
-        // Another process's write lock is the writer's to wait for.
+        // Another process's write lock is the writer's to wait for (it sets its own timeout).
         let _ = conn.busy_timeout(Duration::ZERO);
         let written = insert_once(conn, std::iter::once(record));
-        let _ = conn.busy_timeout(BUSY_TIMEOUT);
         if written.is_err() {
             return false;
         }

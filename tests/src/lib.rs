@@ -258,8 +258,13 @@ pub fn read_line_within(source: impl Read + Send + 'static, wait: Duration) -> O
 
 /// Waits until `done` holds, checking every few milliseconds, for at most [`WAIT`]. For state
 /// that has no readiness signal of its own, such as a process having exited.
-pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
+pub fn wait_until(what: &str, done: impl FnMut() -> bool) {
+    wait_until_within(what, WAIT, done);
+}
+
+/// [`wait_until`] for something that takes longer than [`WAIT`] by nature.
+pub fn wait_until_within(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
     while !done() {
         assert!(Instant::now() < deadline, "timed out waiting until {what}");
         std::thread::sleep(Duration::from_millis(10));

@@ -9,7 +9,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use mcli_tests::{TestEnv, WAIT, process_gone, wait_until};
+use mcli_tests::{TestEnv, WAIT, process_gone, wait_until, wait_until_within};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
@@ -756,11 +756,9 @@ fn a_tcp_peer_that_closes_entirely_ends_its_silent_command_and_a_half_close_gets
         let run = env.server(&["status", "--json"]);
         serde_json::from_str::<Value>(&run.stdout).unwrap_or_else(|e| panic!("status: {e}: {}", run.stdout))
     };
-    let deadline = Instant::now() + Duration::from_secs(150);
-    while status()["active_commands"].as_array().is_some_and(|a| !a.is_empty()) {
-        assert!(Instant::now() < deadline, "the command of a peer that closed still runs");
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    wait_until_within("the command of a peer that closed has ended", Duration::from_secs(150), || {
+        status()["active_commands"].as_array().is_some_and(Vec::is_empty)
+    });
     // The row is committed just after the command leaves the active list.
     let mut entries = Vec::new();
     wait_until("the cancelled call is in the history", || {

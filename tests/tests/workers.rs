@@ -105,6 +105,13 @@ fn field(text: &str, name: &str) -> String {
     text.split_whitespace().find_map(|w| w.strip_prefix(&format!("{name}="))).unwrap_or_default().to_owned()
 }
 
+/// The first line a running client prints (the worker's `pid=` line).
+fn first_line(child: &mut std::process::Child) -> String {
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.as_mut().unwrap()), &mut line).unwrap();
+    line
+}
+
 fn status(env: &TestEnv) -> Value {
     let run = env.server(&["status", "--json"]);
     run.expect_code(0);
@@ -199,8 +206,7 @@ fn timeouts_and_cancels_interrupt_the_call_and_the_worker_stays_warm() {
     // Ctrl-C at the client cancels the call the same way.
     let mut child =
         env.client_cmd(&["-q", "slow", "30"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.as_mut().unwrap()), &mut line).unwrap();
+    let line = first_line(&mut child);
     assert_eq!(field(&line, "pid"), pid);
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
     let run = Run::wait(child);
@@ -232,8 +238,7 @@ fn a_worker_ends_when_the_server_dies_mid_call() {
     setup(&env, "");
     let mut child =
         env.client_cmd(&["-q", "slow", "300"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.as_mut().unwrap()), &mut line).unwrap();
+    let line = first_line(&mut child);
     let pid: u32 = field(&line, "pid").parse().unwrap();
     let server = env.server_file("server")["pid"].as_u64().unwrap() as i32;
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(server), nix::sys::signal::Signal::SIGKILL).unwrap();
