@@ -379,3 +379,39 @@ fn the_timeout_covers_waiting_for_input_that_never_ends() {
     assert_eq!(status["workers"].as_array().map(Vec::len), Some(0), "{status}");
     env.client(&["-q", "counter"]).expect_code(0);
 }
+
+#[test]
+fn input_over_16_mib_is_refused_with_a_clear_message() {
+    let mut env = TestEnv::new();
+    setup(&env, "");
+    for local in [false, true] {
+        if local {
+            env.set_env("MCLI_DAEMON_ROUTING", "false");
+        }
+        let mut child = env
+            .client_cmd(&["-q", "upper"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        // The client stops reading once the limit is passed: a failed write is expected.
+        let writer = std::thread::spawn(move || {
+            let block = vec![b'x'; 1024 * 1024];
+            for _ in 0..17 {
+                if std::io::Write::write_all(&mut input, &block).is_err() {
+                    break;
+                }
+            }
+        });
+        let run = Run::wait(child);
+        let _ = writer.join();
+        assert_ne!(run.code, Some(0), "local={local}: {run:?}");
+        assert!(
+            run.stderr.contains("standard input for a worker command is limited to 16 MiB"),
+            "local={local}: {}",
+            run.stderr
+        );
+    }
+}
