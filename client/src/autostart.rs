@@ -14,6 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use mcli_protocol::Seconds;
 use mcli_shared::lockfile;
 use mcli_shared::paths::{self, PathError, ServerPaths};
 
@@ -83,9 +84,8 @@ impl Starter {
             .unwrap_or_else(|| PathBuf::from("mcli-server"));
         let timeout = std::env::var("MCLI_START_TIMEOUT")
             .ok()
-            .and_then(|s| s.parse::<f64>().ok())
-            .filter(|s| s.is_finite() && *s > 0.0)
-            .map_or(DEFAULT_START_TIMEOUT, Duration::from_secs_f64);
+            .and_then(|s| Seconds::parse_positive(&s).ok())
+            .map_or(DEFAULT_START_TIMEOUT, Seconds::duration);
         let log = paths::log_file(&paths::state_dir(paths::process_env), &paths.name);
         Starter { program, extra_args: Vec::new(), on_demand: true, log, timeout }
     }

@@ -6,7 +6,7 @@
 
 use std::io::{self, Read, Write};
 
-use mcli_shared::framing::Framing;
+use mcli_protocol::framing::Framing;
 
 use crate::cli::{Cli, exit};
 

@@ -8,12 +8,12 @@ use std::process::Command;
 use std::time::Duration;
 
 use clap::Parser;
-use mcli_shared::framing::Framing;
-use mcli_shared::paths::{self, ServerPaths};
-use mcli_shared::protocol::{
-    ExecStatus, ExecuteParams, ExecuteResult, OutputParams, PROTOCOL_VERSION, STDIN_NOTIFICATION, StdinParams, Stream,
-    code, encode_output,
+use mcli_protocol::framing::Framing;
+use mcli_protocol::{
+    ExecStatus, ExecuteParams, ExecuteResult, OutputParams, PROTOCOL_VERSION, STDIN_NOTIFICATION, Seconds, ServerFile,
+    StdinParams, Stream, code, encode_output,
 };
+use mcli_shared::paths::{self, ServerPaths};
 
 use crate::autostart::{self, Starter};
 use crate::connection::{CallError, ConnectError, Connection, Notifier};
@@ -74,10 +74,7 @@ pub struct Cli {
 }
 
 fn parse_seconds(text: &str) -> Result<f64, String> {
-    match text.parse::<f64>() {
-        Ok(secs) if secs.is_finite() && secs > 0.0 && secs < 1e9 => Ok(secs),
-        _ => Err(format!("`{text}` is not a positive number of seconds")),
-    }
+    Seconds::parse_positive(text).map(Seconds::get).map_err(|_| format!("`{text}` is not a positive number of seconds"))
 }
 
 /// Runs the client with the process's arguments and returns the exit status.
@@ -125,15 +122,16 @@ impl Target {
         if let Some(file) = &cli.server_file {
             let text = std::fs::read_to_string(file)
                 .map_err(|e| format!("cannot read server file {}: {e}", file.display()))?;
-            let info: serde_json::Value =
-                serde_json::from_str(&text).map_err(|e| format!("server file {} is not JSON: {e}", file.display()))?;
-            let (Some(addr), Some(token)) = (info["tcp"].as_str(), info["token"].as_str()) else {
+            let info = ServerFile::parse(&text).map_err(|e| {
+                format!("{} is not a server file ({e}); give the `NAME.json` of a running server", file.display())
+            })?;
+            let Some(addr) = info.tcp else {
                 return Err(format!(
                     "server file {} has no TCP address and token; start the server with `mcli-server start --tcp ADDR`",
                     file.display()
                 ));
             };
-            return Ok(Target::Tcp { addr: addr.to_owned(), token: token.to_owned(), file: file.clone() });
+            return Ok(Target::Tcp { addr, token: info.token, file: file.clone() });
         }
         let dir = paths::runtime_dir(paths::process_env);
         paths::check_runtime_dir(&dir)

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use mcli_shared::framing::{DEFAULT_MAX_FRAME, Frame, FrameCodec, Framing, encode_frame};
-use mcli_shared::protocol::{
+use mcli_protocol::framing::{DEFAULT_MAX_FRAME, Frame, FrameCodec, Framing, encode_frame};
+use mcli_protocol::{
     AUTHENTICATE_METHOD, CANCEL_REQUEST_NOTIFICATION, ErrorObject, Execute, ExecuteParams, ExecuteResult, Incoming,
     Method, OUTPUT_NOTIFICATION, OutputParams, Request,
 };

@@ -5,9 +5,9 @@
 use std::io::{self, Write};
 use std::time::Duration;
 
+use mcli_protocol::Stream;
 use mcli_shared::config;
 use mcli_shared::paths;
-use mcli_shared::protocol::Stream;
 use mcli_shared::registry::{LookupError, Registry};
 use mcli_shared::runner::{self, Chunk, Invocation, Stdin};
 use tokio::sync::mpsc;
@@ -51,7 +51,7 @@ pub fn run(name: &str, args: &[String], cli: &Cli) -> i32 {
             &spec,
             config.api_daemon.command_timeout,
         ),
-        kill_grace: Duration::from_secs_f64(config.server.kill_grace),
+        kill_grace: config.server.kill_grace.duration(),
     };
     let (tx, mut rx) = mpsc::channel::<Chunk>(16);
     let cancel = CancellationToken::new();

@@ -81,7 +81,7 @@ impl ResultCache {
 mod tests {
     use super::*;
     use bytes::Bytes;
-    use mcli_shared::protocol::Stream;
+    use mcli_protocol::Stream;
 
     fn chunk(text: &'static str) -> Chunk {
         Chunk { stream: Stream::Stdout, data: Bytes::from_static(text.as_bytes()) }

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use futures_util::FutureExt as _;
 use jsonrpsee::{Extensions, MethodCallback, MethodResponse, Methods};
 use jsonrpsee_types::{ErrorObject, Id, Params};
-use mcli_shared::protocol::{CANCEL_REQUEST_NOTIFICATION, code};
+use mcli_protocol::{CANCEL_REQUEST_NOTIFICATION, code};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc as sync_mpsc;
 use std::time::{Duration, SystemTime};
 
-use mcli_shared::protocol::{ExecStatus, HistoryEntry, HistoryParams};
+use mcli_protocol::{ExecStatus, HistoryEntry, HistoryParams};
 use rusqlite::{Connection, OpenFlags, params};
 use tokio::sync::oneshot;
 

@@ -21,7 +21,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use jsonrpsee::Methods;
-use mcli_shared::protocol::code;
+use mcli_protocol::code;
 use serde::Deserialize;
 use serde_json::{Value, json};
 

@@ -2,6 +2,8 @@
 //! the binary start it the same way. The binary only parses flags, takes the name lock and calls
 //! it.
 
+#![forbid(unsafe_code)]
+
 pub mod cache;
 pub mod commands;
 pub mod connection;
@@ -58,7 +60,7 @@ pub async fn serve(options: ServeOptions, name_lock: File) -> anyhow::Result<Opt
     let ServeOptions { config, paths, notify_ready, auto_started, tcp, http } = options;
     // Unset, an idle timeout applies only to a server a client started on demand.
     let idle_timeout = match config.server.idle_timeout {
-        Some(secs) => Some(Duration::from_secs_f64(secs)),
+        Some(secs) => Some(secs.duration()),
         None if auto_started => Some(AUTO_STARTED_IDLE_TIMEOUT),
         None => None,
     };
@@ -84,7 +86,7 @@ pub async fn serve(options: ServeOptions, name_lock: File) -> anyhow::Result<Opt
         tracing::warn!("the HTTP bridge asks for no token (require_token = false); any local process can use it");
         None
     };
-    let file = server_file::ServerFile::new(&paths, token.to_string(), tcp_addr.clone(), http_addr.clone());
+    let file = server_file::new(&paths, token.to_string(), tcp_addr.clone(), http_addr.clone());
     let (name, listener) = NameGuard::bind(paths.clone(), name_lock, file)?;
 
     let commands = Commands::new(config.commands_dirs(mcli_shared::paths::process_env));
@@ -147,7 +149,7 @@ pub async fn serve_stdio(config: Config, paths: ServerPaths) -> anyhow::Result<(
         peer,
         tokio::io::stdin(),
         tokio::io::stdout(),
-        mcli_shared::framing::DEFAULT_MAX_FRAME,
+        mcli_protocol::framing::DEFAULT_MAX_FRAME,
     );
     tokio::select! {
         () = session => tracing::debug!("standard input closed"),

@@ -9,8 +9,8 @@ use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
 use interprocess::os::unix::local_socket::ListenerOptionsExt;
 use interprocess::os::unix::uds_local_socket::tokio::Listener;
 use jsonrpsee::Methods;
-use mcli_shared::framing::DEFAULT_MAX_FRAME;
-use mcli_shared::protocol::code;
+use mcli_protocol::code;
+use mcli_protocol::framing::DEFAULT_MAX_FRAME;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{Semaphore, mpsc};
 

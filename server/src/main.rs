@@ -1,6 +1,8 @@
 //! The `mcli-server` command line. `start --foreground` runs the daemon through the library's
 //! `serve`; the other subcommands are clients of a running server.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -10,12 +12,12 @@ use clap::{Parser, Subcommand};
 use mcli_client::autostart::{self, Starter};
 use mcli_client::cli::QUICK_CALL;
 use mcli_client::connection::{ConnectError, Connection};
+use mcli_protocol::{self as protocol, HistoryParams, NoParams, ServerFile, ShutdownParams, StatusResult};
 use mcli_server::state::SHUTDOWN_GRACE;
 use mcli_server::{ServeOptions, serve};
 use mcli_shared::config::{self, Config};
 use mcli_shared::lockfile;
 use mcli_shared::paths::{self, ServerPaths};
-use mcli_shared::protocol::{self, HistoryParams, NoParams, ShutdownParams, StatusResult};
 use mcli_shared::registry::Registry;
 
 /// How long a new server waits for an old one to release the name: longer than a graceful
@@ -300,8 +302,8 @@ fn take_name(server: &ServerPaths) -> anyhow::Result<NameLock> {
         if std::time::Instant::now() >= deadline {
             let holder = std::fs::read_to_string(&server.server_file)
                 .ok()
-                .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
-                .and_then(|file| file["pid"].as_u64())
+                .and_then(|text| ServerFile::parse(&text).ok())
+                .map(|file| file.pid)
                 .map_or_else(
                     || format!("find it with `fuser {}`", server.lock.display()),
                     |pid| format!("its pid is {pid}"),
@@ -389,15 +391,10 @@ fn token(server: &ServerPaths) -> anyhow::Result<ExitCode> {
     }
     let text = std::fs::read_to_string(&server.server_file)
         .with_context(|| format!("cannot read the server file {}", server.server_file.display()))?;
-    let file: serde_json::Value = serde_json::from_str(&text)
-        .with_context(|| format!("the server file {} is not JSON", server.server_file.display()))?;
-    match file["token"].as_str() {
-        Some(token) => {
-            println!("{token}");
-            Ok(ExitCode::SUCCESS)
-        }
-        None => bail!("the server file {} has no token", server.server_file.display()),
-    }
+    let file = ServerFile::parse(&text)
+        .with_context(|| format!("the server file {} is not a server file", server.server_file.display()))?;
+    println!("{}", file.token);
+    Ok(ExitCode::SUCCESS)
 }
 
 fn status(server: &ServerPaths, json: bool) -> anyhow::Result<ExitCode> {

@@ -47,7 +47,7 @@ pub struct NameGuard {
     socket_id: Option<FileId>,
     file_id: Option<FileId>,
     /// What the server file says; written again with the socket.
-    file: server_file::ServerFile,
+    file: mcli_protocol::ServerFile,
 }
 
 impl NameGuard {
@@ -56,7 +56,7 @@ impl NameGuard {
     pub fn bind(
         paths: ServerPaths,
         lock: File,
-        file: server_file::ServerFile,
+        file: mcli_protocol::ServerFile,
     ) -> anyhow::Result<(NameGuard, Listener)> {
         let mut guard =
             NameGuard { lock_id: FileId::of(&paths.lock), paths, lock, socket_id: None, file_id: None, file };

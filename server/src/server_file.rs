@@ -1,38 +1,24 @@
-//! The server file `NAME.json`: how clients find and authenticate to a running server. Written
-//! atomically (temp file, mode 0600, rename) once the server listens.
+//! Writing the server file `NAME.json` (its shape is `mcli_protocol::ServerFile`): atomically
+//! (temp file, mode 0600, rename) once the server listens.
 
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 
 use anyhow::Context as _;
+use mcli_protocol::{PROTOCOL_VERSION, ServerFile};
 use mcli_shared::paths::ServerPaths;
-use mcli_shared::protocol::PROTOCOL_VERSION;
-use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ServerFile {
-    pub pid: u32,
-    pub version: String,
-    pub protocol: u32,
-    pub socket: String,
-    pub tcp: Option<String>,
-    pub http: Option<String>,
-    /// The secret that TCP and HTTP clients present.
-    pub token: String,
-}
-
-impl ServerFile {
-    pub fn new(paths: &ServerPaths, token: String, tcp: Option<String>, http: Option<String>) -> Self {
-        ServerFile {
-            pid: std::process::id(),
-            version: mcli_shared::VERSION.to_owned(),
-            protocol: PROTOCOL_VERSION,
-            socket: paths.socket.display().to_string(),
-            tcp,
-            http,
-            token,
-        }
+/// The server file of this process.
+pub fn new(paths: &ServerPaths, token: String, tcp: Option<String>, http: Option<String>) -> ServerFile {
+    ServerFile {
+        pid: std::process::id(),
+        version: mcli_shared::VERSION.to_owned(),
+        protocol: PROTOCOL_VERSION,
+        socket: paths.socket.display().to_string(),
+        tcp,
+        http,
+        token,
     }
 }
 

@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
+use mcli_protocol::{ActiveCommand, ExecStatus};
 use mcli_shared::config::Config;
 use mcli_shared::paths::ServerPaths;
-use mcli_shared::protocol::{ActiveCommand, ExecStatus};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use jsonrpsee::Methods;
-use mcli_shared::framing::DEFAULT_MAX_FRAME;
+use mcli_protocol::framing::DEFAULT_MAX_FRAME;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 

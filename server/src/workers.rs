@@ -7,8 +7,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use mcli_protocol::{ExecStatus, Stream, WorkerStatus};
 use mcli_shared::manifest::Manifest;
-use mcli_shared::protocol::{ExecStatus, Stream, WorkerStatus};
 use mcli_shared::runner::{self, Chunk, Invocation, Outcome};
 use mcli_shared::worker::{Call, Worker};
 use tokio::sync::{Semaphore, mpsc};

@@ -10,6 +10,8 @@ use std::ffi::OsString;
 use std::fs;
 use std::io;
 use std::net::IpAddr;
+
+use mcli_protocol::Seconds;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -32,7 +34,7 @@ pub struct ApiDaemonConfig {
     /// `mcli-server start`.
     pub auto_start: bool,
     /// Seconds a command may run before it is ended; 0 means no limit.
-    pub command_timeout: f64,
+    pub command_timeout: Seconds,
     pub max_concurrent_commands: usize,
     pub enable_command_caching: bool,
     pub enable_command_history: bool,
@@ -48,11 +50,6 @@ impl ApiDaemonConfig {
         let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
         format!("{host}:{port}")
     }
-
-    /// Whether `host` names this machine's loopback.
-    pub fn host_is_loopback(&self) -> bool {
-        self.host == "localhost" || self.host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
-    }
 }
 
 impl Default for ApiDaemonConfig {
@@ -64,7 +61,7 @@ impl Default for ApiDaemonConfig {
             use_random_port: true,
             debug: false,
             auto_start: false,
-            command_timeout: 300.0,
+            command_timeout: Seconds::new(300.0).unwrap_or_default(),
             max_concurrent_commands: 10,
             enable_command_caching: true,
             enable_command_history: true,
@@ -85,10 +82,10 @@ pub struct ServerConfig {
     /// Bytes of stdout and of stderr kept in a result that is not streamed.
     pub max_captured_output: usize,
     /// Seconds between SIGTERM and SIGKILL when a command is ended.
-    pub kill_grace: f64,
+    pub kill_grace: Seconds,
     /// Seconds without connections or running commands after which the server exits; 0 means
     /// never. When unset: one hour for a server a client started on demand, else never.
-    pub idle_timeout: Option<f64>,
+    pub idle_timeout: Option<Seconds>,
     /// The most executions the history keeps.
     pub history_max_entries: u64,
     /// The oldest history kept, in days.
@@ -101,7 +98,7 @@ impl Default for ServerConfig {
             commands_dirs: Vec::new(),
             max_queued_commands: 100,
             max_captured_output: 1024 * 1024,
-            kill_grace: 0.5,
+            kill_grace: Seconds::new(0.5).unwrap_or_default(),
             idle_timeout: None,
             history_max_entries: 10_000,
             history_max_age_days: 90.0,
@@ -267,7 +264,7 @@ impl Input<'_> {
         if (min..=max).contains(&n) { Ok(n) } else { Err(format!("{}, not {n}", range())) }
     }
 
-    fn seconds(&self) -> Result<f64, String> {
+    fn seconds(&self) -> Result<Seconds, String> {
         let rule = "must be a number of seconds from 0 (no limit) to 1e9";
         let n = match self {
             Input::Toml(toml::Value::Integer(n)) => *n as f64,
@@ -275,7 +272,7 @@ impl Input<'_> {
             Input::Toml(other) => return Err(format!("{rule}, not {}", describe(other))),
             Input::Env(text) => text.trim().parse::<f64>().map_err(|_| rule.to_owned())?,
         };
-        if n.is_finite() && (0.0..1e9).contains(&n) { Ok(n) } else { Err(format!("{rule}, not {n}")) }
+        Seconds::new(n).map_err(|_| format!("{rule}, not {n}"))
     }
 
     fn string(&self) -> Result<String, String> {
@@ -345,7 +342,7 @@ fn set_server_key(cfg: &mut ServerConfig, key: &str, value: &toml::Value, base: 
         "idle_timeout" => cfg.idle_timeout = Some(input.seconds()?),
         "history_max_entries" => cfg.history_max_entries = input.int(1, 100_000_000)? as u64,
         "history_max_age_days" => {
-            let days = input.seconds().map_err(|_| "must be a number of days, more than 0".to_owned())?;
+            let days = input.seconds().map_err(|_| "must be a number of days, more than 0".to_owned())?.get();
             if days <= 0.0 {
                 return Err(format!("must be a number of days, more than 0, not {days}"));
             }
@@ -391,7 +388,7 @@ mod tests {
         let cfg = ApiDaemonConfig::default();
         assert_eq!(cfg.host, "127.0.0.1");
         assert!(!cfg.enabled && cfg.use_random_port && !cfg.auto_start);
-        assert_eq!((cfg.command_timeout, cfg.max_concurrent_commands), (300.0, 10));
+        assert_eq!((cfg.command_timeout.get(), cfg.max_concurrent_commands), (300.0, 10));
     }
 
     #[test]
@@ -405,7 +402,7 @@ mod tests {
         let cfg = loaded.config.api_daemon;
         assert!(cfg.enabled && cfg.debug && cfg.auto_start && !cfg.use_random_port);
         assert_eq!((cfg.host.as_str(), cfg.port), ("::1", Some(8123)));
-        assert_eq!((cfg.command_timeout, cfg.max_concurrent_commands), (2.5, 3));
+        assert_eq!((cfg.command_timeout.get(), cfg.max_concurrent_commands), (2.5, 3));
         assert!(!cfg.enable_command_caching && !cfg.enable_command_history);
         assert!(loaded.warnings.is_empty());
     }
@@ -418,7 +415,7 @@ mod tests {
         .unwrap();
         let server = loaded.config.server;
         assert_eq!(server.commands_dirs, vec![PathBuf::from("/x/cmds"), PathBuf::from("/abs")]);
-        assert_eq!((server.max_queued_commands, server.max_captured_output, server.kill_grace), (0, 10, 1.5));
+        assert_eq!((server.max_queued_commands, server.max_captured_output, server.kill_grace.get()), (0, 10, 1.5));
         let err = load_text("[server]\ncommands_dirs = [1]\n").unwrap_err().to_string();
         assert!(err.contains("`server.commands_dirs` must be an array of directory paths"), "{err}");
     }

@@ -39,19 +39,6 @@ pub fn lock_within(path: &Path, wait: Duration) -> io::Result<Option<File>> {
     }
 }
 
-/// Whether some process holds a lock on the file at `path` right now.
-pub fn is_locked(path: &Path) -> io::Result<bool> {
-    match File::open(path) {
-        Ok(file) => match file.try_lock_shared() {
-            Ok(()) => Ok(false),
-            Err(TryLockError::WouldBlock) => Ok(true),
-            Err(TryLockError::Error(e)) => Err(e),
-        },
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -61,7 +48,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.lock");
         let first = lock_within(&path, Duration::ZERO).unwrap().expect("free lock");
-        assert!(is_locked(&path).unwrap());
         assert!(lock_within(&path, Duration::from_millis(50)).unwrap().is_none());
         let waiter = {
             let path = path.clone();

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use mcli_protocol::Seconds;
 use serde::Deserialize;
 
 /// A manifest as written.
@@ -87,11 +88,9 @@ pub fn parse(file: &Path, text: &str) -> Result<Manifest, String> {
         return fail("`run` must name a program: run = [\"program\", \"arg\", ...]".to_owned());
     }
     let seconds = |key: &str, value: f64| -> Result<Duration, String> {
-        if value.is_finite() && value > 0.0 && value < 1e9 {
-            Ok(Duration::from_secs_f64(value))
-        } else {
-            Err(format!("{}: `{key}` must be a positive number of seconds, not {value}", file.display()))
-        }
+        Seconds::positive(value)
+            .map(Seconds::duration)
+            .map_err(|_| format!("{}: `{key}` must be a positive number of seconds, not {value}", file.display()))
     };
     let timeout = raw.timeout.map(|t| seconds("timeout", t)).transpose()?;
     let cache = match raw.cache {

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::manifest::{self, Manifest};
-use crate::protocol::CommandEntry;
+use mcli_protocol::CommandEntry;
 
 /// The commands built into mcli. They run in-process, in the server or in the client itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -18,16 +18,14 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::manifest::Manifest;
-use crate::protocol::{ExecStatus, ExecuteResult, Stream, encode_output};
 use crate::registry::{Builtin, CommandKind, CommandSpec};
+use mcli_protocol::{ExecStatus, ExecuteResult, Seconds, Stream, encode_output};
 
 /// How long output may still drain after the command's main process has exited. A background
 /// process the command left behind may hold the pipes open for ever.
 const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(500);
 /// The size of one read from a command's stdout or stderr.
 const READ_CHUNK: usize = 32 * 1024;
-/// The default pause between SIGTERM and SIGKILL when a command is ended.
-pub const DEFAULT_KILL_GRACE: Duration = Duration::from_millis(500);
 
 /// Where a command's standard input comes from.
 #[derive(Debug, Default)]
@@ -123,12 +121,16 @@ impl Outcome {
 
 /// The time limit of a run: the call's own, else the manifest's, else `command_timeout` (0
 /// meaning none).
-pub fn effective_timeout(requested: Option<Duration>, spec: &CommandSpec, command_timeout: f64) -> Option<Duration> {
+pub fn effective_timeout(
+    requested: Option<Duration>,
+    spec: &CommandSpec,
+    command_timeout: Seconds,
+) -> Option<Duration> {
     let manifest = match &spec.kind {
         CommandKind::Manifest(manifest) => manifest.timeout,
         _ => None,
     };
-    requested.or(manifest).or_else(|| Some(command_timeout).filter(|s| *s > 0.0).map(Duration::from_secs_f64))
+    requested.or(manifest).or_else(|| Some(command_timeout).filter(|s| !s.is_zero()).map(Seconds::duration))
 }
 
 /// Runs `spec` and waits for it to end, is cancelled, or times out (`inv.timeout` is the final
@@ -498,13 +500,13 @@ async fn run_builtin(builtin: Builtin, inv: &Invocation, out: &mpsc::Sender<Chun
         Builtin::Sleep => {
             const USAGE: &str = "sleep SECONDS";
             let secs = match args.as_slice() {
-                [one] => one.parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0 && *s < 1e9),
+                [one] => one.parse::<f64>().ok().and_then(|s| Seconds::new(s).ok()),
                 _ => None,
             };
             let Some(secs) = secs else {
                 return usage(out, "sleep", "expected one number of seconds", USAGE).await;
             };
-            tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+            tokio::time::sleep(secs.duration()).await;
             0
         }
         Builtin::Exit => {

@@ -23,9 +23,9 @@ use tokio::sync::mpsc;
 use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 
-use crate::framing::{Frame, FrameCodec, Framing};
-use crate::protocol::{ExecStatus, Stream, decode_data};
 use crate::runner::{Chunk, Outcome};
+use mcli_protocol::framing::{Frame, FrameCodec, Framing};
+use mcli_protocol::{ExecStatus, Stream, decode_data};
 
 /// The longest message a worker may write.
 const MAX_MESSAGE: usize = 16 * 1024 * 1024;

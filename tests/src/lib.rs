@@ -3,6 +3,8 @@
 //! binaries with only those in their environment, waits on readiness (never a fixed sleep), and
 //! kills every server it started when it ends, even on panic.
 
+#![forbid(unsafe_code)]
+
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;

@@ -1,6 +1,8 @@
 //! The `mcli-client` command line: exit statuses, the alternate editor, routing, `--json`, and
 //! what it says when things go wrong.
 
+#![forbid(unsafe_code)]
+
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 

@@ -3,6 +3,8 @@
 //! timeouts and cancellation that end the whole process tree, the concurrency limit and its
 //! bounded queue, the result cache, the capture limit and backpressure on a slow reader.
 
+#![forbid(unsafe_code)]
+
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -1,6 +1,8 @@
 //! Configuration (file, environment, flags and their precedence) and the safety checks on the
 //! runtime directory, through the real binaries.
 
+#![forbid(unsafe_code)]
+
 use std::os::unix::fs::PermissionsExt;
 
 use mcli_tests::TestEnv;

@@ -1,6 +1,8 @@
 //! The command history, status and logs, the idle timeout and the socket that repairs itself,
 //! through the real binaries.
 
+#![forbid(unsafe_code)]
+
 use std::process::Stdio;
 
 use mcli_tests::{Run, TestEnv, process_gone, wait_until};

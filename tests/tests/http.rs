@@ -5,6 +5,8 @@
 //! The requests go over a plain `TcpStream` with a tiny HTTP/1.1 writer and reader below, so that
 //! the tests control every header (and need no HTTP client crate).
 
+#![forbid(unsafe_code)]
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};

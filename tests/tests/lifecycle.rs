@@ -1,6 +1,8 @@
 //! Starting, finding, stopping and replacing the server: auto-start, `mcli-server` subcommands,
 //! races, stale sockets, failed starts and graceful shutdown.
 
+#![forbid(unsafe_code)]
+
 use std::process::Stdio;
 use std::sync::{Arc, Barrier};
 

@@ -2,6 +2,8 @@
 //! error codes, the frame limits, cancellation, notifications and concurrency between
 //! connections. Every test drives a real `mcli-server` over a raw connection.
 
+#![forbid(unsafe_code)]
+
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
@@ -9,7 +11,7 @@ use std::time::{Duration, Instant};
 use mcli_tests::{RawConn, TestEnv, WAIT};
 use serde_json::{Value, json};
 
-/// The default frame limit of the server (`mcli_shared::framing::DEFAULT_MAX_FRAME`).
+/// The default frame limit of the server (`mcli_protocol::framing::DEFAULT_MAX_FRAME`).
 const MAX_FRAME: usize = 16 * 1024 * 1024;
 
 /// A fresh environment with a foreground server, and its pid.

@@ -2,6 +2,8 @@
 //! stdout in local mode, manifest arguments, protocol revisions and a socket deleted under a
 //! live server.
 
+#![forbid(unsafe_code)]
+
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Stdio;

@@ -2,6 +2,8 @@
 //! standard input and output), the `mcli-client --stdio` bridge, authenticated TCP (raw, and
 //! through `mcli-client -f SERVERFILE`), and the transport each execution records in the history.
 
+#![forbid(unsafe_code)]
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;

@@ -1,6 +1,8 @@
 //! Warm workers: manifests with a `[worker]` table, served by persistent Python processes
 //! written with `scripts/mcli_worker.py`.
 
+#![forbid(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};

@@ -8,6 +8,8 @@
 //! - script overhead: a trivial script run directly and through `mcli-client`, interleaved;
 //! - throughput: built-in `execute` calls over 8 persistent connections at once.
 
+#![forbid(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -167,7 +169,7 @@ impl Drop for Bench {
 /// every result before the next call; returns calls per second.
 fn throughput(socket: &Path, connections: usize, calls: usize, command: &str) -> anyhow::Result<f64> {
     use mcli_client::connection::Connection;
-    use mcli_shared::protocol::ExecuteParams;
+    use mcli_protocol::ExecuteParams;
     let barrier = std::sync::Arc::new(std::sync::Barrier::new(connections + 1));
     let workers: Vec<_> = (0..connections)
         .map(|_| {

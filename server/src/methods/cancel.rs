@@ -2,7 +2,7 @@
 //! was running with that id.
 
 use jsonrpsee_types::ErrorObjectOwned;
-use mcli_shared::protocol::{CancelParams, OkResult};
+use mcli_protocol::{CancelParams, OkResult};
 
 use crate::dispatch::RequestCtx;
 use crate::state::State;

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant, SystemTime};
 use base64::Engine as _;
 use bytes::Bytes;
 use jsonrpsee_types::{ErrorObject, ErrorObjectOwned};
-use mcli_shared::protocol::{
-    ExecStatus, ExecuteParams, ExecuteResult, OUTPUT_NOTIFICATION, OutputParams, PROTOCOL_VERSION, Stream, code,
-    encode_output,
+use mcli_protocol::{
+    ExecStatus, ExecuteParams, ExecuteResult, OUTPUT_NOTIFICATION, OutputParams, PROTOCOL_VERSION, Seconds, Stream,
+    code, encode_output,
 };
 use mcli_shared::registry::{CommandKind, CommandSpec, LookupError};
 use mcli_shared::runner::{self, Chunk, Invocation, Outcome, Stdin};
@@ -40,13 +40,15 @@ pub async fn execute(
         return Err(shutting_down());
     }
     let timeout = match params.timeout {
-        Some(secs) if !(secs.is_finite() && secs > 0.0 && secs < 1e9) => {
-            return Err(error(
-                code::INVALID_PARAMS,
-                "invalid params: `timeout` must be a positive number of seconds, under 1e9",
-            ));
-        }
-        Some(secs) => Some(Duration::from_secs_f64(secs)),
+        Some(secs) => match Seconds::positive(secs) {
+            Ok(secs) => Some(secs.duration()),
+            Err(_) => {
+                return Err(error(
+                    code::INVALID_PARAMS,
+                    "invalid params: `timeout` must be a positive number of seconds, under 1e9",
+                ));
+            }
+        },
         None => None,
     };
     let stdin = stdin_source(&params, &request)?;
@@ -99,7 +101,7 @@ pub async fn execute(
         env: params.env.take(),
         stdin,
         timeout: runner::effective_timeout(timeout, &spec, state.config.api_daemon.command_timeout),
-        kill_grace: Duration::from_secs_f64(state.config.server.kill_grace),
+        kill_grace: state.config.server.kill_grace.duration(),
     };
     let execution = state.begin_execution(&spec.name, request.cancel.clone());
     let (id, started_at) = (execution.id, SystemTime::now());

@@ -1,8 +1,8 @@
 //! `health`: a cheap liveness probe.
 
 use jsonrpsee_types::ErrorObjectOwned;
+use mcli_protocol::{HealthResult, NoParams};
 use mcli_shared::VERSION;
-use mcli_shared::protocol::{HealthResult, NoParams};
 
 use crate::dispatch::RequestCtx;
 use crate::state::State;

@@ -1,7 +1,7 @@
 //! `history`: past executions, newest first, filtered by command and by failure.
 
 use jsonrpsee_types::ErrorObjectOwned;
-use mcli_shared::protocol::{HistoryParams, HistoryResult, code};
+use mcli_protocol::{HistoryParams, HistoryResult, code};
 
 use super::error;
 use crate::dispatch::RequestCtx;

@@ -1,7 +1,7 @@
 //! `list`: the commands this server can run.
 
 use jsonrpsee_types::ErrorObjectOwned;
-use mcli_shared::protocol::{ListResult, NoParams};
+use mcli_protocol::{ListResult, NoParams};
 
 use crate::dispatch::RequestCtx;
 use crate::state::State;

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use jsonrpsee::RpcModule;
 use jsonrpsee::{Extensions, Methods};
 use jsonrpsee_types::{ErrorObject, ErrorObjectOwned, Params};
-use mcli_shared::protocol::{self, Method, code};
+use mcli_protocol::{self as protocol, Method, code};
 
 use crate::dispatch::RequestCtx;
 use crate::state::State;

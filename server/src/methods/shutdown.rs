@@ -2,7 +2,7 @@
 //! them when `graceful` is false), remove the socket and exit. The reply goes out first.
 
 use jsonrpsee_types::ErrorObjectOwned;
-use mcli_shared::protocol::{OkResult, ShutdownParams};
+use mcli_protocol::{OkResult, ShutdownParams};
 
 use crate::dispatch::RequestCtx;
 use crate::state::State;

@@ -1,8 +1,8 @@
 //! `status`: what the server is, where it listens, and what it is doing.
 
 use jsonrpsee_types::ErrorObjectOwned;
+use mcli_protocol::{NoParams, PROTOCOL_VERSION, StatusResult, code};
 use mcli_shared::VERSION;
-use mcli_shared::protocol::{NoParams, PROTOCOL_VERSION, StatusResult, code};
 use std::sync::atomic::Ordering;
 
 use super::error;

@@ -1,6 +1,16 @@
-//! The JSON-RPC 2.0 protocol between mcli clients and the server: method names with their typed
-//! params and results, the `mcli/output` notification, and the error codes. Data only: the server
-//! decides what the methods do, the framing module decides how messages travel.
+//! `mcli-protocol`: the JSON-RPC 2.0 protocol between mcli clients and the server: method names
+//! with their typed params and results, the notifications, the error codes, the wire framing
+//! ([`framing`]) and the server file ([`ServerFile`]). Data only: the server decides what the
+//! methods do, and nothing here spawns a process, reads a config or starts a runtime.
+
+#![forbid(unsafe_code)]
+
+pub mod framing;
+mod seconds;
+mod server_file;
+
+pub use seconds::{Seconds, SecondsError};
+pub use server_file::ServerFile;
 
 use std::collections::BTreeMap;
 

@@ -1,0 +1,42 @@
+//! The server file `NAME.json`: how clients find and authenticate to a running server. The
+//! server writes it once it listens; clients and `mcli-server token` read it.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerFile {
+    pub pid: u32,
+    pub version: String,
+    pub protocol: u32,
+    /// The local socket's path.
+    pub socket: String,
+    /// The TCP address listened on (`--tcp`), if any.
+    pub tcp: Option<String>,
+    /// The HTTP bridge's address, if it is on.
+    pub http: Option<String>,
+    /// The secret that TCP and HTTP clients present.
+    pub token: String,
+}
+
+impl ServerFile {
+    /// Decodes a server file's text.
+    pub fn parse(text: &str) -> serde_json::Result<ServerFile> {
+        serde_json::from_str(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_documented_shape() {
+        let text = r#"{"pid": 123, "version": "0.1.0", "protocol": 1, "socket": "/run/mcli/server.sock",
+                       "tcp": "127.0.0.1:4000", "http": null, "token": "abc"}"#;
+        let file = ServerFile::parse(text).unwrap();
+        assert_eq!(file.pid, 123);
+        assert_eq!(file.tcp.as_deref(), Some("127.0.0.1:4000"));
+        assert_eq!(file.http, None);
+        assert_eq!(file.token, "abc");
+    }
+}
