@@ -94,7 +94,7 @@ impl ConnectionCtx {
             stream_by_default,
             transport,
             stdin: Arc::new(StdinRoutes::default()),
-            cancel: state.abort.child_token(),
+            cancel: state.lifecycle.abort.child_token(),
             requests: Mutex::new(Requests::default()),
         };
         (Arc::new(ctx), rx)
@@ -188,12 +188,12 @@ where
     let mut pending = Some((writer, rx));
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     tracing::debug!(connection = id, "connected");
-    state.connection_opened();
+    let busy = state.lifecycle.busy();
 
     loop {
         let next = tokio::select! {
             next = frames.next() => next,
-            () = state.close_connections.cancelled() => break,
+            () = state.lifecycle.close_connections.cancelled() => break,
             () = tokio::time::sleep_until(auth_deadline), if unauthenticated.is_some() => {
                 tracing::debug!(connection = id, "no authentication in time; closing");
                 break;
@@ -202,7 +202,7 @@ where
         // The writer starts with the first message, once the framing is known.
         if let Some((writer, rx)) = pending.take() {
             let framing = frames.decoder().framing().unwrap_or(Framing::Lines);
-            state.tasks.spawn(write_loop(writer, rx, framing, ctx.cancel.clone()));
+            state.lifecycle.tasks.spawn(write_loop(writer, rx, framing, ctx.cancel.clone()));
         }
         let frame = match next {
             None => break,
@@ -254,7 +254,7 @@ where
             break;
         };
         let (ctx, methods) = (Arc::clone(&ctx), methods.clone());
-        state.tasks.spawn(async move {
+        state.lifecycle.tasks.spawn(async move {
             if let Some(reply) = dispatch::handle_message(&methods, &ctx, &text).await {
                 let _ = ctx.outgoing.send(reply.into()).await;
             }
@@ -274,10 +274,10 @@ where
         }
         tokio::select! {
             () = tokio::time::sleep(HANGUP_CHECK) => {}
-            () = state.close_connections.cancelled() => break,
+            () = state.lifecycle.close_connections.cancelled() => break,
         }
     }
-    state.connection_closed();
+    drop(busy);
     tracing::debug!(connection = id, "closed");
 }
 

@@ -398,7 +398,7 @@ fn insert_once<'a>(conn: &mut Connection, records: impl Iterator<Item = &'a Reco
                 args,
                 r.cwd,
                 r.transport,
-                crate::state::rfc3339(r.started),
+                rfc3339(r.started),
                 started_ms,
                 r.duration_ms as i64,
                 r.status.as_str(),
@@ -491,6 +491,11 @@ pub fn query(path: &Path, filter: &HistoryParams) -> Result<Vec<HistoryEntry>, H
     rows.collect::<Result<_, _>>().map_err(sqlite)
 }
 
+/// Formats a time as RFC 3339 in UTC with second precision, as the history and `status` show it.
+pub fn rfc3339(time: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -570,6 +575,13 @@ mod tests {
         // Retention ran every PRUNE_EVERY rows: at most 50 kept then, plus the rows since.
         assert!(ids.len() <= 50 + (1200 % PRUNE_EVERY as usize), "{} rows kept", ids.len());
         assert_eq!(ids[0], 1200);
+    }
+
+    #[test]
+    fn formats_rfc3339() {
+        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        let leap = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400);
+        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00Z");
     }
 
     #[test]

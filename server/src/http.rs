@@ -92,13 +92,13 @@ async fn accept_loop(state: State, listener: tokio::net::TcpListener, app: Route
     loop {
         let slot = tokio::select! {
             biased;
-            () = state.stop.cancelled() => break,
+            () = state.lifecycle.stop.cancelled() => break,
             slot = Arc::clone(&slots).acquire_owned() => slot,
         };
         let Ok(slot) = slot else { break };
         let accepted = tokio::select! {
             biased;
-            () = state.stop.cancelled() => break,
+            () = state.lifecycle.stop.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
         let stream = match accepted {
@@ -109,8 +109,9 @@ async fn accept_loop(state: State, listener: tokio::net::TcpListener, app: Route
                 continue;
             }
         };
-        let (service, stop, close) = (service.clone(), state.stop.clone(), state.close_connections.clone());
-        state.tasks.spawn(async move {
+        let (service, stop, close) =
+            (service.clone(), state.lifecycle.stop.clone(), state.lifecycle.close_connections.clone());
+        state.lifecycle.tasks.spawn(async move {
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
             let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
@@ -255,7 +256,7 @@ impl Bridge {
         let (ctx, mut outgoing) = ConnectionCtx::new(&self.state, id, "http", false);
         let _hang_up = ctx.hang_up_token().drop_guard();
         let (methods, message) = (self.methods.clone(), message.to_vec());
-        let call = self.state.tasks.spawn(async move {
+        let call = self.state.lifecycle.tasks.spawn(async move {
             let drain = tokio::spawn(async move { while outgoing.recv().await.is_some() {} });
             let reply = dispatch::handle_message(&methods, &ctx, &message).await;
             drop(ctx);

@@ -8,8 +8,11 @@ pub mod cache;
 pub mod commands;
 pub mod connection;
 pub mod dispatch;
+pub mod executions;
 pub mod history;
 pub mod http;
+pub mod ids;
+pub mod lifecycle;
 pub mod listener;
 pub mod logging;
 pub mod methods;
@@ -31,8 +34,9 @@ use mcli_shared::config::Config;
 use mcli_shared::paths::ServerPaths;
 
 use crate::commands::Commands;
+use crate::lifecycle::SHUTDOWN_GRACE;
 use crate::name::{Check, NameGuard};
-use crate::state::{Inner, SHUTDOWN_GRACE};
+use crate::state::{Inner, Listening};
 
 /// The idle timeout of a server started on demand, unless the config sets one.
 pub const AUTO_STARTED_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -90,13 +94,14 @@ pub async fn serve(options: ServeOptions, name_lock: File) -> anyhow::Result<Opt
     let (name, listener) = NameGuard::bind(paths.clone(), name_lock, file)?;
 
     let commands = Commands::new(config.commands_dirs(mcli_shared::paths::process_env));
-    let state = Inner::new(config, paths, commands, history, ids, tcp_addr.clone(), http_addr.clone());
+    let listening = Listening { tcp: tcp_addr.clone(), http: http_addr.clone() };
+    let state = Inner::new(config, paths, commands, history, ids, listening);
     let methods = methods::table(state.clone());
     if let Some(tcp) = tcp {
         tokio::spawn(tcp::accept_loop(state.clone(), methods.clone(), tcp, token));
     }
     if let Some(http) = http {
-        state.tasks.spawn(http::serve(state.clone(), methods.clone(), http, http_token));
+        state.lifecycle.tasks.spawn(http::serve(state.clone(), methods.clone(), http, http_token));
     }
     let (rebound_tx, rebound_rx) = tokio::sync::mpsc::channel(1);
     tokio::spawn(listener::accept_loop(state.clone(), methods, listener, rebound_rx));
@@ -118,7 +123,7 @@ pub async fn serve(options: ServeOptions, name_lock: File) -> anyhow::Result<Opt
     tracing::info!("{line}");
     announce_ready(&line, notify_ready)?;
 
-    state.stop.cancelled().await;
+    state.lifecycle.stop.cancelled().await;
     tracing::info!("shutting down");
     drain(&state, SHUTDOWN_GRACE).await;
     let lock = match guard.await {
@@ -139,7 +144,7 @@ pub async fn serve(options: ServeOptions, name_lock: File) -> anyhow::Result<Opt
 pub async fn serve_stdio(config: Config, paths: ServerPaths) -> anyhow::Result<()> {
     let (history, ids) = open_history(&config, &paths)?;
     let commands = Commands::new(config.commands_dirs(mcli_shared::paths::process_env));
-    let state = Inner::new(config, paths, commands, history, ids, None, None);
+    let state = Inner::new(config, paths, commands, history, ids, Listening::default());
     let methods = methods::table(state.clone());
     tokio::spawn(reap_workers(state.clone()));
     let peer = connection::Peer { id: 1, transport: "stdio", token: None, eof_ends_session: true };
@@ -153,24 +158,25 @@ pub async fn serve_stdio(config: Config, paths: ServerPaths) -> anyhow::Result<(
     );
     tokio::select! {
         () = session => tracing::debug!("standard input closed"),
-        () = state.stop.cancelled() => {}
+        () = state.lifecycle.stop.cancelled() => {}
     }
-    drain(&state, if state.is_shutting_down() { SHUTDOWN_GRACE } else { Duration::ZERO }).await;
+    drain(&state, if state.lifecycle.is_shutting_down() { SHUTDOWN_GRACE } else { Duration::ZERO }).await;
     Ok(())
 }
 
 /// The end of a server: lets running commands finish within `grace`, ends the rest, lets the
 /// connections flush their last replies, and closes the history.
 async fn drain(state: &state::State, grace: Duration) {
-    state.wait_for_commands(grace).await;
-    state.abort.cancel();
-    state.close_connections.cancel();
-    state.tasks.close();
-    if tokio::time::timeout(CLOSE_GRACE, state.tasks.wait()).await.is_err() {
+    state.executions.wait_for_all(grace).await;
+    state.lifecycle.abort.cancel();
+    state.lifecycle.close_connections.cancel();
+    state.lifecycle.tasks.close();
+    if tokio::time::timeout(CLOSE_GRACE, state.lifecycle.tasks.wait()).await.is_err() {
         tracing::warn!("connections did not close in time");
     }
-    if let Some(history) = &state.history {
-        history.close();
+    if let Some(history) = state.history.clone() {
+        // Closing waits for the writer thread to commit what is queued: off the async threads.
+        let _ = tokio::task::spawn_blocking(move || history.close()).await;
     }
 }
 
@@ -216,7 +222,7 @@ async fn guard_name(
     loop {
         tokio::select! {
             () = tokio::time::sleep(name::CHECK_EVERY) => {}
-            () = state.stop.cancelled() => return Some(name),
+            () = state.lifecycle.stop.cancelled() => return Some(name),
         }
         match name.check() {
             Ok(Check::Intact) => {}
@@ -225,7 +231,7 @@ async fn guard_name(
             }
             Ok(Check::Lost) => {
                 tracing::warn!("another server has taken the name; exiting");
-                state.begin_shutdown(true);
+                state.lifecycle.begin_shutdown(true);
                 return None;
             }
             Err(err) => tracing::warn!("cannot repair the socket: {err:#}"),
@@ -238,7 +244,7 @@ async fn reap_workers(state: state::State) {
     loop {
         tokio::select! {
             () = tokio::time::sleep(Duration::from_millis(500)) => state.workers.reap(),
-            () = state.stop.cancelled() => return,
+            () = state.lifecycle.stop.cancelled() => return,
         }
     }
 }
@@ -249,11 +255,11 @@ async fn exit_when_idle(state: state::State, timeout: Duration) {
     loop {
         tokio::select! {
             () = tokio::time::sleep(check) => {}
-            () = state.stop.cancelled() => return,
+            () = state.lifecycle.stop.cancelled() => return,
         }
-        if state.idle_for() >= timeout {
+        if state.lifecycle.idle_for() >= timeout {
             tracing::info!(idle_secs = timeout.as_secs_f64(), "idle; exiting");
-            state.begin_shutdown(true);
+            state.lifecycle.begin_shutdown(true);
             return;
         }
     }
@@ -273,7 +279,7 @@ async fn watch_signals(state: state::State) {
             _ = int.recv() => {}
         }
         tracing::info!(graceful, "signal received");
-        state.begin_shutdown(graceful);
+        state.lifecycle.begin_shutdown(graceful);
         graceful = false;
     }
 }

@@ -51,7 +51,7 @@ pub async fn accept_loop(
         let accepted = tokio::select! {
             // Stopping comes first: a connection accepted now would only be closed unanswered.
             biased;
-            () = state.stop.cancelled() => break,
+            () = state.lifecycle.stop.cancelled() => break,
             Some(new) = rebound.recv() => {
                 listener = new;
                 continue;
@@ -76,7 +76,7 @@ pub async fn accept_loop(
         let (reader, writer) = stream.into_split();
         let (state2, methods) = (State::clone(&state), methods.clone());
         let id = next_id;
-        state.tasks.spawn(async move {
+        state.lifecycle.tasks.spawn(async move {
             let peer = connection::Peer { id, transport: "socket", token: None, eof_ends_session: false };
             connection::serve(state2, methods, peer, reader, writer, DEFAULT_MAX_FRAME).await;
             drop(slot);

@@ -13,7 +13,7 @@ use mcli_client::autostart::{self, Starter};
 use mcli_client::cli::QUICK_CALL;
 use mcli_client::connection::{ConnectError, Connection};
 use mcli_protocol::{self as protocol, HistoryParams, NoParams, ServerFile, ShutdownParams, StatusResult};
-use mcli_server::state::SHUTDOWN_GRACE;
+use mcli_server::lifecycle::SHUTDOWN_GRACE;
 use mcli_server::{ServeOptions, serve};
 use mcli_shared::config::{self, Config};
 use mcli_shared::lockfile;

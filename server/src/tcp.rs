@@ -30,7 +30,7 @@ pub async fn accept_loop(state: State, methods: Methods, listener: TcpListener, 
     loop {
         let accepted = tokio::select! {
             biased;
-            () = state.stop.cancelled() => break,
+            () = state.lifecycle.stop.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
         let (stream, from) = match accepted {
@@ -52,7 +52,7 @@ pub async fn accept_loop(state: State, methods: Methods, listener: TcpListener, 
         let (reader, writer) = stream.into_split();
         let peer = Peer { id: next_id, transport: "tcp", token: Some(Arc::clone(&token)), eof_ends_session: false };
         let (state2, methods) = (State::clone(&state), methods.clone());
-        state.tasks.spawn(async move {
+        state.lifecycle.tasks.spawn(async move {
             connection::serve(state2, methods, peer, reader, writer, DEFAULT_MAX_FRAME).await;
             drop(slot);
         });

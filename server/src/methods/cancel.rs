@@ -8,7 +8,7 @@ use crate::dispatch::RequestCtx;
 use crate::state::State;
 
 pub async fn cancel(params: CancelParams, state: State, _: RequestCtx) -> Result<OkResult, ErrorObjectOwned> {
-    let ok = state.cancel_execution(params.id);
+    let ok = state.executions.cancel(params.id);
     tracing::debug!(execution = params.id, ok, "cancel requested");
     Ok(OkResult { ok })
 }

@@ -5,7 +5,6 @@
 //! a `[cache]` table, and a slot among `max_concurrent_commands` (waiting in a bounded queue).
 
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine as _;
@@ -18,11 +17,12 @@ use mcli_protocol::{
 use mcli_shared::registry::{CommandKind, CommandSpec, LookupError};
 use mcli_shared::runner::{self, Chunk, Invocation, Outcome, Stdin};
 use serde::Serialize;
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::sync::mpsc;
 
 use super::error;
 use crate::cache::MAX_ENTRY_BYTES;
 use crate::dispatch::RequestCtx;
+use crate::executions::Refusal;
 use crate::history::Record;
 use crate::state::State;
 
@@ -36,7 +36,7 @@ pub async fn execute(
     if let Some(client) = params.protocol.filter(|p| *p != PROTOCOL_VERSION) {
         return Err(super::incompatible(u64::from(client)));
     }
-    if state.is_shutting_down() {
+    if state.lifecycle.is_shutting_down() {
         return Err(shutting_down());
     }
     let timeout = match params.timeout {
@@ -67,7 +67,7 @@ pub async fn execute(
     if let Some((key, _)) = &cache
         && let Some(hit) = state.cache.get(key)
     {
-        let execution = state.begin_execution(&spec.name, request.cancel.clone());
+        let execution = state.executions.begin(&spec.name, request.cancel.clone()).await;
         let (started, started_at) = (Instant::now(), SystemTime::now());
         let mut sink = Sink::new(stream, state.config.server.max_captured_output, None);
         for chunk in hit.output {
@@ -85,9 +85,9 @@ pub async fn execute(
         return Ok(recorded(&state, &request, &params, started_at, result).await);
     }
 
-    let Some(_slot) = take_slot(&state, &request).await? else {
-        // Cancelled (or shut down) while waiting in the queue: it never ran.
-        let execution = state.begin_execution(&spec.name, request.cancel.clone());
+    let Some(_slot) = state.executions.admit(&request.cancel).await.map_err(refused)? else {
+        // Cancelled while waiting in the queue: it never ran.
+        let execution = state.executions.begin(&spec.name, request.cancel.clone()).await;
         let id = execution.id;
         execution.finish(ExecStatus::Cancelled);
         let outcome =
@@ -103,7 +103,7 @@ pub async fn execute(
         timeout: runner::effective_timeout(timeout, &spec, state.config.api_daemon.command_timeout),
         kill_grace: state.config.server.kill_grace.duration(),
     };
-    let execution = state.begin_execution(&spec.name, request.cancel.clone());
+    let execution = state.executions.begin(&spec.name, request.cancel.clone()).await;
     let (id, started_at) = (execution.id, SystemTime::now());
     tracing::debug!(execution = id, command = %spec.name, "started");
 
@@ -229,34 +229,17 @@ fn shutting_down() -> ErrorObjectOwned {
     error(code::SHUTTING_DOWN, "the server is shutting down; run the command again to start a new one")
 }
 
-/// Waits for a slot among `max_concurrent_commands`, in a bounded queue; `None` when the request
-/// was cancelled while it waited.
-async fn take_slot(state: &State, request: &RequestCtx) -> Result<Option<OwnedSemaphorePermit>, ErrorObjectOwned> {
-    if let Ok(permit) = state.slots.clone().try_acquire_owned() {
-        return Ok(Some(permit));
-    }
-    let limit = state.config.server.max_queued_commands;
-    if state.queued.fetch_add(1, Ordering::SeqCst) >= limit {
-        state.queued.fetch_sub(1, Ordering::SeqCst);
-        return Err(error(
+/// The error for a call that was not admitted.
+fn refused(refusal: Refusal) -> ErrorObjectOwned {
+    match refusal {
+        Refusal::Busy { running, queued } => error(
             code::SERVER_BUSY,
             format!(
-                "server busy: {} commands are running and {limit} are waiting (max_concurrent_commands, max_queued_commands); try again later",
-                state.config.api_daemon.max_concurrent_commands
+                "server busy: {running} commands are running and {queued} are waiting (max_concurrent_commands, max_queued_commands); try again later"
             ),
-        ));
+        ),
+        Refusal::ShuttingDown => shutting_down(),
     }
-    let waited = tokio::select! {
-        permit = state.slots.clone().acquire_owned() => Ok(permit.ok()),
-        () = request.cancel.cancelled() => Ok(None),
-        // Shutting down: the call never ran, so the client may run it on the next server.
-        () = state.stop.cancelled() => Err(shutting_down()),
-    };
-    state.queued.fetch_sub(1, Ordering::SeqCst);
-    if waited.as_ref().is_ok_and(Option::is_some) && state.is_shutting_down() {
-        return Err(shutting_down());
-    }
-    waited
 }
 
 #[derive(Serialize)]

@@ -8,5 +8,9 @@ use crate::dispatch::RequestCtx;
 use crate::state::State;
 
 pub async fn health(_: NoParams, state: State, _: RequestCtx) -> Result<HealthResult, ErrorObjectOwned> {
-    Ok(HealthResult { status: "healthy".to_owned(), version: VERSION.to_owned(), uptime_secs: state.uptime_secs() })
+    Ok(HealthResult {
+        status: "healthy".to_owned(),
+        version: VERSION.to_owned(),
+        uptime_secs: state.lifecycle.uptime_secs(),
+    })
 }

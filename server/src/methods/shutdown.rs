@@ -10,6 +10,6 @@ use crate::state::State;
 pub async fn shutdown(params: ShutdownParams, state: State, _: RequestCtx) -> Result<OkResult, ErrorObjectOwned> {
     let graceful = params.graceful.unwrap_or(true);
     tracing::info!(graceful, "shutdown requested");
-    state.begin_shutdown(graceful);
+    state.lifecycle.begin_shutdown(graceful);
     Ok(OkResult { ok: true })
 }

@@ -3,7 +3,6 @@
 use jsonrpsee_types::ErrorObjectOwned;
 use mcli_protocol::{NoParams, PROTOCOL_VERSION, StatusResult, code};
 use mcli_shared::VERSION;
-use std::sync::atomic::Ordering;
 
 use super::error;
 use crate::dispatch::RequestCtx;
@@ -12,21 +11,21 @@ use crate::state::State;
 pub async fn status(_: NoParams, state: State, _: RequestCtx) -> Result<StatusResult, ErrorObjectOwned> {
     let config = serde_json::to_value(&state.config)
         .map_err(|e| error(code::INTERNAL_ERROR, format!("internal error: config: {e}")))?;
-    let executed_total = state.executed_total.load(Ordering::Relaxed);
+    let (executed_total, failed_total) = state.executions.totals();
     Ok(StatusResult {
         pid: std::process::id(),
         version: VERSION.to_owned(),
         protocol: PROTOCOL_VERSION,
-        uptime_secs: state.uptime_secs(),
+        uptime_secs: state.lifecycle.uptime_secs(),
         socket: state.paths.socket.display().to_string(),
-        http: state.http.clone(),
-        tcp: state.tcp.clone(),
-        running: !state.is_shutting_down(),
-        active_commands: state.active_commands(),
-        queued: state.queued.load(Ordering::Relaxed) as u64,
+        http: state.listening.http.clone(),
+        tcp: state.listening.tcp.clone(),
+        running: !state.lifecycle.is_shutting_down(),
+        active_commands: state.executions.active(),
+        queued: state.executions.queued(),
         command_history_count: state.history.as_ref().map_or(0, |h| h.count()),
         executed_total,
-        failed_total: state.failed_total.load(Ordering::Relaxed),
+        failed_total,
         config,
         workers: state.workers.status(),
     })

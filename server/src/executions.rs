@@ -1,0 +1,179 @@
+//! The executions of a server: admission among `max_concurrent_commands` (with a bounded queue),
+//! the table of running commands that `status` and `cancel` read, their ids, and the counters.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use mcli_protocol::{ActiveCommand, ExecStatus};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::history::rfc3339;
+use crate::ids::Ids;
+use crate::lifecycle::{BusyGuard, Lifecycle};
+
+pub struct Executions {
+    lifecycle: Arc<Lifecycle>,
+    ids: Ids,
+    /// One permit per command allowed to run at once (`max_concurrent_commands`).
+    slots: Arc<Semaphore>,
+    max_running: usize,
+    max_queued: usize,
+    /// Calls waiting for a slot.
+    queued: AtomicUsize,
+    running: Mutex<BTreeMap<u64, Running>>,
+    /// Woken whenever an execution ends, so shutdown can wait for the last one.
+    ended: Notify,
+    executed_total: AtomicU64,
+    failed_total: AtomicU64,
+}
+
+struct Running {
+    command: String,
+    started: SystemTime,
+    /// Ends the execution, for `cancel`.
+    cancel: CancellationToken,
+}
+
+/// Why a call was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Every slot is taken and the queue is full.
+    Busy { running: usize, queued: usize },
+    /// The server is shutting down: the call never ran, so it may run on the next server.
+    ShuttingDown,
+}
+
+/// A slot among `max_concurrent_commands`, held while the command runs.
+pub struct Slot {
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Executions {
+    pub fn new(lifecycle: Arc<Lifecycle>, ids: Ids, max_running: usize, max_queued: usize) -> Executions {
+        Executions {
+            lifecycle,
+            ids,
+            slots: Arc::new(Semaphore::new(max_running)),
+            max_running,
+            max_queued,
+            queued: AtomicUsize::new(0),
+            running: Mutex::new(BTreeMap::new()),
+            ended: Notify::new(),
+            executed_total: AtomicU64::new(0),
+            failed_total: AtomicU64::new(0),
+        }
+    }
+
+    fn running(&self) -> MutexGuard<'_, BTreeMap<u64, Running>> {
+        // Every update is a single insert or remove, so a poisoned lock holds a whole map.
+        self.running.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Waits for a slot, in the bounded queue. `Ok(None)` when `cancel` fired while waiting.
+    pub async fn admit(&self, cancel: &CancellationToken) -> Result<Option<Slot>, Refusal> {
+        if self.lifecycle.is_shutting_down() {
+            return Err(Refusal::ShuttingDown);
+        }
+        if let Ok(permit) = Arc::clone(&self.slots).try_acquire_owned() {
+            return Ok(Some(Slot { _permit: permit }));
+        }
+        if self.queued.fetch_add(1, Ordering::SeqCst) >= self.max_queued {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+            return Err(Refusal::Busy { running: self.max_running, queued: self.max_queued });
+        }
+        let waited = tokio::select! {
+            permit = Arc::clone(&self.slots).acquire_owned() => Ok(permit.ok().map(|permit| Slot { _permit: permit })),
+            () = cancel.cancelled() => Ok(None),
+            () = self.lifecycle.stop.cancelled() => Err(Refusal::ShuttingDown),
+        };
+        self.queued.fetch_sub(1, Ordering::SeqCst);
+        match waited {
+            Ok(Some(_)) if self.lifecycle.is_shutting_down() => Err(Refusal::ShuttingDown),
+            waited => waited,
+        }
+    }
+
+    /// Registers an execution as running under a fresh id; the guard unregisters it and counts
+    /// how it ended.
+    pub async fn begin(self: &Arc<Self>, command: &str, cancel: CancellationToken) -> ExecutionGuard {
+        let id = self.ids.next().await;
+        let busy = self.lifecycle.busy();
+        self.running().insert(id, Running { command: command.to_owned(), started: SystemTime::now(), cancel });
+        ExecutionGuard { executions: Arc::clone(self), id, status: None, _busy: busy }
+    }
+
+    /// Cancels the running execution `id`; false when none runs with that id.
+    pub fn cancel(&self, id: u64) -> bool {
+        match self.running().get(&id) {
+            Some(run) => {
+                run.cancel.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn active(&self) -> Vec<ActiveCommand> {
+        self.running()
+            .iter()
+            .map(|(id, run)| ActiveCommand { id: *id, command: run.command.clone(), started: rfc3339(run.started) })
+            .collect()
+    }
+
+    /// Calls waiting for a slot now.
+    pub fn queued(&self) -> u64 {
+        self.queued.load(Ordering::Relaxed) as u64
+    }
+
+    /// Executions ended so far, and how many of them did not complete.
+    pub fn totals(&self) -> (u64, u64) {
+        (self.executed_total.load(Ordering::Relaxed), self.failed_total.load(Ordering::Relaxed))
+    }
+
+    /// Waits until no execution runs, `grace` has passed, or shutdown turned immediate.
+    pub async fn wait_for_all(&self, grace: Duration) {
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let ended = self.ended.notified();
+            tokio::pin!(ended);
+            if self.running().is_empty() || self.lifecycle.is_immediate() {
+                return;
+            }
+            tokio::select! {
+                () = &mut ended => {}
+                () = self.lifecycle.abort.cancelled() => return,
+                () = tokio::time::sleep_until(deadline) => return,
+            }
+        }
+    }
+}
+
+/// Keeps an execution in the table of running ones while it runs.
+pub struct ExecutionGuard {
+    executions: Arc<Executions>,
+    pub id: u64,
+    status: Option<ExecStatus>,
+    _busy: BusyGuard,
+}
+
+impl ExecutionGuard {
+    /// Records how the execution ended, for the counters.
+    pub fn finish(mut self, status: ExecStatus) {
+        self.status = Some(status);
+    }
+}
+
+impl Drop for ExecutionGuard {
+    fn drop(&mut self) {
+        let executions = &self.executions;
+        executions.running().remove(&self.id);
+        executions.executed_total.fetch_add(1, Ordering::Relaxed);
+        if self.status != Some(ExecStatus::Completed) {
+            executions.failed_total.fetch_add(1, Ordering::Relaxed);
+        }
+        executions.ended.notify_waiters();
+    }
+}
