@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use mcli_protocol::Stream;
 use mcli_shared::config;
+use mcli_shared::execution::{Capture, Execution, OneShotWorkers, OutputSink};
 use mcli_shared::paths;
 use mcli_shared::registry::{LookupError, Registry};
-use mcli_shared::runner::{self, Chunk, Invocation, Stdin};
-use tokio::sync::mpsc;
+use mcli_shared::runner::{Chunk, Invocation, Stdin};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Cli, exit, exit_status, stdin_is_forwarded};
@@ -46,74 +46,74 @@ pub fn run(name: &str, args: &[String], cli: &Cli) -> i32 {
         cwd: std::env::current_dir().ok(),
         env: None,
         stdin: if stdin_is_forwarded() { Stdin::Inherit } else { Stdin::Null },
-        timeout: runner::effective_timeout(
-            cli.timeout.map(Duration::from_secs_f64),
-            &spec,
-            config.api_daemon.command_timeout,
-        ),
-        kill_grace: config.server.kill_grace.duration(),
+        timeout: cli.timeout.map(Duration::from_secs_f64),
+        ..Invocation::default()
     };
-    let (tx, mut rx) = mpsc::channel::<Chunk>(16);
+    let execution = Execution::new(spec, invocation, &config);
+    let mut output = if cli.json { LocalOutput::Captured(Capture::new(usize::MAX)) } else { LocalOutput::Written };
     let cancel = CancellationToken::new();
-    let mut captured = (Vec::new(), Vec::new());
-    let json = cli.json;
-    let mut broken_pipe = false;
-    let stop = cancel.clone();
     let outcome = runtime.block_on(async {
         // Ctrl-C cancels the command (its process group does not get the terminal's signal);
-        // a second one leaves at once.
-        // The handler is in place before the command starts: a Ctrl-C from then on cancels it.
-        let sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt());
-        let interrupts = {
-            let cancel = cancel.clone();
-            tokio::spawn(async move {
-                let Ok(mut sigint) = sigint else { return };
-                if sigint.recv().await.is_some() {
-                    cancel.cancel();
-                }
-                if sigint.recv().await.is_some() {
-                    std::process::exit(exit::INTERRUPTED);
-                }
-            })
-        };
-        let run = async move { runner::run(&spec, invocation, &tx, &cancel).await };
-        let print = async {
-            while let Some(chunk) = rx.recv().await {
-                if json {
-                    match chunk.stream {
-                        Stream::Stdout => captured.0.extend_from_slice(&chunk.data),
-                        Stream::Stderr => captured.1.extend_from_slice(&chunk.data),
-                    }
-                    continue;
-                }
-                let written = match chunk.stream {
-                    Stream::Stdout => {
-                        let mut out = io::stdout().lock();
-                        out.write_all(&chunk.data).and_then(|()| out.flush())
-                    }
-                    Stream::Stderr => io::stderr().lock().write_all(&chunk.data),
-                };
-                if written.is_err() {
-                    // Like a pipe's reader going away: end the command, drain, exit 141.
-                    broken_pipe = true;
-                    stop.cancel();
-                }
-            }
-        };
-        let outcome = tokio::join!(run, print).0;
+        // a second one leaves at once. The handler is in place before the command starts.
+        let interrupts = tokio::spawn(cancel_on_interrupt(cancel.clone()));
+        let outcome = execution.run(&OneShotWorkers, &mut output, &cancel).await;
         interrupts.abort();
         outcome
     });
     let mut result = outcome.to_result(0, name.to_owned(), false);
-    if json {
-        runner::attach_output(&mut result, &captured.0, &captured.1, false);
-        match serde_json::to_string(&result) {
-            Ok(text) => println!("{text}"),
-            Err(err) => eprintln!("mcli-client: cannot print the result: {err}"),
+    match output {
+        LocalOutput::Captured(capture) => {
+            capture.attach_to(&mut result);
+            match serde_json::to_string(&result) {
+                Ok(text) => println!("{text}"),
+                Err(err) => eprintln!("mcli-client: cannot print the result: {err}"),
+            }
         }
-    }
-    if broken_pipe {
-        return exit::BROKEN_PIPE;
+        LocalOutput::BrokenPipe => return exit::BROKEN_PIPE,
+        LocalOutput::Written => {}
     }
     exit_status(&result)
+}
+
+/// SIGINT cancels the command; a second one exits at once.
+async fn cancel_on_interrupt(cancel: CancellationToken) {
+    let Ok(mut sigint) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()) else { return };
+    if sigint.recv().await.is_some() {
+        cancel.cancel();
+    }
+    if sigint.recv().await.is_some() {
+        std::process::exit(exit::INTERRUPTED);
+    }
+}
+
+/// Where a locally run command's output goes: this process's stdout and stderr as it comes, or
+/// captured for `--json`.
+enum LocalOutput {
+    Written,
+    Captured(Capture),
+    /// Standard output was closed by its reader: the command is ended, like a pipe's writer.
+    BrokenPipe,
+}
+
+impl OutputSink for LocalOutput {
+    async fn accept(&mut self, chunk: Chunk) -> bool {
+        let written = match self {
+            LocalOutput::Captured(capture) => {
+                capture.keep(&chunk);
+                return true;
+            }
+            LocalOutput::BrokenPipe => return false,
+            LocalOutput::Written => match chunk.stream {
+                Stream::Stdout => {
+                    let mut out = io::stdout().lock();
+                    out.write_all(&chunk.data).and_then(|()| out.flush())
+                }
+                Stream::Stderr => io::stderr().lock().write_all(&chunk.data),
+            },
+        };
+        if written.is_err() {
+            *self = LocalOutput::BrokenPipe;
+        }
+        written.is_ok()
+    }
 }

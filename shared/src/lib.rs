@@ -5,7 +5,9 @@
 
 #![forbid(unsafe_code)]
 
+pub mod builtins;
 pub mod config;
+pub mod execution;
 pub mod lockfile;
 pub mod manifest;
 pub mod paths;

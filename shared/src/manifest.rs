@@ -58,6 +58,13 @@ pub struct Manifest {
     pub worker: Option<WorkerPolicy>,
 }
 
+impl Manifest {
+    /// The folder of the manifest: where its relative paths point, and where its worker runs.
+    pub fn dir(&self) -> &Path {
+        self.file.parent().unwrap_or(Path::new("/"))
+    }
+}
+
 /// How warm workers of a command are kept.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WorkerPolicy {
@@ -75,22 +82,42 @@ pub struct CachePolicy {
     pub env: Vec<String>,
 }
 
+/// Why a manifest cannot be used; the message names the file.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ManifestError {
+    #[error("{}: cannot read: {message}", file.display())]
+    Read { file: PathBuf, message: String },
+    /// Not TOML, a missing or unknown key, a value of the wrong type.
+    #[error("{}: {message}", file.display())]
+    Syntax { file: PathBuf, message: String },
+    /// A value out of its range.
+    #[error("{}: {what}", file.display())]
+    Invalid { file: PathBuf, what: String },
+}
+
+/// Reads and parses the manifest `file`.
+pub fn load(file: &Path) -> Result<Manifest, ManifestError> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| ManifestError::Read { file: file.to_owned(), message: e.to_string() })?;
+    parse(file, &text)
+}
+
 /// Parses the manifest text of `file`; the error says what is wrong, with the file's name.
-pub fn parse(file: &Path, text: &str) -> Result<Manifest, String> {
+pub fn parse(file: &Path, text: &str) -> Result<Manifest, ManifestError> {
     let raw: RawManifest = toml::from_str(text).map_err(|e| {
         let message = e.to_string();
         // toml's message starts with the position and quotes the line; keep it on one line.
         let flat: Vec<&str> = message.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('|')).collect();
-        format!("{}: {}", file.display(), flat.join(": "))
+        ManifestError::Syntax { file: file.to_owned(), message: flat.join(": ") }
     })?;
-    let fail = |what: String| Err(format!("{}: {what}", file.display()));
+    let invalid = |what: String| ManifestError::Invalid { file: file.to_owned(), what };
     if raw.run.is_empty() || raw.run[0].is_empty() {
-        return fail("`run` must name a program: run = [\"program\", \"arg\", ...]".to_owned());
+        return Err(invalid("`run` must name a program: run = [\"program\", \"arg\", ...]".to_owned()));
     }
-    let seconds = |key: &str, value: f64| -> Result<Duration, String> {
+    let seconds = |key: &str, value: f64| -> Result<Duration, ManifestError> {
         Seconds::positive(value)
             .map(Seconds::duration)
-            .map_err(|_| format!("{}: `{key}` must be a positive number of seconds, not {value}", file.display()))
+            .map_err(|_| invalid(format!("`{key}` must be a positive number of seconds, not {value}")))
     };
     let timeout = raw.timeout.map(|t| seconds("timeout", t)).transpose()?;
     let cache = match raw.cache {
@@ -101,7 +128,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Manifest, String> {
         Some(worker) => {
             let max_workers = worker.max_workers.unwrap_or(1);
             if !(1..=64).contains(&max_workers) {
-                return fail(format!("`worker.max_workers` must be from 1 to 64, not {max_workers}"));
+                return Err(invalid(format!("`worker.max_workers` must be from 1 to 64, not {max_workers}")));
             }
             let idle_timeout = seconds("worker.idle_timeout", worker.idle_timeout.unwrap_or(600.0))?;
             Some(WorkerPolicy { max_workers: max_workers as usize, idle_timeout })
@@ -124,7 +151,7 @@ mod tests {
     use super::*;
 
     fn parse_text(text: &str) -> Result<Manifest, String> {
-        parse(Path::new("/c/resize.toml"), text)
+        parse(Path::new("/c/resize.toml"), text).map_err(|e| e.to_string())
     }
 
     #[test]

@@ -247,16 +247,14 @@ fn scan_dir(dir: &Path) -> Vec<Found> {
         found.push(Found::Command(CommandSpec { name, description, kind: CommandKind::Script(path) }));
     }
     for (name, path) in manifests {
-        let parsed = fs::read_to_string(&path)
-            .map_err(|e| format!("{}: cannot read: {e}", path.display()))
-            .and_then(|text| manifest::parse(&path, &text));
+        let parsed = manifest::load(&path);
         found.push(match parsed {
             Ok(manifest) => Found::Command(CommandSpec {
                 name,
                 description: manifest.description.clone(),
                 kind: CommandKind::Manifest(Arc::new(manifest)),
             }),
-            Err(reason) => Found::Broken(Broken { name, file: path, reason }),
+            Err(err) => Found::Broken(Broken { name, file: path, reason: err.to_string() }),
         });
     }
     found

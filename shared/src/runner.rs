@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::manifest::Manifest;
-use crate::registry::{Builtin, CommandKind, CommandSpec};
+use crate::registry::{CommandKind, CommandSpec};
 use mcli_protocol::{ExecStatus, ExecuteResult, Seconds, Stream, encode_output};
 
 /// How long output may still drain after the command's main process has exited. A background
@@ -98,7 +98,8 @@ impl Outcome {
         }
     }
 
-    fn exited(code: i32, started: Instant) -> Self {
+    /// An execution that exited with `code`.
+    pub fn exited(code: i32, started: Instant) -> Self {
         let status = if code == 0 { ExecStatus::Completed } else { ExecStatus::Failed };
         Outcome { status, exit_code: Some(code), signal: None, duration: started.elapsed() }
     }
@@ -133,113 +134,8 @@ pub fn effective_timeout(
     requested.or(manifest).or_else(|| Some(command_timeout).filter(|s| !s.is_zero()).map(Seconds::duration))
 }
 
-/// Runs `spec` and waits for it to end, is cancelled, or times out (`inv.timeout` is the final
-/// limit: see [`effective_timeout`]).
-pub async fn run(
-    spec: &CommandSpec,
-    inv: Invocation,
-    out: &mpsc::Sender<Chunk>,
-    cancel: &CancellationToken,
-) -> Outcome {
-    let started = Instant::now();
-    match &spec.kind {
-        CommandKind::Builtin(builtin) => run_builtin_bounded(*builtin, &inv, out, cancel, started).await,
-        CommandKind::Script(path) => {
-            let program = Program { path: path.clone(), leading: Vec::new(), extra_env: BTreeMap::new() };
-            run_process(program, inv, out, cancel, started).await
-        }
-        CommandKind::Manifest(manifest) if manifest.worker.is_some() => {
-            run_worker_once(manifest, &spec.name, inv, out, cancel, started).await
-        }
-        CommandKind::Manifest(manifest) => match Program::of_manifest(manifest, &inv) {
-            Ok(program) => run_process(program, inv, out, cancel, started).await,
-            Err(message) => {
-                emit(out, Stream::Stderr, format!("mcli: {message}\n")).await;
-                Outcome::exited(127, started)
-            }
-        },
-    }
-}
-
-/// A worker command run by itself (the client's local mode): start the worker, serve one call,
-/// end it.
-async fn run_worker_once(
-    manifest: &Manifest,
-    name: &str,
-    mut inv: Invocation,
-    out: &mpsc::Sender<Chunk>,
-    cancel: &CancellationToken,
-    started: Instant,
-) -> Outcome {
-    let stdin = match worker_stdin(&mut inv, out, cancel, started).await {
-        Ok(stdin) => stdin,
-        Err(outcome) => return outcome,
-    };
-    let spawned = Program::of_manifest(manifest, &inv).and_then(|program| {
-        let dir = manifest.file.parent().unwrap_or(Path::new("/"));
-        crate::worker::Worker::spawn(&program.path, &program.leading, dir, &program.extra_env, |line| {
-            eprintln!("{line}")
-        })
-        .map_err(|e| format!("cannot start the worker {}: {e}", program.path.display()))
-    });
-    let mut worker = match spawned {
-        Ok(worker) => worker,
-        Err(message) => {
-            emit(out, Stream::Stderr, format!("mcli: {message}\n")).await;
-            return Outcome::exited(127, started);
-        }
-    };
-    let call = crate::worker::Call::of(name, inv, stdin);
-    let outcome = worker.call(&call, out, cancel).await;
-    worker.kill();
-    outcome
-}
-
-/// A worker call's standard input, whole (a worker gets it with the call), gathered before the
-/// call takes a worker, within the call's timeout (which the wait uses up) and cancel. `Err` is
-/// how the call ends instead.
-pub async fn worker_stdin(
-    inv: &mut Invocation,
-    out: &mpsc::Sender<Chunk>,
-    cancel: &CancellationToken,
-    started: Instant,
-) -> Result<Option<Bytes>, Outcome> {
-    let rx = match std::mem::take(&mut inv.stdin) {
-        Stdin::Null => return Ok(None),
-        Stdin::Bytes(bytes) => return Ok(Some(bytes)),
-        Stdin::Stream(rx) => rx,
-        Stdin::Inherit => crate::worker::own_stdin(),
-    };
-    let gathered = tokio::select! {
-        gathered = crate::worker::gather_stdin(rx) => gathered,
-        () = deadline(inv.timeout) => return Err(Outcome::ended(ExecStatus::TimedOut, started)),
-        () = cancel.cancelled() => return Err(Outcome::ended(ExecStatus::Cancelled, started)),
-    };
-    inv.timeout = inv.timeout.map(|limit| limit.saturating_sub(started.elapsed()));
-    match gathered {
-        Ok(bytes) => Ok(Some(bytes)),
-        Err(why) => {
-            emit(out, Stream::Stderr, format!("mcli: {why}\n")).await;
-            Err(Outcome::ended(ExecStatus::Failed, started))
-        }
-    }
-}
-
-async fn run_builtin_bounded(
-    builtin: Builtin,
-    inv: &Invocation,
-    out: &mpsc::Sender<Chunk>,
-    cancel: &CancellationToken,
-    started: Instant,
-) -> Outcome {
-    tokio::select! {
-        code = run_builtin(builtin, inv, out) => Outcome::exited(code, started),
-        () = deadline(inv.timeout) => Outcome::ended(ExecStatus::TimedOut, started),
-        () = cancel.cancelled() => Outcome::ended(ExecStatus::Cancelled, started),
-    }
-}
-
-async fn deadline(timeout: Option<Duration>) {
+/// Never ends without a limit; with one, ends when it has passed.
+pub(crate) async fn deadline(timeout: Option<Duration>) {
     match timeout {
         Some(limit) => tokio::time::sleep(limit).await,
         None => std::future::pending().await,
@@ -247,36 +143,43 @@ async fn deadline(timeout: Option<Duration>) {
 }
 
 /// A resolved program with the arguments and environment its source adds.
-struct Program {
-    path: PathBuf,
-    leading: Vec<String>,
-    extra_env: BTreeMap<String, String>,
+#[derive(Debug, Clone)]
+pub struct Program {
+    pub path: PathBuf,
+    /// Arguments before the call's own (a manifest's `run` after its program).
+    pub leading: Vec<String>,
+    /// Variables added to the caller's environment (a manifest's `env`).
+    pub extra_env: BTreeMap<String, String>,
+}
+
+/// A manifest's program that cannot be found.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("cannot run `{program}` for {}: not in {} nor on PATH", manifest.display(), dir.display())]
+pub struct NotFound {
+    pub program: String,
+    pub manifest: PathBuf,
+    pub dir: PathBuf,
 }
 
 impl Program {
-    /// Resolves a manifest's `run`: the program against the manifest's folder, then PATH; the
-    /// other elements that are relative paths of files in the manifest's folder (`resize.py`,
-    /// `lib/tool.sh`: with a `/` or an extension) become absolute paths there.
-    fn of_manifest(manifest: &Manifest, inv: &Invocation) -> Result<Program, String> {
-        let path_var = match &inv.env {
-            Some(env) => env.get("PATH").cloned(),
-            None => std::env::var("PATH").ok(),
-        };
-        let (path, leading) = resolve_manifest(manifest, path_var.as_deref())?;
-        Ok(Program { path, leading, extra_env: manifest.env.clone() })
+    /// An executable file of a commands dir.
+    pub fn script(path: PathBuf) -> Program {
+        Program { path, leading: Vec::new(), extra_env: BTreeMap::new() }
     }
-}
 
-/// A manifest's `run` as a program and its leading arguments; see [`Program::of_manifest`].
-pub fn resolve_manifest(manifest: &Manifest, path_var: Option<&str>) -> Result<(PathBuf, Vec<String>), String> {
-    {
-        let dir = manifest.file.parent().unwrap_or(Path::new("/"));
+    /// Resolves a manifest's `run`: the program against the manifest's folder, then `path_var`
+    /// (PATH); the other elements that are relative paths of files in the manifest's folder
+    /// (`resize.py`, `lib/tool.sh`: with a `/` or an extension) become absolute paths there.
+    pub fn of_manifest(manifest: &Manifest, path_var: Option<&str>) -> Result<Program, NotFound> {
+        let dir = manifest.dir();
         let first = &manifest.run[0];
         let path = if first.contains('/') || is_executable(&dir.join(first)) {
             dir.join(first)
         } else {
-            search_path(first, path_var.unwrap_or("/usr/bin:/bin")).ok_or_else(|| {
-                format!("cannot run `{first}` for {}: not in {} nor on PATH", manifest.file.display(), dir.display())
+            search_path(first, path_var.unwrap_or("/usr/bin:/bin")).ok_or_else(|| NotFound {
+                program: first.clone(),
+                manifest: manifest.file.clone(),
+                dir: dir.to_owned(),
             })?
         };
         let leading = manifest.run[1..]
@@ -291,7 +194,7 @@ pub fn resolve_manifest(manifest: &Manifest, path_var: Option<&str>) -> Result<(
                 }
             })
             .collect();
-        Ok((path, leading))
+        Ok(Program { path, leading, extra_env: manifest.env.clone() })
     }
 }
 
@@ -324,29 +227,17 @@ impl Drop for GroupGuard {
     }
 }
 
-async fn run_process(
+/// Runs `program` with the invocation's arguments in a process group of its own, until it
+/// exits, times out or is cancelled; a timeout or cancel ends the whole group (SIGTERM, the kill
+/// grace, SIGKILL).
+pub async fn run_process(
     program: Program,
     inv: Invocation,
     out: &mpsc::Sender<Chunk>,
     cancel: &CancellationToken,
     started: Instant,
 ) -> Outcome {
-    let mut cmd = tokio::process::Command::new(&program.path);
-    cmd.args(&program.leading).args(&inv.args).process_group(0).kill_on_drop(false);
-    if let Some(cwd) = &inv.cwd {
-        cmd.current_dir(cwd);
-    }
-    if let Some(env) = &inv.env {
-        cmd.env_clear().envs(env);
-    }
-    cmd.envs(&program.extra_env);
-    cmd.stdin(match &inv.stdin {
-        Stdin::Null => Stdio::null(),
-        Stdin::Bytes(_) | Stdin::Stream(_) => Stdio::piped(),
-        Stdin::Inherit => Stdio::inherit(),
-    });
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = match cmd.spawn() {
+    let mut child = match command(&program, &inv).spawn() {
         Ok(child) => child,
         Err(err) => {
             let code = if err.kind() == io::ErrorKind::NotFound { 127 } else { 126 };
@@ -359,26 +250,7 @@ async fn run_process(
         }
     };
     let mut group = GroupGuard { pgid: child.id().map(|id| Pid::from_raw(id as i32)) };
-
-    let stdin_task = child.stdin.take().map(|mut pipe| {
-        let stdin = inv.stdin;
-        tokio::spawn(async move {
-            // A command that exits without reading all its input is not an error.
-            match stdin {
-                Stdin::Bytes(bytes) => {
-                    let _ = pipe.write_all(&bytes).await;
-                }
-                Stdin::Stream(mut chunks) => {
-                    while let Some(chunk) = chunks.recv().await {
-                        if pipe.write_all(&chunk).await.is_err() {
-                            break;
-                        }
-                    }
-                }
-                Stdin::Null | Stdin::Inherit => {}
-            }
-        })
-    });
+    let stdin_task = child.stdin.take().map(|pipe| tokio::spawn(feed_stdin(pipe, inv.stdin)));
     let mut pumps = tokio::spawn(pump_output(child.stdout.take(), child.stderr.take(), out.clone()));
 
     let ended = tokio::select! {
@@ -388,19 +260,7 @@ async fn run_process(
     };
     let (status, ended) = match ended {
         Ok(status) => (status, None),
-        Err(why) => {
-            // End the whole group: SIGTERM, a grace period, then SIGKILL for what is left.
-            group.signal(Signal::SIGTERM);
-            let status = match tokio::time::timeout(inv.kill_grace, child.wait()).await {
-                Ok(status) => status,
-                Err(_) => {
-                    group.signal(Signal::SIGKILL);
-                    child.wait().await
-                }
-            };
-            group.signal(Signal::SIGKILL);
-            (status, Some(why))
-        }
+        Err(why) => (end_group(&mut child, &group, inv.kill_grace).await, Some(why)),
     };
     // The leader is reaped; its process group id may be reused once the group is empty, so
     // signal it no more.
@@ -418,6 +278,60 @@ async fn run_process(
             Outcome::ended(ended.unwrap_or(ExecStatus::Failed), started)
         }
     }
+}
+
+/// The child process for `program`: the call's directory and environment (plus the program's
+/// own variables), its own process group, stdout and stderr piped.
+fn command(program: &Program, inv: &Invocation) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(&program.path);
+    cmd.args(&program.leading).args(&inv.args).process_group(0).kill_on_drop(false);
+    if let Some(cwd) = &inv.cwd {
+        cmd.current_dir(cwd);
+    }
+    if let Some(env) = &inv.env {
+        cmd.env_clear().envs(env);
+    }
+    cmd.envs(&program.extra_env);
+    cmd.stdin(match &inv.stdin {
+        Stdin::Null => Stdio::null(),
+        Stdin::Bytes(_) | Stdin::Stream(_) => Stdio::piped(),
+        Stdin::Inherit => Stdio::inherit(),
+    });
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd
+}
+
+/// Writes the command's input into its stdin pipe; a command that exits without reading all of
+/// it is not an error.
+async fn feed_stdin(mut pipe: tokio::process::ChildStdin, stdin: Stdin) {
+    match stdin {
+        Stdin::Bytes(bytes) => {
+            let _ = pipe.write_all(&bytes).await;
+        }
+        Stdin::Stream(mut chunks) => {
+            while let Some(chunk) = chunks.recv().await {
+                if pipe.write_all(&chunk).await.is_err() {
+                    break;
+                }
+            }
+        }
+        Stdin::Null | Stdin::Inherit => {}
+    }
+}
+
+/// Ends the whole group: SIGTERM, the grace period, then SIGKILL for what is left; returns how
+/// the leader ended.
+async fn end_group(child: &mut tokio::process::Child, group: &GroupGuard, grace: Duration) -> io::Result<ExitStatus> {
+    group.signal(Signal::SIGTERM);
+    let status = match tokio::time::timeout(grace, child.wait()).await {
+        Ok(status) => status,
+        Err(_) => {
+            group.signal(Signal::SIGKILL);
+            child.wait().await
+        }
+    };
+    group.signal(Signal::SIGKILL);
+    status
 }
 
 /// Forwards stdout and stderr, each as it comes, until both reach end of file.
@@ -447,124 +361,7 @@ async fn pump(source: Option<impl AsyncRead + Unpin>, stream: Stream, out: &mpsc
     }
 }
 
-async fn emit(out: &mpsc::Sender<Chunk>, stream: Stream, text: impl Into<Bytes>) {
+pub(crate) async fn emit(out: &mpsc::Sender<Chunk>, stream: Stream, text: impl Into<Bytes>) {
     // A closed channel means nobody reads the output any more; the caller cancels the run.
     let _ = out.send(Chunk { stream, data: text.into() }).await;
-}
-
-/// Reports a usage error of a built-in, the way command-line tools do: message on stderr, exit 2.
-async fn usage(out: &mpsc::Sender<Chunk>, name: &str, problem: &str, usage: &str) -> i32 {
-    emit(out, Stream::Stderr, format!("{name}: {problem}\nusage: {usage}\n")).await;
-    2
-}
-
-async fn run_builtin(builtin: Builtin, inv: &Invocation, out: &mpsc::Sender<Chunk>) -> i32 {
-    let args = &inv.args;
-    match builtin {
-        Builtin::Hello => {
-            const USAGE: &str = "hello [NAME] [--verbose]";
-            let mut name = None;
-            let mut verbose = false;
-            for arg in args {
-                match arg.as_str() {
-                    "--verbose" | "-v" => verbose = true,
-                    "--help" | "-h" => {
-                        emit(out, Stream::Stdout, format!("usage: {USAGE}\n")).await;
-                        return 0;
-                    }
-                    flag if flag.starts_with('-') && flag.len() > 1 => {
-                        return usage(out, "hello", &format!("unknown option `{flag}`"), USAGE).await;
-                    }
-                    word if name.is_none() => name = Some(word),
-                    word => {
-                        return usage(out, "hello", &format!("unexpected argument `{word}`"), USAGE).await;
-                    }
-                }
-            }
-            let suffix = if verbose { " (verbose mode)" } else { "" };
-            emit(out, Stream::Stdout, format!("Hello {}!{suffix}\n", name.unwrap_or("World"))).await;
-            0
-        }
-        Builtin::Echo => {
-            emit(out, Stream::Stdout, format!("{}\n", args.join(" "))).await;
-            0
-        }
-        Builtin::Pwd => {
-            let dir = match &inv.cwd {
-                Some(dir) => dir.clone(),
-                None => std::env::current_dir().unwrap_or_default(),
-            };
-            emit(out, Stream::Stdout, format!("{}\n", dir.display())).await;
-            0
-        }
-        Builtin::Sleep => {
-            const USAGE: &str = "sleep SECONDS";
-            let secs = match args.as_slice() {
-                [one] => one.parse::<f64>().ok().and_then(|s| Seconds::new(s).ok()),
-                _ => None,
-            };
-            let Some(secs) = secs else {
-                return usage(out, "sleep", "expected one number of seconds", USAGE).await;
-            };
-            tokio::time::sleep(secs.duration()).await;
-            0
-        }
-        Builtin::Exit => {
-            const USAGE: &str = "exit [CODE]";
-            match args.as_slice() {
-                [] => 0,
-                [code] => match code.parse::<u8>() {
-                    Ok(code) => i32::from(code),
-                    Err(_) => usage(out, "exit", &format!("`{code}` is not a status from 0 to 255"), USAGE).await,
-                },
-                _ => usage(out, "exit", "expected at most one status", USAGE).await,
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::registry::Registry;
-
-    async fn run_named(name: &str, args: &[&str], timeout: Option<Duration>) -> (Outcome, String, String) {
-        let spec = Registry::builtin().get(name).unwrap();
-        let inv = Invocation { args: args.iter().map(|s| s.to_string()).collect(), timeout, ..Default::default() };
-        let (tx, mut rx) = mpsc::channel(16);
-        let outcome = run(&spec, inv, &tx, &CancellationToken::new()).await;
-        drop(tx);
-        let (mut stdout, mut stderr) = (String::new(), String::new());
-        while let Some(chunk) = rx.recv().await {
-            let text = String::from_utf8(chunk.data.to_vec()).unwrap();
-            match chunk.stream {
-                Stream::Stdout => stdout += &text,
-                Stream::Stderr => stderr += &text,
-            }
-        }
-        (outcome, stdout, stderr)
-    }
-
-    #[tokio::test]
-    async fn hello_greets() {
-        let (outcome, out, _) = run_named("hello", &["World", "--verbose"], None).await;
-        assert_eq!(out, "Hello World! (verbose mode)\n");
-        assert_eq!((outcome.status, outcome.exit_code), (ExecStatus::Completed, Some(0)));
-        assert_eq!(run_named("hello", &[], None).await.1, "Hello World!\n");
-    }
-
-    #[tokio::test]
-    async fn usage_errors_exit_2_on_stderr() {
-        let (outcome, out, err) = run_named("hello", &["--frob"], None).await;
-        assert_eq!((outcome.status, outcome.exit_code), (ExecStatus::Failed, Some(2)));
-        assert_eq!(out, "");
-        assert_eq!(err, "hello: unknown option `--frob`\nusage: hello [NAME] [--verbose]\n");
-    }
-
-    #[tokio::test]
-    async fn exit_status_and_timeout() {
-        assert_eq!(run_named("exit", &["7"], None).await.0.exit_code, Some(7));
-        let (outcome, _, _) = run_named("sleep", &["5"], Some(Duration::from_millis(20))).await;
-        assert_eq!((outcome.status, outcome.exit_code), (ExecStatus::TimedOut, None));
-    }
 }

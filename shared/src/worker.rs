@@ -23,7 +23,8 @@ use tokio::sync::mpsc;
 use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 
-use crate::runner::{Chunk, Outcome};
+use crate::manifest::Manifest;
+use crate::runner::{Chunk, Invocation, NotFound, Outcome, Program, Stdin, deadline, emit};
 use mcli_protocol::framing::{Frame, FrameCodec, Framing};
 use mcli_protocol::{ExecStatus, Stream, decode_data};
 
@@ -33,16 +34,100 @@ const MAX_MESSAGE: usize = 16 * 1024 * 1024;
 /// The most standard input a worker call takes: it goes to the worker whole, with the call.
 pub const MAX_STDIN: usize = 16 * 1024 * 1024;
 
+/// Why a worker call failed (the worker is not used again), or could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    NotFound(#[from] NotFound),
+    #[error("cannot start the worker {}: {source}", program.display())]
+    Spawn { program: PathBuf, source: std::io::Error },
+    #[error("standard input for a worker command is limited to 16 MiB")]
+    InputTooLarge,
+    #[error("cannot send the call to the worker: {0}")]
+    Send(std::io::Error),
+    #[error("the worker refused the call: {0}")]
+    Refused(String),
+    #[error("the worker answered without an `exit_code`")]
+    NoExitCode,
+    #[error("the worker wrote something that is not JSON-RPC ({0})")]
+    NotJsonRpc(serde_json::Error),
+    #[error("the worker sent bad base64 output ({0})")]
+    BadOutput(base64::DecodeError),
+    #[error("the worker wrote a message over 16 MiB")]
+    MessageTooLarge,
+    #[error("the worker broke the protocol ({0})")]
+    Framing(mcli_protocol::framing::FrameError),
+    #[error("the worker exited during the call ({0})")]
+    Exited(std::process::ExitStatus),
+    #[error("the worker closed its output during the call")]
+    Closed,
+    #[error("cannot read from the worker ({0})")]
+    Read(std::io::Error),
+}
+
+impl WorkerError {
+    /// The exit status a call gets when its worker could not even start, as a shell's 127
+    /// (not found) and 126 (cannot run); `None` for failures during the call.
+    pub fn start_status(&self) -> Option<i32> {
+        match self {
+            WorkerError::NotFound(_) => Some(127),
+            WorkerError::Spawn { source, .. } if source.kind() == std::io::ErrorKind::NotFound => Some(127),
+            WorkerError::Spawn { .. } => Some(126),
+            _ => None,
+        }
+    }
+}
+
+/// Ends a call whose worker could not start: the reason on the command's stderr, and the exit
+/// status a shell would give (127 not found, 126 cannot run).
+pub async fn start_failed(out: &mpsc::Sender<Chunk>, err: &WorkerError, started: Instant) -> Outcome {
+    emit(out, Stream::Stderr, format!("mcli: {err}\n")).await;
+    match err.start_status() {
+        Some(code) => Outcome::exited(code, started),
+        None => Outcome::ended(ExecStatus::Failed, started),
+    }
+}
+
 /// Gathers a call's streamed standard input, whole, up to [`MAX_STDIN`].
-pub async fn gather_stdin(mut rx: mpsc::Receiver<Bytes>) -> Result<Bytes, String> {
+pub async fn gather_stdin(mut rx: mpsc::Receiver<Bytes>) -> Result<Bytes, WorkerError> {
     let mut data = Vec::new();
     while let Some(chunk) = rx.recv().await {
         if data.len() + chunk.len() > MAX_STDIN {
-            return Err("standard input for a worker command is limited to 16 MiB".to_owned());
+            return Err(WorkerError::InputTooLarge);
         }
         data.extend_from_slice(&chunk);
     }
     Ok(data.into())
+}
+
+/// A worker call's standard input, whole (a worker gets it with the call), gathered before the
+/// call takes a worker, within the call's timeout (which the wait uses up) and cancel. `Err` is
+/// how the call ends instead.
+pub async fn call_input(
+    inv: &mut Invocation,
+    out: &mpsc::Sender<Chunk>,
+    cancel: &CancellationToken,
+    started: Instant,
+) -> Result<Option<Bytes>, Outcome> {
+    let rx = match std::mem::take(&mut inv.stdin) {
+        Stdin::Null => return Ok(None),
+        Stdin::Bytes(bytes) => return Ok(Some(bytes)),
+        Stdin::Stream(rx) => rx,
+        Stdin::Inherit => own_stdin(),
+    };
+    let gathered = tokio::select! {
+        gathered = gather_stdin(rx) => gathered,
+        () = deadline(inv.timeout) => return Err(Outcome::ended(ExecStatus::TimedOut, started)),
+        () = cancel.cancelled() => return Err(Outcome::ended(ExecStatus::Cancelled, started)),
+    };
+    inv.timeout = inv.timeout.map(|limit| limit.saturating_sub(started.elapsed()));
+    match gathered {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(why) => {
+            emit(out, Stream::Stderr, format!("mcli: {why}\n")).await;
+            Err(Outcome::ended(ExecStatus::Failed, started))
+        }
+    }
 }
 
 /// This process's own standard input as a stream of chunks, read by a thread of its own (a
@@ -83,7 +168,7 @@ pub struct Call {
 
 impl Call {
     /// The call for an invocation of command `name`, with its input already gathered.
-    pub fn of(name: &str, inv: crate::runner::Invocation, stdin: Option<Bytes>) -> Call {
+    pub fn of(name: &str, inv: Invocation, stdin: Option<Bytes>) -> Call {
         Call {
             command: name.to_owned(),
             args: inv.args,
@@ -114,9 +199,20 @@ pub struct Worker {
 }
 
 impl Worker {
+    /// Starts the worker of `manifest`, in the manifest's folder, with this process's
+    /// environment plus the manifest's `env` (each call brings its client's environment and
+    /// directory); its program resolves against the folder, then this process's PATH, since one
+    /// worker serves every client. Its standard error lines go to `on_stderr`.
+    pub fn for_manifest(manifest: &Manifest, on_stderr: impl Fn(&str) + Send + 'static) -> Result<Worker, WorkerError> {
+        let path_var = std::env::var("PATH").ok();
+        let program = Program::of_manifest(manifest, path_var.as_deref())?;
+        Worker::spawn(&program.path, &program.leading, manifest.dir(), &program.extra_env, on_stderr)
+            .map_err(|source| WorkerError::Spawn { program: program.path, source })
+    }
+
     /// Starts `program` with `args` in `dir`, with `env` added; its standard error lines go to
-    /// `on_stderr` (the server log).
-    pub fn spawn(
+    /// `on_stderr`.
+    fn spawn(
         program: &Path,
         args: &[String],
         dir: &Path,
@@ -201,7 +297,7 @@ impl Worker {
         // The deadline and the cancel also cover sending the call: a worker may not read.
         let ended = tokio::select! {
             reply = async {
-                self.send(&request).await.map_err(|e| format!("cannot send the call to the worker: {e}"))?;
+                self.send(&request).await.map_err(WorkerError::Send)?;
                 self.serve_reply(id, out).await
             } => return match reply {
                 Ok(code) => finish(code, started),
@@ -213,7 +309,7 @@ impl Worker {
         // Ask it to stop the call; if it does not answer within the grace period, kill it.
         let stop = json!({ "jsonrpc": "2.0", "method": "cancel", "params": { "id": id } });
         let answered = tokio::time::timeout(call.kill_grace, async {
-            self.send(&stop).await.map_err(|e| e.to_string())?;
+            self.send(&stop).await.map_err(WorkerError::Send)?;
             self.serve_reply(id, out).await
         })
         .await;
@@ -232,7 +328,7 @@ impl Worker {
     }
 
     /// Reads messages until the answer to `id`, forwarding output; the exit code, or why not.
-    async fn serve_reply(&mut self, id: u64, out: &mpsc::Sender<Chunk>) -> Result<i32, String> {
+    async fn serve_reply(&mut self, id: u64, out: &mpsc::Sender<Chunk>) -> Result<i32, WorkerError> {
         #[derive(Deserialize)]
         struct Message {
             id: Option<serde_json::Value>,
@@ -243,13 +339,12 @@ impl Worker {
         }
         loop {
             let text = self.read_message().await?;
-            let message: Message = serde_json::from_slice(&text)
-                .map_err(|e| format!("the worker wrote something that is not JSON-RPC ({e})"))?;
+            let message: Message = serde_json::from_slice(&text).map_err(WorkerError::NotJsonRpc)?;
             if message.method.as_deref() == Some("output") {
                 let params = message.params.unwrap_or_default();
                 let stream = if params["stream"] == "stderr" { Stream::Stderr } else { Stream::Stdout };
                 let data = decode_data(params["data"].as_str(), params["data_b64"].as_str())
-                    .map_err(|e| format!("the worker sent bad base64 output ({e})"))?;
+                    .map_err(WorkerError::BadOutput)?;
                 let _ = out.send(Chunk { stream, data: Bytes::from(data) }).await;
                 continue;
             }
@@ -257,23 +352,20 @@ impl Worker {
                 continue;
             }
             if let Some(error) = message.error {
-                return Err(format!("the worker refused the call: {}", error["message"].as_str().unwrap_or("error")));
+                return Err(WorkerError::Refused(error["message"].as_str().unwrap_or("error").to_owned()));
             }
             let result = message.result.unwrap_or_default();
-            return result["exit_code"]
-                .as_i64()
-                .map(|c| c as i32)
-                .ok_or_else(|| "the worker answered without an `exit_code`".to_owned());
+            return result["exit_code"].as_i64().map(|c| c as i32).ok_or(WorkerError::NoExitCode);
         }
     }
 
-    async fn read_message(&mut self) -> Result<Bytes, String> {
+    async fn read_message(&mut self) -> Result<Bytes, WorkerError> {
         loop {
             match self.codec.decode(&mut self.buf) {
                 Ok(Some(Frame::Message(text))) => return Ok(text),
-                Ok(Some(Frame::TooLarge { .. })) => return Err("the worker wrote a message over 16 MiB".to_owned()),
+                Ok(Some(Frame::TooLarge { .. })) => return Err(WorkerError::MessageTooLarge),
                 Ok(None) => {}
-                Err(e) => return Err(format!("the worker broke the protocol ({e})")),
+                Err(e) => return Err(WorkerError::Framing(e)),
             }
             match self.stdout.read_buf(&mut self.buf).await {
                 Ok(0) => {
@@ -282,19 +374,16 @@ impl Worker {
                         .await
                         .ok()
                         .and_then(Result::ok);
-                    return Err(match status {
-                        Some(status) => format!("the worker exited during the call ({status})"),
-                        None => "the worker closed its output during the call".to_owned(),
-                    });
+                    return Err(status.map_or(WorkerError::Closed, WorkerError::Exited));
                 }
                 Ok(_) => {}
-                Err(e) => return Err(format!("cannot read from the worker ({e})")),
+                Err(e) => return Err(WorkerError::Read(e)),
             }
         }
     }
 
     /// A call that failed because of the worker: says why on the command's stderr.
-    async fn failed(&mut self, out: &mpsc::Sender<Chunk>, why: String, started: Instant) -> Outcome {
+    async fn failed(&mut self, out: &mpsc::Sender<Chunk>, why: WorkerError, started: Instant) -> Outcome {
         self.kill();
         let text = format!("mcli: {why}; the next call starts a new worker\n");
         let _ = out.send(Chunk { stream: Stream::Stderr, data: Bytes::from(text) }).await;

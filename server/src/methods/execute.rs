@@ -11,13 +11,13 @@ use base64::Engine as _;
 use bytes::Bytes;
 use jsonrpsee_types::{ErrorObject, ErrorObjectOwned};
 use mcli_protocol::{
-    ExecStatus, ExecuteParams, ExecuteResult, OUTPUT_NOTIFICATION, OutputParams, PROTOCOL_VERSION, Seconds, Stream,
-    code, encode_output,
+    ExecStatus, ExecuteParams, ExecuteResult, OUTPUT_NOTIFICATION, OutputParams, PROTOCOL_VERSION, Seconds, code,
+    encode_output,
 };
+use mcli_shared::execution::{Capture, Execution, OutputSink};
 use mcli_shared::registry::{CommandKind, CommandSpec, LookupError};
-use mcli_shared::runner::{self, Chunk, Invocation, Outcome, Stdin};
+use mcli_shared::runner::{Chunk, Invocation, Outcome, Stdin};
 use serde::Serialize;
-use tokio::sync::mpsc;
 
 use super::error;
 use crate::cache::MAX_ENTRY_BYTES;
@@ -39,46 +39,23 @@ pub async fn execute(
     if state.lifecycle.is_shutting_down() {
         return Err(shutting_down());
     }
-    let timeout = match params.timeout {
-        Some(secs) => match Seconds::positive(secs) {
-            Ok(secs) => Some(secs.duration()),
-            Err(_) => {
-                return Err(error(
-                    code::INVALID_PARAMS,
-                    "invalid params: `timeout` must be a positive number of seconds, under 1e9",
-                ));
-            }
-        },
-        None => None,
-    };
+    let timeout = requested_timeout(params.timeout)?;
     let stdin = stdin_source(&params, &request)?;
     let (registry, generation) = state.commands.current();
-    let spec = registry.get(&params.command).map_err(|err| match err {
-        LookupError::NotFound(not_found) => ErrorObject::owned(
-            code::COMMAND_NOT_FOUND,
-            not_found.to_string(),
-            Some(serde_json::json!({ "command": not_found.name, "suggestions": not_found.suggestions })),
-        ),
-        broken @ LookupError::Broken(_) => error(code::COMMAND_BROKEN, broken.to_string()),
-    })?;
+    let spec = registry.get(&params.command).map_err(lookup_error)?;
     let stream = params.stream.unwrap_or(request.stream_by_default);
     let cache = cache_plan(&state, &spec, &params, &stdin, generation);
+    let limit = state.config.server.max_captured_output;
 
-    if let Some((key, _)) = &cache
-        && let Some(hit) = state.cache.get(key)
-    {
+    if let Some(hit) = cache.as_ref().and_then(|(key, _)| state.cache.get(key)) {
         let execution = state.executions.begin(&spec.name, request.cancel.clone()).await;
         let (started, started_at) = (Instant::now(), SystemTime::now());
-        let mut sink = Sink::new(stream, state.config.server.max_captured_output, None);
+        let mut sink = ResultSink::new(&request, execution.id, stream, limit, false);
         for chunk in hit.output {
-            sink.push(&request, execution.id, chunk).await;
+            sink.accept(chunk).await;
         }
-        let outcome = Outcome {
-            status: ExecStatus::Completed,
-            exit_code: hit.exit_code,
-            signal: None,
-            duration: started.elapsed(),
-        };
+        let (exit_code, duration) = (hit.exit_code, started.elapsed());
+        let outcome = Outcome { status: ExecStatus::Completed, exit_code, signal: None, duration };
         let id = execution.id;
         execution.finish(outcome.status);
         let result = sink.result(id, params.command.clone(), outcome, true);
@@ -90,9 +67,8 @@ pub async fn execute(
         let execution = state.executions.begin(&spec.name, request.cancel.clone()).await;
         let id = execution.id;
         execution.finish(ExecStatus::Cancelled);
-        let outcome =
-            Outcome { status: ExecStatus::Cancelled, exit_code: None, signal: None, duration: Duration::ZERO };
-        let result = Sink::new(stream, 0, None).result(id, params.command.clone(), outcome, false);
+        let outcome = Outcome::ended(ExecStatus::Cancelled, Instant::now());
+        let result = ResultSink::new(&request, id, stream, 0, false).result(id, params.command.clone(), outcome, false);
         return Ok(recorded(&state, &request, &params, SystemTime::now(), result).await);
     };
     let invocation = Invocation {
@@ -100,36 +76,16 @@ pub async fn execute(
         cwd: params.cwd.as_ref().map(PathBuf::from),
         env: params.env.take(),
         stdin,
-        timeout: runner::effective_timeout(timeout, &spec, state.config.api_daemon.command_timeout),
-        kill_grace: state.config.server.kill_grace.duration(),
+        timeout,
+        ..Invocation::default()
     };
-    let execution = state.executions.begin(&spec.name, request.cancel.clone()).await;
-    let (id, started_at) = (execution.id, SystemTime::now());
-    tracing::debug!(execution = id, command = %spec.name, "started");
-
-    let (tx, mut rx) = mpsc::channel::<Chunk>(16);
-    let cancel = request.cancel.clone();
-    let workers_state = State::clone(&state);
-    let run = async move {
-        match &spec.kind {
-            CommandKind::Manifest(manifest) if manifest.worker.is_some() => {
-                workers_state.workers.run(manifest, &spec.name, invocation, &tx, &cancel).await
-            }
-            _ => runner::run(&spec, invocation, &tx, &cancel).await,
-        }
-    };
-    let keep = cache.as_ref().map(|_| Vec::new());
-    let mut sink = Sink::new(stream, state.config.server.max_captured_output, keep);
-    let forward = async {
-        while let Some(chunk) = rx.recv().await {
-            if !sink.push(&request, id, chunk).await {
-                // Nobody reads any more: end the command rather than run it blind.
-                request.cancel.cancel();
-            }
-        }
-    };
-    let (outcome, ()) = tokio::join!(run, forward);
-    execution.finish(outcome.status);
+    let execution = Execution::new(spec, invocation, &state.config);
+    let running = state.executions.begin(&execution.spec().name, request.cancel.clone()).await;
+    let (id, started_at) = (running.id, SystemTime::now());
+    tracing::debug!(execution = id, command = %execution.spec().name, "started");
+    let mut sink = ResultSink::new(&request, id, stream, limit, cache.is_some());
+    let outcome = execution.run(&state.workers, &mut sink, &request.cancel).await;
+    running.finish(outcome.status);
     tracing::debug!(execution = id, status = outcome.status.as_str(), "ended");
 
     if let (Some((key, ttl)), Some(kept)) = (cache, sink.kept.take())
@@ -140,6 +96,29 @@ pub async fn execute(
     }
     let result = sink.result(id, params.command.clone(), outcome, false);
     Ok(recorded(&state, &request, &params, started_at, result).await)
+}
+
+/// The call's own time limit, if it sets one.
+fn requested_timeout(timeout: Option<f64>) -> Result<Option<Duration>, ErrorObjectOwned> {
+    timeout
+        .map(|secs| {
+            Seconds::positive(secs).map(Seconds::duration).map_err(|_| {
+                error(code::INVALID_PARAMS, "invalid params: `timeout` must be a positive number of seconds, under 1e9")
+            })
+        })
+        .transpose()
+}
+
+/// The error for a command that cannot be run by its name.
+fn lookup_error(err: LookupError) -> ErrorObjectOwned {
+    match err {
+        LookupError::NotFound(not_found) => ErrorObject::owned(
+            code::COMMAND_NOT_FOUND,
+            not_found.to_string(),
+            Some(serde_json::json!({ "command": not_found.name, "suggestions": not_found.suggestions })),
+        ),
+        broken @ LookupError::Broken(_) => error(code::COMMAND_BROKEN, broken.to_string()),
+    }
 }
 
 /// Writes the execution to the history (when on) and hands the result back once it is
@@ -251,24 +230,36 @@ struct Notification<'a> {
 
 /// Where a command's output goes: `mcli/output` notifications, or a bounded capture for the
 /// result; and, for a cacheable call, a copy for the cache.
-struct Sink {
+struct ResultSink<'a> {
+    request: &'a RequestCtx,
+    /// The execution's id, which every notification names.
+    id: u64,
+    /// Output goes out as notifications; otherwise into `capture`.
     stream: bool,
-    limit: usize,
-    stdout: Vec<u8>,
-    stderr: Vec<u8>,
-    truncated: bool,
+    capture: Capture,
     /// The output kept for the cache; dropped when it grows past what the cache keeps.
     kept: Option<Vec<Chunk>>,
     kept_bytes: usize,
 }
 
-impl Sink {
-    fn new(stream: bool, limit: usize, kept: Option<Vec<Chunk>>) -> Self {
-        Sink { stream, limit, stdout: Vec::new(), stderr: Vec::new(), truncated: false, kept, kept_bytes: 0 }
+impl<'a> ResultSink<'a> {
+    fn new(request: &'a RequestCtx, id: u64, stream: bool, limit: usize, keep: bool) -> Self {
+        let capture = Capture::new(if stream { 0 } else { limit });
+        ResultSink { request, id, stream, capture, kept: keep.then(Vec::new), kept_bytes: 0 }
     }
 
-    /// Takes one chunk; false when the connection is gone.
-    async fn push(&mut self, request: &RequestCtx, id: u64, chunk: Chunk) -> bool {
+    fn result(self, id: u64, command: String, outcome: Outcome, cached: bool) -> ExecuteResult {
+        let mut result = outcome.to_result(id, command, cached);
+        if !self.stream {
+            self.capture.attach_to(&mut result);
+        }
+        result
+    }
+}
+
+impl OutputSink for ResultSink<'_> {
+    /// False when the connection is gone.
+    async fn accept(&mut self, chunk: Chunk) -> bool {
         if let Some(kept) = &mut self.kept {
             self.kept_bytes += chunk.data.len();
             if self.kept_bytes > MAX_ENTRY_BYTES {
@@ -278,26 +269,10 @@ impl Sink {
             }
         }
         if self.stream {
-            return send_output(request, id, chunk).await;
+            return send_output(self.request, self.id, chunk).await;
         }
-        let buf = match chunk.stream {
-            Stream::Stdout => &mut self.stdout,
-            Stream::Stderr => &mut self.stderr,
-        };
-        let room = self.limit.saturating_sub(buf.len());
-        if chunk.data.len() > room {
-            self.truncated = true;
-        }
-        buf.extend_from_slice(&chunk.data[..chunk.data.len().min(room)]);
+        self.capture.keep(&chunk);
         true
-    }
-
-    fn result(self, id: u64, command: String, outcome: Outcome, cached: bool) -> ExecuteResult {
-        let mut result = outcome.to_result(id, command, cached);
-        if !self.stream {
-            runner::attach_output(&mut result, &self.stdout, &self.stderr, self.truncated);
-        }
-        result
     }
 }
 
