@@ -41,7 +41,7 @@ pub async fn execute(
     }
     let timeout = requested_timeout(params.timeout)?;
     let stdin = stdin_source(&params, &request)?;
-    let (registry, generation) = state.commands.current();
+    let (registry, generation) = state.commands.current().await;
     let spec = registry.get(&params.command).map_err(lookup_error)?;
     let stream = params.stream.unwrap_or(request.stream_by_default);
     let cache = cache_plan(&state, &spec, &params, &stdin, generation);

@@ -7,5 +7,5 @@ use crate::dispatch::RequestCtx;
 use crate::state::State;
 
 pub async fn list(_: NoParams, state: State, _: RequestCtx) -> Result<ListResult, ErrorObjectOwned> {
-    Ok(ListResult { commands: state.commands.current().0.list() })
+    Ok(ListResult { commands: state.commands.current().await.0.list() })
 }
