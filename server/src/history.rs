@@ -255,25 +255,7 @@ impl Writer {
                     next = self.rx.try_recv().ok();
                 }
             }
-            if !jobs.is_empty() {
-                let written = self.with_conn(|conn| {
-                    insert(conn, &jobs)?;
-                    self.shared.wal_restart_pending.store(false, Ordering::SeqCst);
-                    self.shared.count.fetch_add(jobs.len() as u64, Ordering::Relaxed);
-                    Ok(())
-                });
-                self.shared.queued.fetch_sub(jobs.len() as u64, Ordering::SeqCst);
-                match written {
-                    Ok(()) => {
-                        self.shared.since_maintenance.fetch_add(jobs.len() as u64, Ordering::Relaxed);
-                        for job in jobs {
-                            let _ = job.done.send(());
-                        }
-                    }
-                    // Dropping the senders tells the callers their rows were not written.
-                    Err(err) => tracing::error!(path = %self.path.display(), %err, "cannot write the history"),
-                }
-            }
+            self.commit(jobs);
             let since = self.shared.since_maintenance.load(Ordering::Relaxed);
             if since >= PRUNE_EVERY {
                 // Rows committed meanwhile count towards the next time.
@@ -288,6 +270,30 @@ impl Writer {
         }
         if let Some(ack) = closing {
             let _ = ack.send(());
+        }
+    }
+
+    /// Commits the rows of `jobs` in one transaction and tells their callers.
+    fn commit(&self, jobs: Vec<Job>) {
+        if jobs.is_empty() {
+            return;
+        }
+        let written = self.with_conn(|conn| {
+            insert(conn, &jobs)?;
+            self.shared.wal_restart_pending.store(false, Ordering::SeqCst);
+            self.shared.count.fetch_add(jobs.len() as u64, Ordering::Relaxed);
+            Ok(())
+        });
+        self.shared.queued.fetch_sub(jobs.len() as u64, Ordering::SeqCst);
+        match written {
+            Ok(()) => {
+                self.shared.since_maintenance.fetch_add(jobs.len() as u64, Ordering::Relaxed);
+                for job in jobs {
+                    let _ = job.done.send(());
+                }
+            }
+            // Dropping the senders tells the callers their rows were not written.
+            Err(err) => tracing::error!(path = %self.path.display(), %err, "cannot write the history"),
         }
     }
 

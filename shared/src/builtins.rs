@@ -31,33 +31,36 @@ async fn usage(out: &mpsc::Sender<Chunk>, name: &str, problem: &str, usage: &str
     2
 }
 
+/// `hello [NAME] [--verbose]`: the greeting of the original MCLI.
+async fn hello(args: &[String], out: &mpsc::Sender<Chunk>) -> i32 {
+    const USAGE: &str = "hello [NAME] [--verbose]";
+    let mut name = None;
+    let mut verbose = false;
+    for arg in args {
+        match arg.as_str() {
+            "--verbose" | "-v" => verbose = true,
+            "--help" | "-h" => {
+                emit(out, Stream::Stdout, format!("usage: {USAGE}\n")).await;
+                return 0;
+            }
+            flag if flag.starts_with('-') && flag.len() > 1 => {
+                return usage(out, "hello", &format!("unknown option `{flag}`"), USAGE).await;
+            }
+            word if name.is_none() => name = Some(word),
+            word => {
+                return usage(out, "hello", &format!("unexpected argument `{word}`"), USAGE).await;
+            }
+        }
+    }
+    let suffix = if verbose { " (verbose mode)" } else { "" };
+    emit(out, Stream::Stdout, format!("Hello {}!{suffix}\n", name.unwrap_or("World"))).await;
+    0
+}
+
 async fn run_builtin(builtin: Builtin, inv: &Invocation, out: &mpsc::Sender<Chunk>) -> i32 {
     let args = &inv.args;
     match builtin {
-        Builtin::Hello => {
-            const USAGE: &str = "hello [NAME] [--verbose]";
-            let mut name = None;
-            let mut verbose = false;
-            for arg in args {
-                match arg.as_str() {
-                    "--verbose" | "-v" => verbose = true,
-                    "--help" | "-h" => {
-                        emit(out, Stream::Stdout, format!("usage: {USAGE}\n")).await;
-                        return 0;
-                    }
-                    flag if flag.starts_with('-') && flag.len() > 1 => {
-                        return usage(out, "hello", &format!("unknown option `{flag}`"), USAGE).await;
-                    }
-                    word if name.is_none() => name = Some(word),
-                    word => {
-                        return usage(out, "hello", &format!("unexpected argument `{word}`"), USAGE).await;
-                    }
-                }
-            }
-            let suffix = if verbose { " (verbose mode)" } else { "" };
-            emit(out, Stream::Stdout, format!("Hello {}!{suffix}\n", name.unwrap_or("World"))).await;
-            0
-        }
+        Builtin::Hello => hello(args, out).await,
         Builtin::Echo => {
             emit(out, Stream::Stdout, format!("{}\n", args.join(" "))).await;
             0

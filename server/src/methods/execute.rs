@@ -20,7 +20,7 @@ use mcli_shared::runner::{Chunk, Invocation, Outcome, Stdin};
 use serde::Serialize;
 
 use super::error;
-use crate::cache::MAX_ENTRY_BYTES;
+use crate::cache::{Entry, MAX_ENTRY_BYTES};
 use crate::dispatch::RequestCtx;
 use crate::executions::Refusal;
 use crate::history::Record;
@@ -48,28 +48,10 @@ pub async fn execute(
     let limit = state.config.server.max_captured_output;
 
     if let Some(hit) = cache.as_ref().and_then(|(key, _)| state.cache.get(key)) {
-        let execution = state.executions.begin(&spec.name, request.cancel.clone()).await;
-        let (started, started_at) = (Instant::now(), SystemTime::now());
-        let mut sink = ResultSink::new(&request, execution.id, stream, limit, false);
-        for chunk in hit.output {
-            sink.accept(chunk).await;
-        }
-        let (exit_code, duration) = (hit.exit_code, started.elapsed());
-        let outcome = Outcome { status: ExecStatus::Completed, exit_code, signal: None, duration };
-        let id = execution.id;
-        execution.finish(outcome.status);
-        let result = sink.result(id, params.command.clone(), outcome, true);
-        return Ok(recorded(&state, &request, &params, started_at, result).await);
+        return Ok(replay(&state, &request, &params, &spec, hit, stream).await);
     }
-
     let Some(_slot) = state.executions.admit(&request.cancel).await.map_err(refused)? else {
-        // Cancelled while waiting in the queue: it never ran.
-        let execution = state.executions.begin(&spec.name, request.cancel.clone()).await;
-        let id = execution.id;
-        execution.finish(ExecStatus::Cancelled);
-        let outcome = Outcome::ended(ExecStatus::Cancelled, Instant::now());
-        let result = ResultSink::new(&request, id, stream, 0, false).result(id, params.command.clone(), outcome, false);
-        return Ok(recorded(&state, &request, &params, SystemTime::now(), result).await);
+        return Ok(never_ran(&state, &request, &params, &spec, stream).await);
     };
     let invocation = Invocation {
         args: params.args.clone(),
@@ -96,6 +78,45 @@ pub async fn execute(
     }
     let result = sink.result(id, params.command.clone(), outcome, false);
     Ok(recorded(&state, &request, &params, started_at, result).await)
+}
+
+/// Answers a call from the cache: the kept output, replayed as the command wrote it.
+async fn replay(
+    state: &State,
+    request: &RequestCtx,
+    params: &ExecuteParams,
+    spec: &CommandSpec,
+    hit: Entry,
+    stream: bool,
+) -> ExecuteResult {
+    let execution = state.executions.begin(&spec.name, request.cancel.clone()).await;
+    let (started, started_at) = (Instant::now(), SystemTime::now());
+    let mut sink = ResultSink::new(request, execution.id, stream, state.config.server.max_captured_output, false);
+    for chunk in hit.output {
+        sink.accept(chunk).await;
+    }
+    let (exit_code, duration) = (hit.exit_code, started.elapsed());
+    let outcome = Outcome { status: ExecStatus::Completed, exit_code, signal: None, duration };
+    let id = execution.id;
+    execution.finish(outcome.status);
+    let result = sink.result(id, params.command.clone(), outcome, true);
+    recorded(state, request, params, started_at, result).await
+}
+
+/// A call cancelled while it waited in the queue: it never ran, and is recorded so.
+async fn never_ran(
+    state: &State,
+    request: &RequestCtx,
+    params: &ExecuteParams,
+    spec: &CommandSpec,
+    stream: bool,
+) -> ExecuteResult {
+    let execution = state.executions.begin(&spec.name, request.cancel.clone()).await;
+    let id = execution.id;
+    execution.finish(ExecStatus::Cancelled);
+    let outcome = Outcome::ended(ExecStatus::Cancelled, Instant::now());
+    let result = ResultSink::new(request, id, stream, 0, false).result(id, params.command.clone(), outcome, false);
+    recorded(state, request, params, SystemTime::now(), result).await
 }
 
 /// The call's own time limit, if it sets one.
