@@ -417,3 +417,33 @@ fn input_over_16_mib_is_refused_with_a_clear_message() {
         );
     }
 }
+
+#[test]
+fn a_worker_program_that_cannot_be_found_exits_127_with_its_name_both_ways() {
+    let env = TestEnv::new();
+    let dir = env.config_home.join("mcli/commands");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("ghost.toml"), "run = [\"no-such-worker-program\"]\n[worker]\n").unwrap();
+    let expected = "cannot run `no-such-worker-program` for ";
+    let served = env.client(&["-q", "ghost"]);
+    served.expect_code(127);
+    assert!(served.stderr.contains(expected) && served.stderr.contains("nor on PATH"), "{}", served.stderr);
+    env.server(&["stop"]).expect_code(0);
+    let local = env.client_cmd(&["-q", "-a", "local", "ghost"]).env("MCLI_DAEMON_ROUTING", "false").output().unwrap();
+    assert_eq!(local.status.code(), Some(127));
+    let stderr = String::from_utf8_lossy(&local.stderr);
+    assert!(stderr.contains(expected) && stderr.contains("nor on PATH"), "{stderr}");
+}
+
+#[test]
+fn a_worker_program_that_cannot_start_exits_126() {
+    let env = TestEnv::new();
+    let dir = env.config_home.join("mcli/commands");
+    std::fs::create_dir_all(&dir).unwrap();
+    // A file that is there but not executable: found, but it cannot run.
+    std::fs::write(dir.join("plain.txt"), "not a program\n").unwrap();
+    std::fs::write(dir.join("stuck.toml"), "run = [\"./plain.txt\"]\n[worker]\n").unwrap();
+    let run = env.client(&["-q", "stuck"]);
+    run.expect_code(126);
+    assert!(run.stderr.contains("cannot start the worker") && run.stderr.contains("plain.txt"), "{}", run.stderr);
+}
