@@ -7,6 +7,9 @@
 //! - idle memory: the server's resident set after the warm calls;
 //! - script overhead: a trivial script run directly and through `mcli-client`, interleaved;
 //! - throughput: built-in `execute` calls over 8 persistent connections at once.
+//!
+//! `mcli-bench --compare OLD_BIN_DIR NEW_BIN_DIR` instead measures two builds side by side
+//! (`scripts/bench/compare.sh REF` builds REF and compares it with the work tree).
 
 #![forbid(unsafe_code)]
 
@@ -15,13 +18,22 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use mcli_protocol::ServerFile;
+
+mod compare;
 
 fn main() -> anyhow::Result<()> {
-    let bins = match std::env::args().nth(1) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let iterations: usize = std::env::var("MCLI_BENCH_ITERATIONS").ok().and_then(|s| s.parse().ok()).unwrap_or(1000);
+    if let [flag, old, new] = args.as_slice()
+        && flag == "--compare"
+    {
+        return compare::run(Path::new(old), Path::new(new), iterations);
+    }
+    let bins = match args.first() {
         Some(dir) => PathBuf::from(dir),
         None => PathBuf::from("target/release"),
     };
-    let iterations: usize = std::env::var("MCLI_BENCH_ITERATIONS").ok().and_then(|s| s.parse().ok()).unwrap_or(1000);
     let bench = Bench::new(&bins)?;
     println!("machine: {} cores, {}", cores(), cpu_model());
     println!();
@@ -151,11 +163,14 @@ impl Bench {
         Ok(())
     }
 
+    /// The server file of the server named `name`.
+    fn server_file(&self, name: &str) -> anyhow::Result<ServerFile> {
+        let text = std::fs::read_to_string(self.dir.path().join(format!("rt/{name}.json")))?;
+        Ok(ServerFile::parse(&text)?)
+    }
+
     fn server_pid(&self) -> anyhow::Result<u32> {
-        let text = std::fs::read_to_string(self.dir.path().join("rt/server.json"))?;
-        let at = text.find("\"pid\":").context("pid in server file")? + 6;
-        let digits: String = text[at..].trim_start().chars().take_while(char::is_ascii_digit).collect();
-        Ok(digits.parse()?)
+        Ok(self.server_file("server")?.pid)
     }
 }
 
@@ -260,12 +275,8 @@ fn http(bench: &Bench) -> anyhow::Result<()> {
     if !started.success() {
         bail!("cannot start the HTTP server");
     }
-    let file = std::fs::read_to_string(bench.dir.path().join("rt/web.json"))?;
-    let field = |name: &str| -> anyhow::Result<String> {
-        let at = file.find(&format!("\"{name}\": \"")).context("field in server file")? + name.len() + 5;
-        Ok(file[at..].split('"').next().unwrap_or_default().to_owned())
-    };
-    let (addr, token) = (field("http")?, field("token")?);
+    let file = bench.server_file("web")?;
+    let (addr, token) = (file.http.context("the server file has no HTTP address")?, file.token);
     let script = bench.dir.path().join("execute.lua");
     std::fs::write(
         &script,
