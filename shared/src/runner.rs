@@ -11,7 +11,7 @@ use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use nix::sys::signal::{Signal, killpg};
+use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::manifest::Manifest;
 use crate::registry::{CommandKind, CommandSpec};
+use crate::tree::{TAG_VAR, Tree};
 use mcli_protocol::{ExecStatus, ExecuteResult, Seconds, Stream, encode_output};
 
 /// How long output may still drain after the command's main process has exited. A background
@@ -207,23 +208,13 @@ fn search_path(program: &str, path_var: &str) -> Option<PathBuf> {
     path_var.split(':').filter(|d| !d.is_empty()).map(|d| Path::new(d).join(program)).find(|p| is_executable(p))
 }
 
-/// Kills the process group on drop unless disarmed: a command never outlives its execution
-/// because the future running it was dropped.
-struct GroupGuard {
-    pgid: Option<Pid>,
-}
+/// Kills the command's whole tree on drop: a command never outlives its execution because the
+/// future running it was dropped.
+struct TreeGuard(Tree);
 
-impl GroupGuard {
-    fn signal(&self, signal: Signal) {
-        if let Some(pgid) = self.pgid {
-            let _ = killpg(pgid, signal);
-        }
-    }
-}
-
-impl Drop for GroupGuard {
+impl Drop for TreeGuard {
     fn drop(&mut self) {
-        self.signal(Signal::SIGKILL);
+        self.0.signal(Signal::SIGKILL);
     }
 }
 
@@ -237,7 +228,8 @@ pub async fn run_process(
     cancel: &CancellationToken,
     started: Instant,
 ) -> Outcome {
-    let mut child = match command(&program, &inv).spawn() {
+    let mut tree = TreeGuard(Tree::new());
+    let mut child = match command(&program, &inv, tree.0.tag()).spawn() {
         Ok(child) => child,
         Err(err) => {
             let code = if err.kind() == io::ErrorKind::NotFound { 127 } else { 126 };
@@ -249,7 +241,7 @@ pub async fn run_process(
             return Outcome::exited(code, started);
         }
     };
-    let mut group = GroupGuard { pgid: child.id().map(|id| Pid::from_raw(id as i32)) };
+    tree.0.set_leader(child.id().map(|id| Pid::from_raw(id as i32)));
     let stdin_task = child.stdin.take().map(|pipe| tokio::spawn(feed_stdin(pipe, inv.stdin)));
     let mut pumps = tokio::spawn(pump_output(child.stdout.take(), child.stderr.take(), out.clone()));
 
@@ -260,11 +252,12 @@ pub async fn run_process(
     };
     let (status, ended) = match ended {
         Ok(status) => (status, None),
-        Err(why) => (end_group(&mut child, &group, inv.kill_grace).await, Some(why)),
+        Err(why) => (end_tree(&mut child, &mut tree.0, inv.kill_grace).await, Some(why)),
     };
-    // The leader is reaped; its process group id may be reused once the group is empty, so
-    // signal it no more.
-    group.pgid = None;
+    // The leader is reaped: its ids may be reused, so nothing is signalled any more. What it
+    // left behind after a normal exit runs on (a command may start a background service); only
+    // a timeout, a cancel or a dropped execution ends the rest of the tree.
+    tree.0.let_go();
     if let Some(task) = stdin_task {
         task.abort();
     }
@@ -282,7 +275,7 @@ pub async fn run_process(
 
 /// The child process for `program`: the call's directory and environment (plus the program's
 /// own variables), its own process group, stdout and stderr piped.
-fn command(program: &Program, inv: &Invocation) -> tokio::process::Command {
+fn command(program: &Program, inv: &Invocation, tag: &str) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(&program.path);
     cmd.args(&program.leading).args(&inv.args).process_group(0).kill_on_drop(false);
     if let Some(cwd) = &inv.cwd {
@@ -291,7 +284,7 @@ fn command(program: &Program, inv: &Invocation) -> tokio::process::Command {
     if let Some(env) = &inv.env {
         cmd.env_clear().envs(env);
     }
-    cmd.envs(&program.extra_env);
+    cmd.envs(&program.extra_env).env(TAG_VAR, tag);
     cmd.stdin(match &inv.stdin {
         Stdin::Null => Stdio::null(),
         Stdin::Bytes(_) | Stdin::Stream(_) => Stdio::piped(),
@@ -319,18 +312,20 @@ async fn feed_stdin(mut pipe: tokio::process::ChildStdin, stdin: Stdin) {
     }
 }
 
-/// Ends the whole group: SIGTERM, the grace period, then SIGKILL for what is left; returns how
-/// the leader ended.
-async fn end_group(child: &mut tokio::process::Child, group: &GroupGuard, grace: Duration) -> io::Result<ExitStatus> {
-    group.signal(Signal::SIGTERM);
+/// Ends the whole tree: SIGTERM, the grace period, then SIGKILL for what is left (the leader
+/// too, if it is still there); returns how the leader ended.
+async fn end_tree(child: &mut tokio::process::Child, tree: &mut Tree, grace: Duration) -> io::Result<ExitStatus> {
+    tree.signal(Signal::SIGTERM);
     let status = match tokio::time::timeout(grace, child.wait()).await {
         Ok(status) => status,
         Err(_) => {
-            group.signal(Signal::SIGKILL);
+            tree.signal(Signal::SIGKILL);
             child.wait().await
         }
     };
-    group.signal(Signal::SIGKILL);
+    // What is left of its group and its tagged descendants goes too.
+    tree.leader_reaped();
+    tree.signal(Signal::SIGKILL);
     status
 }
 
