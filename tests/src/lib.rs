@@ -163,13 +163,16 @@ impl TestEnv {
         std::fs::set_permissions(&self.runtime_dir, std::fs::Permissions::from_mode(0o700)).expect("chmod 700");
     }
 
-    /// Waits until the running server reports at least one active command.
-    pub fn wait_for_active_command(&self) {
-        wait_until("a command is running", || {
-            let status = self.server(&["status", "--json"]);
-            serde_json::from_str::<Value>(&status.stdout)
-                .is_ok_and(|s| s["active_commands"].as_array().is_some_and(|a| !a.is_empty()))
-        });
+    /// `mcli-server status --json`, parsed; `Value::Null` while no server answers (a client may
+    /// still be starting one), so that a waiting test asks again instead of failing.
+    pub fn status_json(&self) -> Value {
+        serde_json::from_str(&self.server(&["status", "--json"]).stdout).unwrap_or(Value::Null)
+    }
+
+    /// [`wait_for_active`] through `mcli-server status --json`: the way to wait for tests that
+    /// drive the server with the command line.
+    pub fn wait_for_active(&self, want: Active) -> Value {
+        wait_for_active(want, || self.status_json())
     }
 
     pub fn socket(&self, name: &str) -> PathBuf {
@@ -269,6 +272,58 @@ pub fn wait_until_within(what: &str, limit: Duration, mut done: impl FnMut() -> 
     let deadline = Instant::now() + limit;
     while !done() {
         assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// What a test waits to see in the `active_commands` of a server's status.
+#[derive(Clone, Copy, Debug)]
+pub enum Active<'a> {
+    /// At least one command is running.
+    Any,
+    /// A command of this name is running (among others, maybe).
+    Named(&'a str),
+    /// Exactly this many commands are running; `Count(0)` waits until the server is idle.
+    Count(usize),
+}
+
+impl Active<'_> {
+    fn holds(self, active: &[Value]) -> bool {
+        match self {
+            Active::Any => !active.is_empty(),
+            Active::Named(command) => active.iter().any(|c| c["command"] == command),
+            Active::Count(count) => active.len() == count,
+        }
+    }
+}
+
+impl std::fmt::Display for Active<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Active::Any => write!(f, "a command is running"),
+            Active::Named(command) => write!(f, "`{command}` is running"),
+            Active::Count(count) => write!(f, "{count} commands are running"),
+        }
+    }
+}
+
+/// Asks `status` for the server's status until its `active_commands` show what `want` says, for
+/// at most [`WAIT`], and returns that status. `status` fetches it over whatever the test talks to
+/// the server with (the command line, a raw connection, a stdio session, HTTP); a status without
+/// `active_commands` (say `Value::Null` while no server answers yet) counts as not yet.
+pub fn wait_for_active(want: Active, status: impl FnMut() -> Value) -> Value {
+    wait_for_active_within(WAIT, want, status)
+}
+
+/// [`wait_for_active`] for a change that takes longer than [`WAIT`] by nature.
+pub fn wait_for_active_within(limit: Duration, want: Active, mut status: impl FnMut() -> Value) -> Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        let last = status();
+        if last["active_commands"].as_array().is_some_and(|active| want.holds(active)) {
+            return last;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting until {want}; the last status: {last}");
         std::thread::sleep(Duration::from_millis(10));
     }
 }

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier, mpsc};
 use std::time::{Duration, Instant};
 
-use mcli_tests::{RawConn, Run, TestEnv, WAIT, process_gone, wait_until};
+use mcli_tests::{Active, RawConn, Run, TestEnv, WAIT, process_gone, wait_until};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
@@ -61,22 +61,6 @@ fn status(env: &TestEnv) -> Value {
     let run = env.server(&["status", "--json"]);
     run.expect_code(0);
     serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("status is not JSON ({e}): {}", run.stdout))
-}
-
-/// Waits until a command named `command` is active on the server; returns its entry.
-fn wait_active(env: &TestEnv, command: &str) -> Value {
-    let mut found = Value::Null;
-    wait_until(&format!("`{command}` is active"), || {
-        let status = status(env);
-        match status["active_commands"].as_array().and_then(|a| a.iter().find(|c| c["command"] == command)) {
-            Some(entry) => {
-                found = entry.clone();
-                true
-            }
-            None => false,
-        }
-    });
-    found
 }
 
 /// The text of `mcli-server commands`.
@@ -723,7 +707,7 @@ fn ctrl_c_on_the_client_cancels_the_command() {
     let (env, pid_file, _reaper) = with_sleeper();
     let mut children = Children::default();
     let client = children.spawn(&mut env.client_cmd(&["-q", "sleeper", &pid_file.display().to_string()]));
-    wait_active(&env, "sleeper");
+    env.wait_for_active(Active::Named("sleeper"));
     let command = read_pid(&pid_file);
 
     let interrupted = Instant::now();
@@ -732,7 +716,7 @@ fn ctrl_c_on_the_client_cancels_the_command() {
     run.expect_code(130);
     assert!(interrupted.elapsed() < Duration::from_secs(5), "the client took {:?}", interrupted.elapsed());
     wait_until("the command is gone", || process_gone(command));
-    wait_until("nothing runs any more", || status(&env)["active_commands"] == json!([]));
+    env.wait_for_active(Active::Count(0));
 }
 
 #[test]
@@ -794,7 +778,7 @@ fn a_second_ctrl_c_leaves_at_once() {
         &pid_file.display().to_string(),
         &terms.display().to_string(),
     ]));
-    wait_active(&env, "stubborn");
+    env.wait_for_active(Active::Named("stubborn"));
     read_pid(&pid_file);
     kill(Pid::from_raw(client as i32), Signal::SIGINT).unwrap();
     wait_until("the command got SIGTERM", || std::fs::read_to_string(&terms).is_ok_and(|t| t.contains("term")));
@@ -826,7 +810,7 @@ fn a_closed_stdout_ends_the_client_and_the_command() {
     run.expect_code(141);
     let command = read_pid(&pid_file);
     wait_until("the command is gone", || process_gone(command));
-    wait_until("nothing runs any more", || status(&env)["active_commands"] == json!([]));
+    env.wait_for_active(Active::Count(0));
 }
 
 #[test]
@@ -849,7 +833,7 @@ fn ctrl_c_cancels_a_command_that_does_not_read_its_endless_stdin() {
             }
         });
     }
-    wait_active(&env, "sleeper");
+    env.wait_for_active(Active::Named("sleeper"));
     let command = read_pid(&pid_file);
     // Every buffer on the way fills up: the input stops moving.
     let mut last = (usize::MAX, Instant::now());
@@ -874,9 +858,9 @@ fn the_cancel_method_from_another_connection_ends_the_clients_command() {
     let (env, pid_file, _reaper) = with_sleeper();
     let mut children = Children::default();
     let client = children.spawn(&mut env.client_cmd(&["-q", "sleeper", &pid_file.display().to_string()]));
-    let entry = wait_active(&env, "sleeper");
+    let status = env.wait_for_active(Active::Named("sleeper"));
     let command = read_pid(&pid_file);
-    let id = entry["id"].as_u64().unwrap_or_else(|| panic!("no execution id: {entry}"));
+    let id = status["active_commands"][0]["id"].as_u64().unwrap_or_else(|| panic!("no execution id: {status}"));
 
     let mut conn = RawConn::connect(&env.socket("server"));
     conn.send(format!("{}\n", json!({"jsonrpc": "2.0", "id": 1, "method": "cancel", "params": {"id": id}})).as_bytes());
@@ -900,10 +884,10 @@ fn closing_the_connection_ends_its_command() {
         "params": {"command": "sleeper", "args": [pid_file.display().to_string()]}});
     conn.send(format!("{request}\n").as_bytes());
     let command = read_pid(&pid_file);
-    wait_active(&env, "sleeper");
+    env.wait_for_active(Active::Named("sleeper"));
     drop(conn);
     wait_until("the command is gone", || process_gone(command));
-    wait_until("nothing runs any more", || status(&env)["active_commands"] == json!([]));
+    env.wait_for_active(Active::Count(0));
 }
 
 // 9. The concurrency limit.
@@ -954,7 +938,7 @@ fn a_full_queue_refuses_with_server_busy() {
     env.server(&["start"]).expect_code(0);
     let mut children = Children::default();
     let running = children.spawn(&mut env.client_cmd(&["-q", "sleep", "60"]));
-    wait_active(&env, "sleep");
+    env.wait_for_active(Active::Named("sleep"));
     let queued = children.spawn(&mut env.client_cmd(&["-q", "echo", "was queued"]));
     wait_until("one command is queued", || status(&env)["queued"] == 1);
 
@@ -987,7 +971,7 @@ fn ctrl_c_while_queued_cancels_without_running() {
     env.server(&["start"]).expect_code(0);
     let mut children = Children::default();
     let running = children.spawn(&mut env.client_cmd(&["-q", "sleep", "60"]));
-    wait_active(&env, "sleep");
+    env.wait_for_active(Active::Named("sleep"));
     let queued = children.spawn(&mut env.client_cmd(&["-q", "mark", &marker.display().to_string()]));
     wait_until("one command is queued", || status(&env)["queued"] == 1);
     kill(Pid::from_raw(queued as i32), Signal::SIGINT).unwrap();
@@ -998,7 +982,7 @@ fn ctrl_c_while_queued_cancels_without_running() {
 
     kill(Pid::from_raw(running as i32), Signal::SIGINT).unwrap();
     Run::wait(children.take(running)).expect_code(130);
-    wait_until("nothing runs any more", || status(&env)["active_commands"] == json!([]));
+    env.wait_for_active(Active::Count(0));
     assert!(!marker.exists(), "the cancelled queued command never ran");
 }
 

@@ -11,7 +11,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 
-use mcli_tests::{Run, TestEnv, WAIT, process_gone, wait_until};
+use mcli_tests::{Active, Run, TestEnv, WAIT, process_gone, wait_for_active, wait_until};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
@@ -280,14 +280,9 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// Waits until the bridge's status shows `count` active commands; returns the status.
+/// Waits until the bridge's `GET /status` shows `count` active commands; returns the status.
 fn wait_active(bridge: &Bridge, count: usize) -> Value {
-    let mut status = Value::Null;
-    wait_until(&format!("{count} commands are active"), || {
-        status = bridge.get("/status").expect(200);
-        status["active_commands"].as_array().map(Vec::len) == Some(count)
-    });
-    status
+    wait_for_active(Active::Count(count), || bridge.get("/status").expect(200))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@
 use std::process::Stdio;
 use std::sync::{Arc, Barrier};
 
-use mcli_tests::{Run, TestEnv, process_gone, wait_until};
+use mcli_tests::{Active, Run, TestEnv, process_gone, wait_until};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -253,7 +253,7 @@ fn shutdown_lets_running_commands_finish() {
     env.server(&["start"]).expect_code(0);
     let mut slow = env.client_cmd(&["-q", "sleep", "1.5"]);
     let slow = slow.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    env.wait_for_active_command();
+    env.wait_for_active(Active::Any);
     let stop = env.server(&["stop"]);
     stop.expect_code(0);
     Run::wait(slow).expect_code(0);
@@ -267,7 +267,7 @@ fn a_new_command_during_shutdown_starts_a_new_server() {
     let (pid, _) = env.foreground_server(&[]);
     let mut slow = env.client_cmd(&["-q", "sleep", "2"]);
     let slow = slow.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    env.wait_for_active_command();
+    env.wait_for_active(Active::Any);
     kill(Pid::from_raw(pid as i32), Signal::SIGTERM).unwrap();
     // The old server refuses new work while it drains, then a new one takes over the name.
     let run = env.client(&["-q", "hello"]);

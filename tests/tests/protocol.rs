@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use mcli_tests::{RawConn, TestEnv, WAIT};
+use mcli_tests::{Active, RawConn, TestEnv, WAIT, wait_for_active};
 use serde_json::{Value, json};
 
 /// The default frame limit of the server (`mcli_protocol::framing::DEFAULT_MAX_FRAME`).
@@ -116,15 +116,11 @@ fn assert_healthy(reply: &Value, id: &Value) {
 
 /// Asks `status` on `conn` until a command named `command` is active.
 fn wait_active(conn: &mut RawConn, command: &str) {
-    let deadline = Instant::now() + WAIT;
-    for id in 1000u64.. {
-        let reply = call(conn, json!(id), "status", json!({}));
-        let active = result(&reply)["active_commands"].as_array().expect("active_commands").clone();
-        if active.iter().any(|c| c["command"] == command) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "`{command}` never became active");
-    }
+    let mut id = 1000u64;
+    wait_for_active(Active::Named(command), || {
+        id += 1;
+        result(&call(conn, json!(id), "status", json!({}))).clone()
+    });
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -386,17 +382,14 @@ fn cancel_request_cancels_a_running_execute() {
     let mut conn = connect(&env);
     conn.send(&line(json!(5), "execute", json!({"command": "sleep", "args": ["30"]})));
     // Wait until it runs (status replies may come; the execute reply must not yet).
-    let deadline = Instant::now() + WAIT;
-    for id in 100u64.. {
+    let mut id = 100u64;
+    wait_for_active(Active::Named("sleep"), || {
+        id += 1;
         conn.send(&line(json!(id), "status", json!({})));
         let reply = conn.read_json_line();
         assert_eq!(reply["id"], id, "only the status reply can come now: {reply}");
-        let active = &result(&reply)["active_commands"];
-        if active.as_array().is_some_and(|a| a.iter().any(|c| c["command"] == "sleep")) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "`sleep` never became active");
-    }
+        result(&reply).clone()
+    });
     let cancelled_at = Instant::now();
     conn.send(b"{\"jsonrpc\":\"2.0\",\"method\":\"$/cancelRequest\",\"params\":{\"id\":5}}\n");
     let (notes, reply) = until_response(|| conn.read_json_line(), &json!(5));

@@ -8,7 +8,7 @@ use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Stdio;
 
-use mcli_tests::{RawConn, Run, TestEnv};
+use mcli_tests::{Active, RawConn, Run, TestEnv};
 
 fn commands_dir(env: &TestEnv) -> std::path::PathBuf {
     let dir = env.config_home.join("mcli/commands");
@@ -29,7 +29,7 @@ fn a_command_queued_at_shutdown_runs_on_the_next_server() {
     env.server(&["start"]).expect_code(0);
     let first_pid = env.server_file("server")["pid"].as_u64().unwrap();
     let running = env.client_cmd(&["-q", "sleep", "1"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    env.wait_for_active_command();
+    env.wait_for_active(Active::Any);
     let queued =
         env.client_cmd(&["-q", "echo", "queued"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     mcli_tests::wait_until("the second call waits", || {

@@ -11,7 +11,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use mcli_tests::{TestEnv, WAIT, process_gone, wait_until, wait_until_within};
+use mcli_tests::{Active, TestEnv, WAIT, process_gone, wait_for_active, wait_for_active_within, wait_until};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
@@ -214,18 +214,13 @@ impl Session {
         reply
     }
 
-    /// Asks `status` until a command is active.
+    /// Asks `status` in this session until a command named `command` is active.
     fn wait_active(&mut self, command: &str) {
-        let deadline = Instant::now() + WAIT;
-        for id in 1000u64.. {
-            let reply = self.call(json!(id), "status", json!({}));
-            let active = result(&reply)["active_commands"].as_array().expect("active_commands").clone();
-            if active.iter().any(|c| c["command"] == command) {
-                return;
-            }
-            assert!(Instant::now() < deadline, "`{command}` never became active");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let mut id = 1000u64;
+        wait_for_active(Active::Named(command), || {
+            id += 1;
+            result(&self.call(json!(id), "status", json!({}))).clone()
+        });
     }
 
     /// Closes standard input, reads standard output to its end and waits for the exit: returns
@@ -752,15 +747,10 @@ fn a_tcp_peer_that_closes_entirely_ends_its_silent_command_and_a_half_close_gets
     // command is cancelled long before its own 300 s.
     let mut gone = authenticated();
     gone.send(Framing::Lines, &request(json!(1), "execute", json!({"command": "sleep", "args": ["300"]})));
-    env.wait_for_active_command();
+    env.wait_for_active(Active::Any);
     drop(gone);
-    let status = || {
-        let run = env.server(&["status", "--json"]);
-        serde_json::from_str::<Value>(&run.stdout).unwrap_or_else(|e| panic!("status: {e}: {}", run.stdout))
-    };
-    wait_until_within("the command of a peer that closed has ended", Duration::from_secs(150), || {
-        status()["active_commands"].as_array().is_some_and(Vec::is_empty)
-    });
+    // The command of the peer that closed has ended.
+    wait_for_active_within(Duration::from_secs(150), Active::Count(0), || env.status_json());
     // The row is committed just after the command leaves the active list.
     let mut entries = Vec::new();
     wait_until("the cancelled call is in the history", || {
