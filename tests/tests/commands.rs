@@ -1206,3 +1206,43 @@ fn a_slow_reader_does_not_grow_the_server() {
     assert!(max_rss > 0, "sampled the server's memory");
     assert!(max_rss < 64 * 1024, "the server grew to {max_rss} KiB");
 }
+
+/// A script that leaves a grandchild in a session of its own (out of its process group), writes
+/// the grandchild's pid to `pidfile`, then waits.
+fn escaping_script(env: &TestEnv, pidfile: &Path) {
+    let body = format!(
+        "#!/bin/sh\nsetsid sleep 300 >/dev/null 2>&1 < /dev/null &\necho $! > {}\nsleep 300\n",
+        pidfile.display()
+    );
+    script(&commands_dir(env), "escape", &body);
+}
+
+fn grandchild(pidfile: &Path) -> u32 {
+    wait_until("the grandchild's pid is written", || {
+        std::fs::read_to_string(pidfile).is_ok_and(|s| s.trim().parse::<u32>().is_ok())
+    });
+    std::fs::read_to_string(pidfile).unwrap().trim().parse().unwrap()
+}
+
+#[test]
+fn a_timeout_ends_a_grandchild_that_left_the_process_group() {
+    let env = TestEnv::new();
+    let pidfile = env.root.path().join("grandchild.pid");
+    escaping_script(&env, &pidfile);
+    env.client(&["-q", "-t", "1", "escape"]).expect_code(124);
+    let pid = grandchild(&pidfile);
+    wait_until("the setsid grandchild is gone", || process_gone(pid));
+}
+
+#[test]
+fn a_cancel_ends_a_grandchild_that_left_the_process_group_locally_too() {
+    let mut env = TestEnv::new();
+    env.set_env("MCLI_DAEMON_ROUTING", "false");
+    let pidfile = env.root.path().join("grandchild.pid");
+    escaping_script(&env, &pidfile);
+    let client = env.client_cmd(&["escape"]).spawn().unwrap();
+    let pid = grandchild(&pidfile);
+    kill(Pid::from_raw(client.id() as i32), Signal::SIGINT).unwrap();
+    Run::wait(client).expect_code(130);
+    wait_until("the setsid grandchild is gone", || process_gone(pid));
+}
