@@ -9,8 +9,8 @@ use mcli_protocol::framing::DEFAULT_MAX_FRAME;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::connection::{self, Peer};
-use crate::listener::MAX_CONNECTIONS;
+use super::connection::{self, Peer};
+use super::socket::MAX_CONNECTIONS;
 use crate::state::State;
 
 /// Binds `addr` (`HOST:PORT`; port 0 picks a free one).
@@ -43,7 +43,7 @@ pub async fn accept_loop(state: State, methods: Methods, listener: TcpListener, 
         };
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
             tracing::warn!(%from, "TCP connection refused: too many connections");
-            tokio::spawn(crate::listener::refuse_busy(stream));
+            tokio::spawn(super::socket::refuse_busy(stream));
             continue;
         };
         next_id += 1;

@@ -25,8 +25,8 @@ use mcli_protocol::code;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::connection::ConnectionCtx;
-use crate::dispatch;
+use super::context::ConnectionCtx;
+use super::dispatch;
 use crate::state::State;
 
 /// The largest request body accepted.
@@ -253,7 +253,7 @@ impl Bridge {
     /// recorded like any cancelled call instead of vanishing mid-run.
     async fn raw(&self, message: &[u8]) -> Option<Vec<u8>> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (ctx, mut outgoing) = ConnectionCtx::new(&self.state, id, "http", false);
+        let (ctx, mut outgoing) = ConnectionCtx::new(&self.state.lifecycle, id, "http", false);
         let _hang_up = ctx.hang_up_token().drop_guard();
         let (methods, message) = (self.methods.clone(), message.to_vec());
         let call = self.state.lifecycle.tasks.spawn(async move {

@@ -14,8 +14,8 @@ use mcli_protocol::framing::DEFAULT_MAX_FRAME;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{Semaphore, mpsc};
 
-use crate::connection;
-use crate::dispatch::error_reply;
+use super::connection;
+use super::dispatch::error_reply;
 use crate::state::State;
 
 /// Connections served at once on the local socket.

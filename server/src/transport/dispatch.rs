@@ -18,8 +18,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 
-use crate::connection::ConnectionCtx;
-use crate::stdin::StdinRoutes;
+use super::context::ConnectionCtx;
+use super::stdin::StdinRoutes;
 
 /// What a method handler learns about the request it serves, from its extensions.
 #[derive(Clone)]

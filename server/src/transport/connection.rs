@@ -2,8 +2,7 @@
 //! task, and writes replies and notifications through one ordered, bounded queue. A connection's
 //! failure ends that connection only.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,15 +15,12 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
-use crate::dispatch::{self, error_reply};
-use crate::recent::RecentKeys;
+use super::context::ConnectionCtx;
+use super::dispatch::{self, error_reply};
 use crate::state::State;
-use crate::stdin::StdinRoutes;
 
 /// Requests one connection may have in flight; reading pauses beyond it.
 const MAX_IN_FLIGHT: usize = 64;
-/// Messages queued for writing; producers (streamed output) wait beyond it.
-const OUTGOING_QUEUE: usize = 64;
 /// How many queued messages the writer coalesces into one write.
 const WRITE_BATCH_BYTES: usize = 64 * 1024;
 
@@ -51,88 +47,6 @@ impl Hangup for tokio::net::unix::OwnedReadHalf {
         use std::os::fd::AsFd;
         let stream: &tokio::net::UnixStream = self.as_ref();
         both_directions_shut(stream.as_fd())
-    }
-}
-
-/// What the request handlers of one connection share.
-pub struct ConnectionCtx {
-    pub id: usize,
-    pub outgoing: mpsc::Sender<Bytes>,
-    pub stream_by_default: bool,
-    /// The transport's name, for the history.
-    pub transport: &'static str,
-    /// Streamed standard input on its way to this connection's `execute` requests.
-    pub stdin: Arc<StdinRoutes>,
-    /// Cancelled when the connection fails or the server aborts; parent of every request's token.
-    cancel: CancellationToken,
-    requests: Mutex<Requests>,
-}
-
-/// The requests of a connection, by id (as JSON text).
-#[derive(Default)]
-struct Requests {
-    /// Cancellation tokens of the requests in flight.
-    running: HashMap<String, CancellationToken>,
-    /// Ids whose `$/cancelRequest` came before the request was registered (bounded).
-    cancelled_early: RecentKeys,
-    /// Ids of requests that have ended, so a late cancel is not kept for a reused id (bounded).
-    finished: RecentKeys,
-}
-
-impl ConnectionCtx {
-    /// A connection's context and the receiving end of its outgoing queue.
-    pub fn new(
-        state: &State,
-        id: usize,
-        transport: &'static str,
-        stream_by_default: bool,
-    ) -> (Arc<ConnectionCtx>, mpsc::Receiver<Bytes>) {
-        let (tx, rx) = mpsc::channel::<Bytes>(OUTGOING_QUEUE);
-        let ctx = ConnectionCtx {
-            id,
-            outgoing: tx,
-            stream_by_default,
-            transport,
-            stdin: Arc::new(StdinRoutes::default()),
-            cancel: state.lifecycle.abort.child_token(),
-            requests: Mutex::new(Requests::default()),
-        };
-        (Arc::new(ctx), rx)
-    }
-
-    fn requests(&self) -> std::sync::MutexGuard<'_, Requests> {
-        self.requests.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    pub fn register_request(&self, key: &str) -> CancellationToken {
-        let token = self.cancel.child_token();
-        let mut requests = self.requests();
-        // A cancel that overtook its request (each runs in a task of its own) applies now.
-        if requests.cancelled_early.remove(key) {
-            token.cancel();
-        }
-        requests.running.insert(key.to_owned(), token.clone());
-        token
-    }
-
-    pub fn unregister_request(&self, key: &str) {
-        let mut requests = self.requests();
-        requests.running.remove(key);
-        requests.finished.insert(key);
-    }
-
-    /// The token that ends every request of this connection, as when its peer hangs up.
-    pub fn hang_up_token(&self) -> CancellationToken {
-        self.cancel.clone()
-    }
-
-    pub fn cancel_request(&self, key: &str) {
-        let mut requests = self.requests();
-        if let Some(token) = requests.running.get(key) {
-            token.cancel();
-        } else if !requests.finished.contains(key) {
-            requests.cancelled_early.insert(key);
-        }
     }
 }
 
@@ -181,7 +95,7 @@ where
 {
     let id = peer.id;
     let mut unauthenticated = peer.token;
-    let (ctx, rx) = ConnectionCtx::new(&state, id, peer.transport, true);
+    let (ctx, rx) = ConnectionCtx::new(&state.lifecycle, id, peer.transport, true);
     let first_limit = if unauthenticated.is_some() { max_frame.min(MAX_FRAME_BEFORE_AUTH) } else { max_frame };
     let mut frames = FramedRead::new(reader, FrameCodec::detect(first_limit));
     let auth_deadline = tokio::time::Instant::now() + AUTH_WINDOW;
@@ -202,7 +116,7 @@ where
         // The writer starts with the first message, once the framing is known.
         if let Some((writer, rx)) = pending.take() {
             let framing = frames.decoder().framing().unwrap_or(Framing::Lines);
-            state.lifecycle.tasks.spawn(write_loop(writer, rx, framing, ctx.cancel.clone()));
+            state.lifecycle.tasks.spawn(write_loop(writer, rx, framing, ctx.hang_up_token()));
         }
         let frame = match next {
             None => break,
@@ -264,12 +178,12 @@ where
     // The peer sends no more. Its requests go on (it may have only half-closed, waiting for the
     // replies) unless it has hung up entirely, which ends them.
     if peer.eof_ends_session {
-        ctx.cancel.cancel();
+        ctx.hang_up();
     }
     while in_flight.available_permits() < MAX_IN_FLIGHT {
         if frames.get_ref().peer_hung_up() {
             tracing::debug!(connection = id, "peer hung up; cancelling its requests");
-            ctx.cancel.cancel();
+            ctx.hang_up();
             break;
         }
         tokio::select! {
@@ -360,13 +274,14 @@ async fn deliver_stdin<R: Hangup>(ctx: &ConnectionCtx, text: &[u8], peer: &R) ->
     {
         let send = tx.send(Bytes::from(bytes));
         tokio::pin!(send);
+        let hung_up = ctx.hang_up_token();
         loop {
             tokio::select! {
                 _ = &mut send => break,
-                () = ctx.cancel.cancelled() => break,
+                () = hung_up.cancelled() => break,
                 () = tokio::time::sleep(HANGUP_CHECK) => {
                     if peer.peer_hung_up() {
-                        ctx.cancel.cancel();
+                        ctx.hang_up();
                         break;
                     }
                 }
