@@ -11,7 +11,6 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -20,31 +19,28 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use jsonrpsee::Methods;
 use mcli_protocol::code;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::context::ConnectionCtx;
-use super::dispatch;
-use crate::state::State;
+use super::{Limit, Transports, dispatch};
+use crate::lifecycle::Lifecycle;
 
 /// The largest request body accepted.
 pub const MAX_BODY: usize = 1024 * 1024;
 
 #[derive(Clone)]
 struct Bridge {
-    state: State,
-    methods: Methods,
+    transports: Transports,
     /// `None` when auth is off (allowed for a loopback bind only).
     token: Option<Arc<str>>,
     /// The bound address: a `Host` naming it is accepted besides the loopback names.
     bound: SocketAddr,
-    next_id: Arc<AtomicUsize>,
 }
 
 /// Serves the bridge on `listener` until the server stops.
-pub async fn serve(state: State, methods: Methods, listener: tokio::net::TcpListener, token: Option<Arc<str>>) {
+pub async fn serve(transports: Transports, listener: tokio::net::TcpListener, token: Option<Arc<str>>) {
     let bound = match listener.local_addr() {
         Ok(bound) => bound,
         Err(err) => {
@@ -52,7 +48,7 @@ pub async fn serve(state: State, methods: Methods, listener: tokio::net::TcpList
             return;
         }
     };
-    let bridge = Bridge { state: state.clone(), methods, token, bound, next_id: Arc::new(AtomicUsize::new(2_000_000)) };
+    let bridge = Bridge { transports: transports.clone(), token, bound };
     let open = Router::new().route("/", get(root)).route("/health", get(health));
     let guarded = Router::new()
         .route("/status", get(status))
@@ -70,7 +66,10 @@ pub async fn serve(state: State, methods: Methods, listener: tokio::net::TcpList
         .layer(middleware::from_fn(require_json))
         .layer(middleware::from_fn_with_state(bridge.clone(), check_host))
         .with_state(bridge);
-    accept_loop(state, listener, app).await;
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    let lifecycle = Arc::clone(&transports.lifecycle);
+    let serve = move |stream, id| serve_connection(service.clone(), Arc::clone(&lifecycle), stream, id);
+    transports.accept_loop("http", listener, Limit::Wait(MAX_CONNECTIONS), serve).await;
 }
 
 /// HTTP connections served at once; further ones wait in the kernel's backlog.
@@ -84,59 +83,35 @@ const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 /// connections.
 const FINAL_WRITE: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// Accepts connections while a slot is free, each served by hyper with a header-read timeout,
-/// until the server stops; then lets each connection finish its request in flight.
-async fn accept_loop(state: State, listener: tokio::net::TcpListener, app: Router) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    let service = hyper_util::service::TowerToHyperService::new(app);
-    loop {
-        let slot = tokio::select! {
-            biased;
-            () = state.lifecycle.stop.cancelled() => break,
-            slot = Arc::clone(&slots).acquire_owned() => slot,
-        };
-        let Ok(slot) = slot else { break };
-        let accepted = tokio::select! {
-            biased;
-            () = state.lifecycle.stop.cancelled() => break,
-            accepted = listener.accept() => accepted,
-        };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
-            Err(err) => {
-                tracing::warn!(%err, "HTTP accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let (service, stop, close) =
-            (service.clone(), state.lifecycle.stop.clone(), state.lifecycle.close_connections.clone());
-        state.lifecycle.tasks.spawn(async move {
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
-            let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-            let mut connection = std::pin::pin!(connection);
-            let served = tokio::select! {
+/// Serves one HTTP connection with hyper, with a header-read timeout.
+async fn serve_connection(
+    service: hyper_util::service::TowerToHyperService<Router>,
+    lifecycle: Arc<Lifecycle>,
+    stream: tokio::net::TcpStream,
+    id: usize,
+) {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+    let mut connection = std::pin::pin!(connection);
+    let served = tokio::select! {
+        served = connection.as_mut() => served,
+        () = lifecycle.stop.cancelled() => {
+            // The request in flight gets its answer. A connection that has not sent its request
+            // yet would hold the shutdown up to the header timeout: once the server closes
+            // connections (its commands have ended), what is left has a moment to write its
+            // answer, then is closed.
+            connection.as_mut().graceful_shutdown();
+            tokio::select! {
                 served = connection.as_mut() => served,
-                () = stop.cancelled() => {
-                    // The request in flight gets its answer. A connection that has not sent
-                    // its request yet would hold the shutdown up to the header timeout: once
-                    // the server closes connections (its commands have ended), what is left
-                    // has a moment to write its answer, then is closed.
-                    connection.as_mut().graceful_shutdown();
-                    tokio::select! {
-                        served = connection.as_mut() => served,
-                        () = close.cancelled() => {
-                            tokio::time::timeout(FINAL_WRITE, connection.as_mut()).await.unwrap_or(Ok(()))
-                        }
-                    }
+                () = lifecycle.close_connections.cancelled() => {
+                    tokio::time::timeout(FINAL_WRITE, connection.as_mut()).await.unwrap_or(Ok(()))
                 }
-            };
-            if let Err(err) = served {
-                tracing::debug!(%err, "HTTP connection ended");
             }
-            drop(slot);
-        });
+        }
+    };
+    if let Err(err) = served {
+        tracing::debug!(connection = id, %err, "HTTP connection ended");
     }
 }
 
@@ -252,11 +227,11 @@ impl Bridge {
     /// future, and the guard cancels the call, which then ends (its process tree with it) and is
     /// recorded like any cancelled call instead of vanishing mid-run.
     async fn raw(&self, message: &[u8]) -> Option<Vec<u8>> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (ctx, mut outgoing) = ConnectionCtx::new(&self.state.lifecycle, id, "http", false);
+        let lifecycle = &self.transports.lifecycle;
+        let (ctx, mut outgoing) = ConnectionCtx::new(lifecycle, self.transports.next_id(), "http", false);
         let _hang_up = ctx.hang_up_token().drop_guard();
-        let (methods, message) = (self.methods.clone(), message.to_vec());
-        let call = self.state.lifecycle.tasks.spawn(async move {
+        let (methods, message) = (self.transports.methods.clone(), message.to_vec());
+        let call = lifecycle.tasks.spawn(async move {
             let drain = tokio::spawn(async move { while outgoing.recv().await.is_some() {} });
             let reply = dispatch::handle_message(&methods, &ctx, &message).await;
             drop(ctx);

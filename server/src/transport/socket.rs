@@ -1,33 +1,19 @@
-//! The local-socket listener: binds `NAME.sock` with mode 0600 set before bind, and accepts
-//! connections up to a bound. A connection over the bound is told so and closed.
+//! The local-socket transport: binds `NAME.sock` with mode 0600 set before bind, and serves its
+//! connections. When the name guard had to bind the socket anew, accepting goes on on the new one.
 
 use std::io;
 use std::path::Path;
-use std::sync::Arc;
 
 use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
 use interprocess::os::unix::local_socket::ListenerOptionsExt;
 use interprocess::os::unix::uds_local_socket::tokio::Listener;
-use jsonrpsee::Methods;
-use mcli_protocol::code;
-use mcli_protocol::framing::DEFAULT_MAX_FRAME;
-use tokio::io::AsyncWriteExt;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::net::UnixStream;
+use tokio::sync::mpsc;
 
-use super::connection;
-use super::dispatch::error_reply;
-use crate::state::State;
+use super::{Limit, Listen, Peer, Transports};
 
 /// Connections served at once on the local socket.
-pub const MAX_CONNECTIONS: usize = 2048;
-
-/// Tells a connection over the limit so (one error line), then closes it.
-pub async fn refuse_busy<S: tokio::io::AsyncWrite + Unpin>(mut stream: S) {
-    let message = format!("server busy: too many connections (limit {MAX_CONNECTIONS})");
-    let mut reply = error_reply("null", code::SERVER_BUSY, &message);
-    reply.push(b'\n');
-    let _ = stream.write_all(&reply).await;
-}
+const MAX_CONNECTIONS: usize = 2048;
 
 /// Binds the socket file at `path`, which must not exist.
 pub fn bind(path: &Path) -> io::Result<Listener> {
@@ -37,49 +23,34 @@ pub fn bind(path: &Path) -> io::Result<Listener> {
     ListenerOptions::new().name(name).mode(0o600).reclaim_name(false).create_tokio_as::<Listener>()
 }
 
-/// Accepts connections until the server stops, switching to a new listener when the socket had
-/// to be bound anew.
-pub async fn accept_loop(
-    state: State,
-    methods: Methods,
-    mut listener: Listener,
-    mut rebound: mpsc::Receiver<Listener>,
-) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let mut next_id = 0usize;
-    loop {
-        let accepted = tokio::select! {
-            // Stopping comes first: a connection accepted now would only be closed unanswered.
-            biased;
-            () = state.lifecycle.stop.cancelled() => break,
-            Some(new) = rebound.recv() => {
-                listener = new;
-                continue;
-            }
-            accepted = listener.inner().accept() => accepted,
-        };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
-            Err(err) => {
-                // Out of descriptors and the like: back off briefly instead of spinning.
-                tracing::warn!(%err, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        next_id += 1;
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            tracing::warn!(limit = MAX_CONNECTIONS, "connection refused: too many connections");
-            tokio::spawn(refuse_busy(stream));
-            continue;
-        };
+/// Serves the socket until the server stops; `rebound` brings the listener of a socket bound
+/// anew.
+pub async fn serve(transports: Transports, listener: Listener, rebound: mpsc::Receiver<Listener>) {
+    let socket = Socket { listener, rebound };
+    let served = transports.clone();
+    let serve = move |stream: UnixStream, id| {
         let (reader, writer) = stream.into_split();
-        let (state2, methods) = (State::clone(&state), methods.clone());
-        let id = next_id;
-        state.lifecycle.tasks.spawn(async move {
-            let peer = connection::Peer { id, transport: "socket", token: None, eof_ends_session: false };
-            connection::serve(state2, methods, peer, reader, writer, DEFAULT_MAX_FRAME).await;
-            drop(slot);
-        });
+        super::serve(served.clone(), Peer { id, transport: "socket", token: None }, reader, writer)
+    };
+    transports.accept_loop("socket", socket, Limit::Refuse(MAX_CONNECTIONS), serve).await;
+}
+
+/// The listener in use, and where a new one comes from.
+struct Socket {
+    listener: Listener,
+    rebound: mpsc::Receiver<Listener>,
+}
+
+impl Listen for Socket {
+    type Stream = UnixStream;
+
+    async fn accept(&mut self) -> io::Result<UnixStream> {
+        loop {
+            tokio::select! {
+                biased;
+                Some(listener) = self.rebound.recv() => self.listener = listener,
+                accepted = self.listener.inner().accept() => return accepted.map(|(stream, _)| stream),
+            }
+        }
     }
 }
