@@ -18,8 +18,12 @@ const OUTGOING_QUEUE: usize = 64;
 
 /// What the request handlers of one connection share.
 pub struct ConnectionCtx {
+    /// The connection's id, unique across transports, for the logs.
     pub id: usize,
+    /// Replies and notifications on their way to the peer, in order; bounded, so a slow peer
+    /// slows its commands' output down instead of filling memory.
     pub outgoing: mpsc::Sender<Bytes>,
+    /// Whether `execute` streams output by default (stream transports) or returns it (HTTP).
     pub stream_by_default: bool,
     /// The transport's name, for the history.
     pub transport: &'static str,
@@ -66,6 +70,7 @@ impl ConnectionCtx {
         self.requests.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Registers request `key` as running; its token ends it.
     pub fn register_request(&self, key: &str) -> CancellationToken {
         let token = self.cancel.child_token();
         let mut requests = self.requests();
@@ -77,6 +82,7 @@ impl ConnectionCtx {
         token
     }
 
+    /// Marks request `key` as ended.
     pub fn unregister_request(&self, key: &str) {
         let mut requests = self.requests();
         requests.running.remove(key);
@@ -93,6 +99,8 @@ impl ConnectionCtx {
         self.cancel.cancel();
     }
 
+    /// Cancels request `key` (`$/cancelRequest`): now if it runs, at its registration if it has
+    /// not been registered yet.
     pub fn cancel_request(&self, key: &str) {
         let mut requests = self.requests();
         if let Some(token) = requests.running.get(key) {
