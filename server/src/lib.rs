@@ -6,22 +6,16 @@
 
 pub mod cache;
 pub mod commands;
-pub mod connection;
-pub mod dispatch;
 pub mod executions;
 pub mod history;
-pub mod http;
 pub mod ids;
 pub mod lifecycle;
-pub mod listener;
 pub mod logging;
 pub mod methods;
 pub mod name;
-pub mod recent;
 pub mod server_file;
 pub mod state;
-pub mod stdin;
-pub mod tcp;
+pub mod transport;
 pub mod workers;
 
 use std::fs::File;
@@ -71,7 +65,7 @@ pub async fn serve(options: ServeOptions, name_lock: File) -> anyhow::Result<Opt
     let (history, ids) = open_history(&config, &paths)?;
     let token: Arc<str> = server_file::new_token()?.into();
     let tcp = match tcp {
-        Some(addr) => Some(tcp::bind(&addr).await?),
+        Some(addr) => Some(transport::tcp::bind(&addr).await?),
         None => None,
     };
     let tcp_addr = tcp.as_ref().map(|l| l.local_addr()).transpose()?.map(|a| a.to_string());
@@ -97,14 +91,15 @@ pub async fn serve(options: ServeOptions, name_lock: File) -> anyhow::Result<Opt
     let listening = Listening { tcp: tcp_addr.clone(), http: http_addr.clone() };
     let state = Inner::new(config, paths, commands, history, ids, listening);
     let methods = methods::table(state.clone());
+    let transports = transport::Transports::new(Arc::clone(&state.lifecycle), methods);
     if let Some(tcp) = tcp {
-        tokio::spawn(tcp::accept_loop(state.clone(), methods.clone(), tcp, token));
+        tokio::spawn(transport::tcp::serve(transports.clone(), tcp, token));
     }
     if let Some(http) = http {
-        state.lifecycle.tasks.spawn(http::serve(state.clone(), methods.clone(), http, http_token));
+        state.lifecycle.tasks.spawn(transport::http::serve(transports.clone(), http, http_token));
     }
     let (rebound_tx, rebound_rx) = tokio::sync::mpsc::channel(1);
-    tokio::spawn(listener::accept_loop(state.clone(), methods, listener, rebound_rx));
+    tokio::spawn(transport::socket::serve(transports, listener, rebound_rx));
     tokio::spawn(watch_signals(state.clone()));
     let guard = tokio::spawn(guard_name(state.clone(), name, rebound_tx));
     if let Some(timeout) = idle_timeout.filter(|t| !t.is_zero()) {
@@ -147,15 +142,7 @@ pub async fn serve_stdio(config: Config, paths: ServerPaths) -> anyhow::Result<(
     let state = Inner::new(config, paths, commands, history, ids, Listening::default());
     let methods = methods::table(state.clone());
     tokio::spawn(reap_workers(state.clone()));
-    let peer = connection::Peer { id: 1, transport: "stdio", token: None, eof_ends_session: true };
-    let session = connection::serve(
-        state.clone(),
-        methods,
-        peer,
-        tokio::io::stdin(),
-        tokio::io::stdout(),
-        mcli_protocol::framing::DEFAULT_MAX_FRAME,
-    );
+    let session = transport::stdio::serve(transport::Transports::new(Arc::clone(&state.lifecycle), methods));
     tokio::select! {
         () = session => tracing::debug!("standard input closed"),
         () = state.lifecycle.stop.cancelled() => {}

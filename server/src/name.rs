@@ -14,7 +14,8 @@ use interprocess::os::unix::uds_local_socket::tokio::Listener;
 use mcli_shared::lockfile;
 use mcli_shared::paths::{self, ServerPaths};
 
-use crate::{listener, server_file};
+use crate::server_file;
+use crate::transport::socket;
 
 /// How often the name's files are checked.
 pub const CHECK_EVERY: Duration = Duration::from_secs(1);
@@ -68,7 +69,7 @@ impl NameGuard {
         let paths = &self.paths;
         remove_if_present(&paths.socket).context("removing the stale socket file")?;
         let listener =
-            listener::bind(&paths.socket).with_context(|| format!("cannot listen on {}", paths.socket.display()))?;
+            socket::bind(&paths.socket).with_context(|| format!("cannot listen on {}", paths.socket.display()))?;
         server_file::write(paths, &self.file)?;
         // Only now, with both in place: a failure above leaves the next check to try again.
         self.socket_id = FileId::of(&paths.socket);

@@ -4,8 +4,8 @@
 use jsonrpsee_types::ErrorObjectOwned;
 use mcli_protocol::{CancelParams, OkResult};
 
-use crate::dispatch::RequestCtx;
 use crate::state::State;
+use crate::transport::dispatch::RequestCtx;
 
 pub async fn cancel(params: CancelParams, state: State, _: RequestCtx) -> Result<OkResult, ErrorObjectOwned> {
     let ok = state.executions.cancel(params.id);

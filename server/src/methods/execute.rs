@@ -21,10 +21,10 @@ use serde::Serialize;
 
 use super::error;
 use crate::cache::{Entry, MAX_ENTRY_BYTES};
-use crate::dispatch::RequestCtx;
 use crate::executions::Refusal;
 use crate::history::Record;
 use crate::state::State;
+use crate::transport::dispatch::RequestCtx;
 
 pub async fn execute(
     mut params: ExecuteParams,

@@ -4,8 +4,8 @@ use jsonrpsee_types::ErrorObjectOwned;
 use mcli_protocol::{HealthResult, NoParams};
 use mcli_shared::VERSION;
 
-use crate::dispatch::RequestCtx;
 use crate::state::State;
+use crate::transport::dispatch::RequestCtx;
 
 pub async fn health(_: NoParams, state: State, _: RequestCtx) -> Result<HealthResult, ErrorObjectOwned> {
     Ok(HealthResult {

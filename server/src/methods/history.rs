@@ -4,8 +4,8 @@ use jsonrpsee_types::ErrorObjectOwned;
 use mcli_protocol::{HistoryParams, HistoryResult, code};
 
 use super::error;
-use crate::dispatch::RequestCtx;
 use crate::state::State;
+use crate::transport::dispatch::RequestCtx;
 
 pub async fn history(params: HistoryParams, state: State, _: RequestCtx) -> Result<HistoryResult, ErrorObjectOwned> {
     let Some(history) = &state.history else {

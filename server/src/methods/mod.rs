@@ -17,8 +17,8 @@ use jsonrpsee::{Extensions, Methods};
 use jsonrpsee_types::{ErrorObject, ErrorObjectOwned, Params};
 use mcli_protocol::{self as protocol, Method, code};
 
-use crate::dispatch::RequestCtx;
 use crate::state::State;
+use crate::transport::dispatch::RequestCtx;
 
 /// Builds the dispatch table.
 pub fn table(state: State) -> Methods {

@@ -4,8 +4,8 @@
 use jsonrpsee_types::ErrorObjectOwned;
 use mcli_protocol::{OkResult, ShutdownParams};
 
-use crate::dispatch::RequestCtx;
 use crate::state::State;
+use crate::transport::dispatch::RequestCtx;
 
 pub async fn shutdown(params: ShutdownParams, state: State, _: RequestCtx) -> Result<OkResult, ErrorObjectOwned> {
     let graceful = params.graceful.unwrap_or(true);

@@ -5,8 +5,8 @@ use mcli_protocol::{NoParams, PROTOCOL_VERSION, StatusResult, code};
 use mcli_shared::VERSION;
 
 use super::error;
-use crate::dispatch::RequestCtx;
 use crate::state::State;
+use crate::transport::dispatch::RequestCtx;
 
 pub async fn status(_: NoParams, state: State, _: RequestCtx) -> Result<StatusResult, ErrorObjectOwned> {
     let config = serde_json::to_value(&state.config)

@@ -1,9 +1,9 @@
 //! Turns one received JSON-RPC message (a request, a notification or a batch) into the reply to
-//! send, if any. The methods live in a jsonrpsee [`Methods`] table; this module adds what
-//! jsonrpsee leaves to the transport: parse errors, batches, invalid requests, client
-//! notifications such as `$/cancelRequest`, and a per-request context (the connection's outgoing
-//! queue for streamed output, and the request's cancellation token) passed in the request's
-//! extensions.
+//! send, if any, and a typed call ([`call`]) into its typed result. The methods live in a
+//! jsonrpsee [`Methods`] table; this module adds what jsonrpsee leaves to the transport: parse
+//! errors, batches, invalid requests, client notifications such as `$/cancelRequest`, and the
+//! per-request context ([`RequestCtx`]: the connection's outgoing queue for streamed output, and
+//! the request's cancellation token) passed in the request's extensions.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -12,14 +12,14 @@ use std::time::Instant;
 use bytes::Bytes;
 use futures_util::FutureExt as _;
 use jsonrpsee::{Extensions, MethodCallback, MethodResponse, Methods};
-use jsonrpsee_types::{ErrorObject, Id, Params};
-use mcli_protocol::{CANCEL_REQUEST_NOTIFICATION, code};
+use jsonrpsee_types::{ErrorObject, ErrorObjectOwned, Id, Params, Response, ResponsePayload};
+use mcli_protocol::{CANCEL_REQUEST_NOTIFICATION, Method, code};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 
-use crate::connection::ConnectionCtx;
-use crate::stdin::StdinRoutes;
+use super::context::ConnectionCtx;
+use super::stdin::StdinRoutes;
 
 /// What a method handler learns about the request it serves, from its extensions.
 #[derive(Clone)]
@@ -133,7 +133,8 @@ async fn handle_single(methods: &Methods, conn: &ConnectionCtx, text: &str) -> O
         handle_notification(methods, conn, &method, envelope.params).await;
         return None;
     };
-    Some(call(methods, conn, raw_id, &method, envelope.params).await)
+    let (json, _, _) = run(methods, conn, raw_id, &method, envelope.params).await.into_parts();
+    Some(json.get().as_bytes().to_vec())
 }
 
 /// A client notification: `$/cancelRequest` cancels one of the connection's requests, other
@@ -156,17 +157,39 @@ async fn handle_notification(methods: &Methods, conn: &ConnectionCtx, method: &s
         tracing::debug!(connection = conn.id, method, "ignored notification");
         return;
     }
-    let _ = call(methods, conn, RawValue::NULL, method, params).await;
+    let _ = run(methods, conn, RawValue::NULL, method, params).await;
 }
 
-/// Calls `method` and returns its serialized response.
-async fn call(
+/// Calls method `M` with typed params and returns its typed result: the same handler, checks and
+/// bookkeeping as a JSON-RPC request, with no message built or read by hand. A typed call has no
+/// id of its own, so each runs on a connection context of its own.
+pub async fn call<M: Method>(
+    methods: &Methods,
+    conn: &ConnectionCtx,
+    params: M::Params,
+) -> Result<M::Result, ErrorObjectOwned> {
+    let internal = |e: serde_json::Error| {
+        tracing::error!(connection = conn.id, method = M::NAME, %e, "a typed call does not fit the table");
+        ErrorObject::owned(code::INTERNAL_ERROR, format!("internal error: `{}`: {e}", M::NAME), None::<()>)
+    };
+    let params = serde_json::value::to_raw_value(&params).map_err(internal)?;
+    let (json, _, _) = run(methods, conn, RawValue::NULL, M::NAME, Some(&params)).await.into_parts();
+    // The table's handlers answer in JSON; serde reads it back into the method's result type.
+    match serde_json::from_str::<Response<'_, M::Result>>(json.get()).map_err(internal)?.payload {
+        ResponsePayload::Success(result) => Ok(result.into_owned()),
+        ResponsePayload::Error(err) => Err(err.into_owned()),
+    }
+}
+
+/// Runs `method` from the table as request `raw_id` of `conn`, with the request's context in its
+/// extensions, and returns its response.
+async fn run(
     methods: &Methods,
     conn: &ConnectionCtx,
     raw_id: &RawValue,
     method: &str,
     params: Option<&RawValue>,
-) -> Vec<u8> {
+) -> MethodResponse {
     let started = Instant::now();
     let id: Id<'static> = match serde_json::from_str::<Id<'_>>(raw_id.get()) {
         Ok(id) => id.into_owned(),
@@ -209,17 +232,15 @@ async fn call(
     conn.unregister_request(&key);
     // Input for a request that is over (or never ran, e.g. on bad params) is dropped from now on.
     conn.stdin.release(&key);
-    let ok = response.is_success();
-    let (json, _, _) = response.into_parts();
     tracing::debug!(
         connection = conn.id,
         request = raw_id.get(),
         method,
-        ok,
+        ok = response.is_success(),
         duration_us = started.elapsed().as_micros() as u64,
         "request"
     );
-    json.get().as_bytes().to_vec()
+    response
 }
 
 /// A request id as a map key: its JSON text, so `1` and `"1"` stay apart.
@@ -242,4 +263,40 @@ fn parse_error_reply(err: &serde_json::Error) -> Vec<u8> {
 pub fn error_reply(raw_id: &str, code: i32, message: &str) -> Vec<u8> {
     let message = serde_json::to_string(message).unwrap_or_else(|_| "\"error\"".to_owned());
     format!(r#"{{"jsonrpc":"2.0","id":{raw_id},"error":{{"code":{code},"message":{message}}}}}"#).into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use mcli_protocol::{Health, HealthResult, NoParams, Status};
+
+    use super::*;
+    use crate::lifecycle::Lifecycle;
+
+    /// A table with `health` only, answering from the request context it is given.
+    fn table() -> Methods {
+        let mut module = jsonrpsee::RpcModule::new(());
+        let registered = module.register_async_method(Health::NAME, |_, _, ext: Extensions| async move {
+            match ext.get::<RequestCtx>() {
+                Some(request) => Ok(HealthResult {
+                    status: request.transport.to_owned(),
+                    version: request.key.clone(),
+                    uptime_secs: 3,
+                }),
+                None => Err(ErrorObject::owned(code::INTERNAL_ERROR, "no request context", None::<()>)),
+            }
+        });
+        registered.expect("register health");
+        module.into()
+    }
+
+    #[tokio::test]
+    async fn a_typed_call_runs_the_handler_of_the_table() {
+        let (conn, _outgoing) = ConnectionCtx::new(&Arc::new(Lifecycle::default()), 1, "test", false);
+        let result = call::<Health>(&table(), &conn, NoParams {}).await.expect("a typed result");
+        assert_eq!((result.status.as_str(), result.version.as_str(), result.uptime_secs), ("test", "null", 3));
+
+        let err = call::<Status>(&table(), &conn, NoParams {}).await.expect_err("no `status` in the table");
+        assert_eq!(err.code(), code::METHOD_NOT_FOUND);
+        assert_eq!(err.message(), "method not found: `status`");
+    }
 }

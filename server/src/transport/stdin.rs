@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use crate::recent::RecentKeys;
+use super::recent::RecentKeys;
 
 /// Requests of one connection with stdin routes open at once; chunks for more are dropped.
 const MAX_ROUTES: usize = 64;
