@@ -63,60 +63,24 @@ pub async fn serve(options: ServeOptions, name_lock: File) -> anyhow::Result<Opt
         None => None,
     };
     let (history, ids) = open_history(&config, &paths)?;
+    let extra = ExtraListeners::bind(tcp, http).await?;
     let token: Arc<str> = server_file::new_token()?.into();
-    let tcp = match tcp {
-        Some(addr) => Some(transport::tcp::bind(&addr).await?),
-        None => None,
-    };
-    let tcp_addr = tcp.as_ref().map(|l| l.local_addr()).transpose()?.map(|a| a.to_string());
-    let http = match http {
-        Some(addr) => Some(
-            tokio::net::TcpListener::bind(&addr)
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot serve HTTP on {addr}: {e}"))?,
-        ),
-        None => None,
-    };
-    let http_addr = http.as_ref().map(|l| l.local_addr()).transpose()?.map(|a| a.to_string());
-    let http_token = if config.api_daemon.require_token {
-        Some(Arc::clone(&token))
-    } else {
-        tracing::warn!("the HTTP bridge asks for no token (require_token = false); any local process can use it");
-        None
-    };
-    let file = server_file::new(&paths, token.to_string(), tcp_addr.clone(), http_addr.clone());
+    let file = server_file::new(&paths, token.to_string(), extra.listening.tcp.clone(), extra.listening.http.clone());
     let (name, listener) = NameGuard::bind(paths.clone(), name_lock, file)?;
 
     let commands = Commands::new(config.commands_dirs(mcli_shared::paths::process_env));
-    let listening = Listening { tcp: tcp_addr.clone(), http: http_addr.clone() };
-    let state = Inner::new(config, paths, commands, history, ids, listening);
-    let methods = methods::table(state.clone());
-    let transports = transport::Transports::new(Arc::clone(&state.lifecycle), methods);
-    if let Some(tcp) = tcp {
-        tokio::spawn(transport::tcp::serve(transports.clone(), tcp, token));
-    }
-    if let Some(http) = http {
-        state.lifecycle.tasks.spawn(transport::http::serve(transports.clone(), http, http_token));
-    }
+    let state = Inner::new(config, paths, commands, history, ids, extra.listening.clone());
+    let transports = transport::Transports::new(Arc::clone(&state.lifecycle), methods::table(state.clone()));
+    extra.serve(&state, &transports, token);
     let (rebound_tx, rebound_rx) = tokio::sync::mpsc::channel(1);
     tokio::spawn(transport::socket::serve(transports, listener, rebound_rx));
-    tokio::spawn(watch_signals(state.clone()));
     let guard = tokio::spawn(guard_name(state.clone(), name, rebound_tx));
+    tokio::spawn(watch_signals(state.clone()));
     if let Some(timeout) = idle_timeout.filter(|t| !t.is_zero()) {
         tokio::spawn(exit_when_idle(state.clone(), timeout));
     }
     tokio::spawn(reap_workers(state.clone()));
-
-    let tcp_note = tcp_addr.as_ref().map(|a| format!(" and TCP {a}")).unwrap_or_default()
-        + &http_addr.as_ref().map(|a| format!(" and HTTP http://{a}")).unwrap_or_default();
-    let line = format!(
-        "mcli-server {} listening on {}{tcp_note} (pid {})",
-        mcli_shared::VERSION,
-        state.paths.socket.display(),
-        std::process::id()
-    );
-    tracing::info!("{line}");
-    announce_ready(&line, notify_ready)?;
+    announce_ready(&readiness_line(&state), notify_ready)?;
 
     state.lifecycle.stop.cancelled().await;
     tracing::info!("shutting down");
@@ -131,6 +95,70 @@ pub async fn serve(options: ServeOptions, name_lock: File) -> anyhow::Result<Opt
     };
     tracing::info!("stopped");
     Ok(lock)
+}
+
+/// The TCP listener and the HTTP bridge's, when asked for.
+struct ExtraListeners {
+    tcp: Option<tokio::net::TcpListener>,
+    http: Option<tokio::net::TcpListener>,
+    listening: Listening,
+}
+
+impl ExtraListeners {
+    /// Binds `tcp` and `http` (`HOST:PORT`; port 0 picks a free one).
+    async fn bind(tcp: Option<String>, http: Option<String>) -> anyhow::Result<ExtraListeners> {
+        let tcp = match tcp {
+            Some(addr) => Some(transport::tcp::bind(&addr).await?),
+            None => None,
+        };
+        let http = match http {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(&addr)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot serve HTTP on {addr}: {e}"))?,
+            ),
+            None => None,
+        };
+        let address = |listener: &Option<tokio::net::TcpListener>| -> anyhow::Result<Option<String>> {
+            Ok(listener.as_ref().map(|l| l.local_addr()).transpose()?.map(|a| a.to_string()))
+        };
+        let listening = Listening { tcp: address(&tcp)?, http: address(&http)? };
+        Ok(ExtraListeners { tcp, http, listening })
+    }
+
+    /// Serves both until shutdown; TCP peers must present `token`, and so must HTTP clients
+    /// unless the config turned that off (allowed on loopback only).
+    fn serve(self, state: &state::State, transports: &transport::Transports, token: Arc<str>) {
+        if let Some(http) = self.http {
+            let http_token = if state.config.api_daemon.require_token {
+                Some(Arc::clone(&token))
+            } else {
+                tracing::warn!(
+                    "the HTTP bridge asks for no token (require_token = false); any local process can use it"
+                );
+                None
+            };
+            state.lifecycle.tasks.spawn(transport::http::serve(transports.clone(), http, http_token));
+        }
+        if let Some(tcp) = self.tcp {
+            tokio::spawn(transport::tcp::serve(transports.clone(), tcp, token));
+        }
+    }
+}
+
+/// The readiness line: the version, every address listened on, the pid.
+fn readiness_line(state: &state::State) -> String {
+    let Listening { tcp, http } = &state.listening;
+    let extra = tcp.as_ref().map(|a| format!(" and TCP {a}")).unwrap_or_default()
+        + &http.as_ref().map(|a| format!(" and HTTP http://{a}")).unwrap_or_default();
+    let line = format!(
+        "mcli-server {} listening on {}{extra} (pid {})",
+        mcli_shared::VERSION,
+        state.paths.socket.display(),
+        std::process::id()
+    );
+    tracing::info!("{line}");
+    line
 }
 
 /// Serves one JSON-RPC session on standard input and output (`mcli-server --stdio`), as an

@@ -16,7 +16,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
 
-/// The bridge's limit on a request body (`mcli_server::http::MAX_BODY`).
+/// The bridge's limit on a request body (`mcli_server::transport::http::MAX_BODY`).
 const MAX_BODY: usize = 1024 * 1024;
 
 /// The endpoints `GET /` lists.
