@@ -357,8 +357,7 @@ impl Connection {
     fn send<P: Serialize>(&mut self, method: &str, params: &P) -> Result<u64, CallError> {
         let id = self.next_id;
         self.next_id += 1;
-        let payload = serde_json::to_vec(&Request::new(id, method, params))
-            .map_err(CallError::Encode)?;
+        let payload = serde_json::to_vec(&Request::new(id, method, params)).map_err(CallError::Encode)?;
         let mut frame = Vec::with_capacity(payload.len() + 32);
         encode_frame(self.framing, &payload, &mut frame);
         self.writer.lock().unwrap_or_else(|p| p.into_inner()).write_all(&frame)?;

@@ -31,8 +31,8 @@ impl Target {
     }
 
     fn from_server_file(file: &Path) -> Result<Target, ServerFileError> {
-        let text = std::fs::read_to_string(file)
-            .map_err(|source| ServerFileError::Read { path: file.to_owned(), source })?;
+        let text =
+            std::fs::read_to_string(file).map_err(|source| ServerFileError::Read { path: file.to_owned(), source })?;
         let info =
             ServerFile::parse(&text).map_err(|source| ServerFileError::Parse { path: file.to_owned(), source })?;
         let Some(addr) = info.tcp else {
