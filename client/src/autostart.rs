@@ -30,14 +30,34 @@ pub enum StartError {
     Path(#[from] PathError),
     #[error(transparent)]
     Connect(#[from] ConnectError),
-    #[error("cannot start the server: {context}: {source}")]
-    Io { context: String, source: io::Error },
+    #[error("cannot start the server: {step}: {source}")]
+    Io { step: StartStep, source: io::Error },
     #[error("another client has been starting the server for over {0:?}; see {1}")]
     LockTimeout(Duration, PathBuf),
     #[error("the server did not become ready within {timeout:?}{}", log_tail(.log))]
     NotReady { timeout: Duration, log: PathBuf },
     #[error("the server exited before it was ready{}", log_tail(.log))]
     Failed { log: PathBuf },
+}
+
+/// The step of a start that failed, as the message names it.
+#[derive(Debug)]
+pub enum StartStep {
+    TakeLock,
+    OpenLog(PathBuf),
+    ResolveRuntimeDir,
+    Spawn(PathBuf),
+}
+
+impl std::fmt::Display for StartStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartStep::TakeLock => f.write_str("taking the start lock"),
+            StartStep::OpenLog(log) => write!(f, "opening the log {}", log.display()),
+            StartStep::ResolveRuntimeDir => f.write_str("resolving the runtime dir"),
+            StartStep::Spawn(program) => write!(f, "running {}", program.display()),
+        }
+    }
 }
 
 fn log_tail(log: &Path) -> String {
@@ -114,12 +134,9 @@ pub fn connect_or_start(paths: &ServerPaths, starter: &Starter) -> Result<(Conne
 /// racing starter while this one waited for the start lock).
 pub fn start(paths: &ServerPaths, starter: &Starter) -> Result<Option<Started>, StartError> {
     paths::ensure_runtime_dir(&paths.dir)?;
-    let io_err = |context: &str| {
-        let context = context.to_owned();
-        move |source| StartError::Io { context, source }
-    };
+    let io_err = |step: StartStep| move |source| StartError::Io { step, source };
     let _start_lock = lockfile::lock_within(&paths.start_lock, starter.timeout + Duration::from_secs(5))
-        .map_err(io_err("taking the start lock"))?
+        .map_err(io_err(StartStep::TakeLock))?
         .ok_or_else(|| StartError::LockTimeout(starter.timeout, paths.start_lock.clone()))?;
     match Connection::connect(&paths.socket) {
         Ok(_) => return Ok(None),
@@ -127,14 +144,14 @@ pub fn start(paths: &ServerPaths, starter: &Starter) -> Result<Option<Started>, 
         Err(other) => return Err(other.into()),
     }
 
-    let log = open_log(&starter.log).map_err(io_err(&format!("opening the log {}", starter.log.display())))?;
+    let log = open_log(&starter.log).map_err(io_err(StartStep::OpenLog(starter.log.clone())))?;
     let mut command = Command::new(&starter.program);
     command
         .args(["--socket-name", &paths.name, "start", "--foreground", "--notify-ready"])
         .args(&starter.extra_args)
         .args(starter.on_demand.then_some("--auto-started"))
         // A relative runtime dir would change meaning once the server leaves this directory.
-        .env("MCLI_RUNTIME_DIR", std::path::absolute(&paths.dir).map_err(io_err("resolving the runtime dir"))?)
+        .env("MCLI_RUNTIME_DIR", std::path::absolute(&paths.dir).map_err(io_err(StartStep::ResolveRuntimeDir))?)
         .current_dir("/")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -143,7 +160,7 @@ pub fn start(paths: &ServerPaths, starter: &Starter) -> Result<Option<Started>, 
     unsafe {
         command.pre_exec(|| nix::unistd::setsid().map(drop).map_err(io::Error::from));
     }
-    let mut child = command.spawn().map_err(io_err(&format!("running {}", starter.program.display())))?;
+    let mut child = command.spawn().map_err(io_err(StartStep::Spawn(starter.program.clone())))?;
     wait_ready(&mut child, starter).map(Some)
 }
 

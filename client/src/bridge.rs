@@ -8,56 +8,63 @@ use std::io::{self, Read, Write};
 
 use mcli_protocol::framing::Framing;
 
-use crate::cli::{Cli, exit};
+use crate::connection::{Connection, Stream};
+use crate::error::{ClientError, report};
 
-pub fn run(cli: &Cli) -> i32 {
+/// Bridges standard input and output to the connection that `connect` makes in the editor's
+/// framing, and returns the exit status.
+pub fn run(connect: impl FnOnce(Framing) -> Result<Connection, ClientError>) -> i32 {
     // Over TCP the bridge authenticates first, and that message fixes the connection's framing:
     // read the editor's first bytes to learn which framing it speaks.
+    let Some((first, framing)) = first_bytes() else { return 0 };
+    let stream = match connect(framing).and_then(|conn| split(conn, first)) {
+        Ok(stream) => stream,
+        Err(err) => return report(&err),
+    };
+    let mut downstream = stream;
+    let mut stdout = io::stdout().lock();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match downstream.read(&mut buf) {
+            Ok(0) => return 0,
+            Ok(n) => {
+                if stdout.write_all(&buf[..n]).and_then(|()| stdout.flush()).is_err() {
+                    return 0;
+                }
+            }
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return report(&ClientError::BridgeLost(err)),
+        }
+    }
+}
+
+/// Reads standard input until its first bytes tell the framing; `None` when it ends first.
+fn first_bytes() -> Option<(Vec<u8>, Framing)> {
     let mut first = Vec::new();
     let mut stdin = io::stdin().lock();
     let mut buf = vec![0u8; 64 * 1024];
-    let framing = loop {
+    loop {
         match stdin.read(&mut buf) {
-            Ok(0) => return 0,
+            Ok(0) => return None,
             Ok(n) => {
                 first.extend_from_slice(&buf[..n]);
                 match first.iter().find(|b| !b.is_ascii_whitespace()) {
-                    Some(b'{' | b'[') => break Framing::Lines,
-                    Some(_) => break Framing::Headers,
+                    Some(b'{' | b'[') => return Some((first, Framing::Lines)),
+                    Some(_) => return Some((first, Framing::Headers)),
                     None => {}
                 }
             }
             Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return 0,
+            Err(_) => return None,
         }
-    };
-    drop(stdin);
-    let target = match crate::cli::target_of(cli, framing) {
-        Ok(target) => target,
-        Err(err) => {
-            eprintln!("mcli-client: {err}");
-            return exit::UNAVAILABLE;
-        }
-    };
-    let conn = match target {
-        Ok(conn) => conn,
-        Err(status) => return status,
-    };
-    let stream = match conn.into_stream() {
-        Ok(stream) => stream,
-        Err(err) => {
-            eprintln!("mcli-client: {err}");
-            return exit::UNAVAILABLE;
-        }
-    };
-    let mut upstream = match stream.try_clone() {
-        Ok(upstream) => upstream,
-        Err(err) => {
-            eprintln!("mcli-client: {err}");
-            return exit::UNAVAILABLE;
-        }
-    };
-    // Editor to server on a thread of its own; server to editor here.
+    }
+}
+
+/// Takes the connection's byte stream, and sends the editor's input (from `first` on) to the
+/// server on a thread of its own; returns the stream to read the server's side from.
+fn split(conn: Connection, first: Vec<u8>) -> Result<Stream, ClientError> {
+    let stream = conn.into_stream()?;
+    let mut upstream = stream.try_clone().map_err(ClientError::Bridge)?;
     std::thread::spawn(move || {
         let mut stdin = io::stdin().lock();
         let mut buf = vec![0u8; 64 * 1024];
@@ -77,22 +84,5 @@ pub fn run(cli: &Cli) -> i32 {
         // No more requests: say so, and let the replies still due come through.
         let _ = upstream.shutdown_write();
     });
-    let mut downstream = stream;
-    let mut stdout = io::stdout().lock();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        match downstream.read(&mut buf) {
-            Ok(0) => return 0,
-            Ok(n) => {
-                if stdout.write_all(&buf[..n]).and_then(|()| stdout.flush()).is_err() {
-                    return 0;
-                }
-            }
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-            Err(err) => {
-                eprintln!("mcli-client: the connection to the server failed: {err}");
-                return exit::UNAVAILABLE;
-            }
-        }
-    }
+    Ok(stream)
 }

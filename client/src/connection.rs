@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use mcli_protocol::framing::{DEFAULT_MAX_FRAME, Frame, FrameCodec, Framing, encode_frame};
+use mcli_protocol::framing::{DEFAULT_MAX_FRAME, Frame, FrameCodec, FrameError, Framing, encode_frame};
 use mcli_protocol::{
     AUTHENTICATE_METHOD, CANCEL_REQUEST_NOTIFICATION, ErrorObject, Execute, ExecuteParams, ExecuteResult, Incoming,
     Method, OUTPUT_NOTIFICATION, OutputParams, Request,
@@ -29,7 +29,7 @@ pub enum ConnectError {
     #[error("cannot connect to {path}: {source}")]
     Io { path: String, source: io::Error },
     #[error("the server refused this client: {0}")]
-    Auth(String),
+    Auth(#[source] CallError),
 }
 
 /// Why a call failed.
@@ -44,7 +44,10 @@ pub enum CallError {
     #[error("cannot talk to the server: {0}")]
     Io(#[from] io::Error),
     #[error("the server sent something this client does not understand: {0}")]
-    BadReply(String),
+    BadReply(#[source] BadReply),
+    /// A request that cannot be put in JSON (it cannot happen with the protocol's own types).
+    #[error("the server sent something this client does not understand: cannot encode the request: {0}")]
+    Encode(#[source] serde_json::Error),
     /// Writing the command's output here failed (e.g. standard output was closed).
     #[error("cannot write the output: {0}")]
     Output(io::Error),
@@ -55,6 +58,23 @@ pub enum CallError {
     #[error("interrupted twice; gave up waiting for the command to end")]
     Interrupted,
 }
+
+/// What is wrong with what the server sent.
+#[derive(Debug, thiserror::Error)]
+pub enum BadReply {
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    #[error("a message over {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error(transparent)]
+    Framing(#[from] FrameError),
+}
+
+/// Bytes of the server were already read into the connection's buffer, so the raw stream
+/// would miss them.
+#[derive(Debug, thiserror::Error)]
+#[error("the server sent more than was asked for")]
+pub struct ReadAhead;
 
 pub struct Connection {
     stream: Stream,
@@ -230,16 +250,16 @@ impl Connection {
         struct Ok {}
         conn.set_read_timeout(Some(Duration::from_secs(10)))
             .map_err(|source| ConnectError::Io { path: place(), source })?;
-        let id = conn.send(AUTHENTICATE_METHOD, &Auth { token }).map_err(|e| ConnectError::Auth(e.to_string()))?;
-        conn.wait_result::<Ok>(id, |_| Ok(())).map_err(|e| ConnectError::Auth(e.to_string()))?;
+        let id = conn.send(AUTHENTICATE_METHOD, &Auth { token }).map_err(ConnectError::Auth)?;
+        conn.wait_result::<Ok>(id, |_| Ok(())).map_err(ConnectError::Auth)?;
         conn.set_read_timeout(None).map_err(|source| ConnectError::Io { path: place(), source })?;
         Ok(conn)
     }
 
     /// The raw stream, for a bridge that passes bytes through. Fails if bytes were read ahead.
-    pub fn into_stream(self) -> io::Result<Stream> {
+    pub fn into_stream(self) -> Result<Stream, ReadAhead> {
         if !self.buf.is_empty() {
-            return Err(io::Error::other("the server sent more than was asked for"));
+            return Err(ReadAhead);
         }
         Ok(self.stream)
     }
@@ -337,8 +357,7 @@ impl Connection {
     fn send<P: Serialize>(&mut self, method: &str, params: &P) -> Result<u64, CallError> {
         let id = self.next_id;
         self.next_id += 1;
-        let payload = serde_json::to_vec(&Request::new(id, method, params))
-            .map_err(|e| CallError::BadReply(format!("cannot encode the request: {e}")))?;
+        let payload = serde_json::to_vec(&Request::new(id, method, params)).map_err(CallError::Encode)?;
         let mut frame = Vec::with_capacity(payload.len() + 32);
         encode_frame(self.framing, &payload, &mut frame);
         self.writer.lock().unwrap_or_else(|p| p.into_inner()).write_all(&frame)?;
@@ -375,7 +394,7 @@ impl Connection {
                         return Err(CallError::Rpc(error));
                     }
                     let result = incoming.result.as_ref().map_or("null", |r| r.get());
-                    return serde_json::from_str(result).map_err(|e| CallError::BadReply(e.to_string()));
+                    return serde_json::from_str(result).map_err(|e| CallError::BadReply(e.into()));
                 }
                 Some(serde_json::Value::Null) => {
                     // An error the server could not tie to a request (e.g. it is over its
@@ -395,13 +414,13 @@ impl Connection {
             match self.codec.decode(&mut self.buf) {
                 Ok(Some(Frame::Message(bytes))) => {
                     self.engaged = true;
-                    return serde_json::from_slice(&bytes).map_err(|e| CallError::BadReply(e.to_string()));
+                    return serde_json::from_slice(&bytes).map_err(|e| CallError::BadReply(e.into()));
                 }
                 Ok(Some(Frame::TooLarge { limit, .. })) => {
-                    return Err(CallError::BadReply(format!("a message over {limit} bytes")));
+                    return Err(CallError::BadReply(BadReply::TooLarge { limit }));
                 }
                 Ok(None) => {}
-                Err(e) => return Err(CallError::BadReply(e.to_string())),
+                Err(e) => return Err(CallError::BadReply(e.into())),
             }
             if let Some(pipe) = &self.interrupts {
                 // Wait for the server or for a SIGINT, whichever comes first.

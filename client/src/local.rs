@@ -9,37 +9,28 @@ use mcli_protocol::Stream;
 use mcli_shared::config;
 use mcli_shared::execution::{Capture, Execution, OneShotWorkers, OutputSink};
 use mcli_shared::paths;
-use mcli_shared::registry::{LookupError, Registry};
+use mcli_shared::registry::Registry;
 use mcli_shared::runner::{Chunk, Invocation, Stdin};
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Cli, exit, exit_status, stdin_is_forwarded};
+use crate::args::Cli;
+use crate::error::{ClientError, report};
+use crate::exit::{self, exit_status};
+use crate::stdin::stdin_is_forwarded;
 
 pub fn run(name: &str, args: &[String], cli: &Cli) -> i32 {
     let config = match config::load(None, paths::process_env) {
         Ok(loaded) => loaded.config,
-        Err(err) => {
-            eprintln!("mcli-client: {err}");
-            return 1;
-        }
+        Err(err) => return report(&ClientError::Config(err)),
     };
     let registry = Registry::scan(&config.commands_dirs(paths::process_env));
     let spec = match registry.get(name) {
         Ok(spec) => spec,
-        Err(err) => {
-            eprintln!("mcli-client: {err}");
-            return match err {
-                LookupError::NotFound(_) => exit::NOT_FOUND,
-                LookupError::Broken(_) => exit::CANNOT_RUN,
-            };
-        }
+        Err(err) => return report(&ClientError::Lookup(err)),
     };
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("mcli-client: cannot run `{name}` locally: {err}");
-            return 1;
-        }
+        Err(source) => return report(&ClientError::LocalRuntime { command: name.to_owned(), source }),
     };
     let invocation = Invocation {
         args: args.to_vec(),
@@ -66,7 +57,7 @@ pub fn run(name: &str, args: &[String], cli: &Cli) -> i32 {
             capture.attach_to(&mut result);
             match serde_json::to_string(&result) {
                 Ok(text) => println!("{text}"),
-                Err(err) => eprintln!("mcli-client: cannot print the result: {err}"),
+                Err(err) => return report(&ClientError::PrintResult(err)),
             }
         }
         LocalOutput::BrokenPipe => return exit::BROKEN_PIPE,

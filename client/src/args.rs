@@ -1,0 +1,49 @@
+//! The flags and arguments of `mcli-client`, and their `--help` text.
+
+use clap::Parser;
+use mcli_protocol::Seconds;
+use mcli_shared::paths;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mcli-client",
+    version,
+    about = "Run a command through the mcli server and exit with its status",
+    after_help = "Options after COMMAND belong to COMMAND.\n\
+                  Exit status: the command's own; 128+N when signal N ended it; 124 timed out; \
+                  130 interrupted; 127 unknown command; 69 no server and none could be started; 2 usage error."
+)]
+pub struct Cli {
+    /// When no server answers: empty starts one, `local` runs the command in this process,
+    /// anything else is a program run with COMMAND and ARGS
+    #[arg(short = 'a', long = "alternate-editor", env = "MCLI_ALTERNATE_EDITOR", value_name = "PROGRAM")]
+    pub alternate_editor: Option<String>,
+    /// Talk to the server with this name
+    #[arg(short = 's', long = "socket-name", env = "MCLI_SOCKET_NAME", value_name = "NAME", default_value = paths::DEFAULT_SERVER_NAME)]
+    pub socket_name: String,
+    /// End the command after SECONDS
+    #[arg(short = 't', long, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub timeout: Option<f64>,
+    /// Run the command even if a cached result exists
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Print the result object as JSON (output captured, not streamed)
+    #[arg(long)]
+    pub json: bool,
+    /// Say nothing of the client's own doings (such as starting the server)
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Reach the server through the TCP address and token of this server file (`NAME.json`)
+    #[arg(short = 'f', long = "server-file", value_name = "FILE")]
+    pub server_file: Option<std::path::PathBuf>,
+    /// Bridge standard input and output to the server (for editors), instead of running a command
+    #[arg(long, conflicts_with_all = ["command", "json", "timeout", "no_cache"])]
+    pub stdio: bool,
+    /// The command to run, then its arguments
+    #[arg(value_name = "COMMAND", required_unless_present = "stdio", trailing_var_arg = true, allow_hyphen_values = true, num_args = 1..)]
+    pub command: Vec<String>,
+}
+
+fn parse_seconds(text: &str) -> Result<f64, String> {
+    Seconds::parse_positive(text).map(Seconds::get).map_err(|_| format!("`{text}` is not a positive number of seconds"))
+}

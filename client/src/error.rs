@@ -1,0 +1,156 @@
+//! Why the client ends without a command's own status: [`ClientError`], the one place that
+//! picks the exit status of a failure ([`ClientError::exit_status`]), and [`report`], the one
+//! place that prints it.
+
+use std::ffi::OsString;
+use std::io;
+use std::path::PathBuf;
+
+use mcli_protocol::{ErrorObject, code};
+use mcli_shared::config::ConfigError;
+use mcli_shared::paths::PathError;
+use mcli_shared::registry::LookupError;
+
+use crate::autostart::StartError;
+use crate::connection::{CallError, ConnectError, ReadAhead};
+use crate::exit;
+
+/// A failure of the client. `Display` is the message printed after `mcli-client: `.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("no command given")]
+    NoCommand,
+    /// The command runs in the client's directory, which must travel as JSON text.
+    #[error("the current directory {0:?} is not valid UTF-8")]
+    CwdNotUtf8(OsString),
+    #[error("cannot read the current directory: {0}")]
+    Cwd(#[source] io::Error),
+    #[error(transparent)]
+    ServerFile(#[from] ServerFileError),
+    /// The runtime directory is unsafe to use, or the server name is not a valid one.
+    #[error(transparent)]
+    RuntimeDir(#[from] PathError),
+    /// Nothing answers, and nothing was to be started: the alternate editor's turn.
+    #[error("no server answers")]
+    NoServer,
+    #[error("no server answers on TCP {addr} (from {}); a remote server is not started on demand", .file.display())]
+    NoRemoteServer { addr: String, file: PathBuf },
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error("the server kept shutting down; try again")]
+    KeptShuttingDown,
+    #[error("the server closed the connection while `{command}` ran")]
+    ConnectionLost { command: String },
+    /// A call failed in a way that has no variant of its own (see [`ClientError::from_call`]).
+    #[error(transparent)]
+    Call(CallError),
+    /// The server answered with an error; its code picks the exit status.
+    #[error("{}", .0.message)]
+    Rpc(ErrorObject),
+    /// The bridge cannot take over the connection's byte stream.
+    #[error(transparent)]
+    ReadAhead(#[from] ReadAhead),
+    /// The bridge cannot get a second handle on the connection's byte stream.
+    #[error("{0}")]
+    Bridge(#[source] io::Error),
+    #[error("the connection to the server failed: {0}")]
+    BridgeLost(#[source] io::Error),
+    #[error("no server is running and the alternate editor `{program}` cannot run: {source}")]
+    AlternateEditor { program: String, source: io::Error },
+    /// Writing the command's output here failed (a closed pipe is reported as a shell would).
+    #[error("cannot write the output of `{command}`: {source}")]
+    Output { command: String, source: io::Error },
+    #[error("cannot print the result: {0}")]
+    PrintResult(#[source] serde_json::Error),
+    /// A second SIGINT gave up on the command.
+    #[error("interrupted")]
+    Interrupted,
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Lookup(#[from] LookupError),
+    #[error("cannot run `{command}` locally: {source}")]
+    LocalRuntime { command: String, source: io::Error },
+}
+
+/// Why the server file of `--server-file` cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerFileError {
+    #[error("cannot read server file {}: {source}", .path.display())]
+    Read { path: PathBuf, source: io::Error },
+    #[error("{} is not a server file ({source}); give the `NAME.json` of a running server", .path.display())]
+    Parse { path: PathBuf, source: serde_json::Error },
+    #[error(
+        "server file {} has no TCP address and token; start the server with `mcli-server start --tcp ADDR`",
+        .path.display()
+    )]
+    NoTcp { path: PathBuf },
+}
+
+impl ClientError {
+    /// The error for a failed call made to run `command`.
+    pub fn from_call(command: &str, err: CallError) -> Self {
+        match err {
+            CallError::Rpc(err) => ClientError::Rpc(err),
+            CallError::Output(source) => ClientError::Output { command: command.to_owned(), source },
+            CallError::Interrupted => ClientError::Interrupted,
+            CallError::Closed => ClientError::ConnectionLost { command: command.to_owned() },
+            other => ClientError::Call(other),
+        }
+    }
+
+    /// The exit status for this failure (the documented ones: see `mcli-client --help`).
+    pub fn exit_status(&self) -> i32 {
+        match self {
+            ClientError::NoCommand | ClientError::CwdNotUtf8(_) | ClientError::Cwd(_) => exit::USAGE,
+            ClientError::ServerFile(_)
+            | ClientError::RuntimeDir(_)
+            | ClientError::NoServer
+            | ClientError::NoRemoteServer { .. }
+            | ClientError::Connect(_)
+            | ClientError::Start(_)
+            | ClientError::KeptShuttingDown
+            | ClientError::ConnectionLost { .. }
+            | ClientError::Call(_)
+            | ClientError::ReadAhead(_)
+            | ClientError::Bridge(_)
+            | ClientError::BridgeLost(_)
+            | ClientError::AlternateEditor { .. } => exit::UNAVAILABLE,
+            ClientError::Rpc(err) => match err.code {
+                code::COMMAND_NOT_FOUND => exit::NOT_FOUND,
+                code::COMMAND_BROKEN => exit::CANNOT_RUN,
+                code::INCOMPATIBLE_PROTOCOL | code::SHUTTING_DOWN => exit::UNAVAILABLE,
+                code::SERVER_BUSY => exit::TEMPFAIL,
+                _ => exit::FAILURE,
+            },
+            ClientError::Output { source, .. } if source.kind() == io::ErrorKind::BrokenPipe => exit::BROKEN_PIPE,
+            ClientError::Lookup(LookupError::NotFound(_)) => exit::NOT_FOUND,
+            ClientError::Lookup(LookupError::Broken(_)) => exit::CANNOT_RUN,
+            ClientError::Interrupted => exit::INTERRUPTED,
+            ClientError::Output { .. }
+            | ClientError::PrintResult(_)
+            | ClientError::Config(_)
+            | ClientError::LocalRuntime { .. } => exit::FAILURE,
+        }
+    }
+
+    /// Whether the exit status says it all, as a shell reports a closed pipe or a Ctrl-C
+    /// without a word.
+    fn is_silent(&self) -> bool {
+        match self {
+            ClientError::Interrupted => true,
+            ClientError::Output { source, .. } => source.kind() == io::ErrorKind::BrokenPipe,
+            _ => false,
+        }
+    }
+}
+
+/// Prints `err` on standard error (unless its status says it all) and returns its exit status.
+pub fn report(err: &ClientError) -> i32 {
+    if !err.is_silent() {
+        eprintln!("mcli-client: {err}");
+    }
+    err.exit_status()
+}

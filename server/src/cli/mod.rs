@@ -1,0 +1,150 @@
+//! The `mcli-server` command line: its flags, and a dispatcher over one module per subcommand.
+//! `start --foreground` and `--stdio` run the daemon through the library's `serve`; the other
+//! subcommands are clients of a running server (or read its files). The binary only parses the
+//! flags and calls [`main`].
+
+mod commands;
+mod common;
+mod history;
+mod restart;
+mod start;
+mod status;
+mod stdio;
+mod stop;
+mod token;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use mcli_protocol::HistoryParams;
+use mcli_shared::paths::{self, ServerPaths};
+
+use self::start::Listen;
+
+#[derive(Debug, Parser)]
+#[command(name = "mcli-server", version, about = "The mcli daemon: runs named commands for mcli-client and editors")]
+pub struct Cli {
+    /// The server to act on
+    #[arg(short = 's', long = "socket-name", env = "MCLI_SOCKET_NAME", value_name = "NAME", default_value = paths::DEFAULT_SERVER_NAME, global = true)]
+    socket_name: String,
+    /// Config file (default: $MCLI_CONFIG, else $XDG_CONFIG_HOME/mcli/config.toml)
+    #[arg(long, value_name = "FILE", global = true)]
+    config: Option<PathBuf>,
+    /// Serve one JSON-RPC session on standard input and output (what an editor spawns)
+    #[arg(long)]
+    stdio: bool,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Start the server in the background (does nothing if it already runs)
+    Start {
+        /// Run in the foreground, logging to standard error
+        #[arg(long)]
+        foreground: bool,
+        #[command(flatten)]
+        listen: Listen,
+        /// Standard output is a pipe to a starter waiting for the readiness line
+        #[arg(long, hide = true, requires = "foreground")]
+        notify_ready: bool,
+        /// A client started this server on demand
+        #[arg(long, hide = true, requires = "foreground")]
+        auto_started: bool,
+    },
+    /// Stop the running server and wait until it has exited
+    Stop,
+    /// Stop the running server, if any, and start a new one
+    Restart {
+        #[command(flatten)]
+        listen: Listen,
+    },
+    /// Show what the running server is doing (exit status 1 when none runs)
+    Status {
+        /// Print the status as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show past executions, newest first (reads the history database; no server needed)
+    History {
+        /// Show at most N entries
+        #[arg(long, value_name = "N", default_value_t = 20)]
+        limit: u32,
+        /// Only executions of this command
+        #[arg(long, value_name = "NAME")]
+        command: Option<String>,
+        /// Only executions that did not complete with status 0
+        #[arg(long)]
+        failed: bool,
+        /// Print the entries as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the running server's token (for HTTP and TCP clients)
+    Token,
+    /// List the commands the server can run
+    Commands {
+        /// Print the list as JSON
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs the command line `cli` and returns the exit status; a failure is printed here.
+pub fn main(cli: Cli) -> ExitCode {
+    raise_fd_limit();
+    match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("mcli-server: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A daemon with many clients needs more descriptors than the usual soft limit of 1024: take
+/// what the hard limit allows.
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+    {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard.min(1 << 20), hard);
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let dir = paths::runtime_dir(paths::process_env);
+    let server = ServerPaths::new(dir, &cli.socket_name)?;
+    let config = cli.config.as_deref();
+    if cli.stdio && cli.command.is_some() {
+        eprintln!("mcli-server: --stdio serves a session by itself and takes no subcommand");
+        return Ok(ExitCode::from(2));
+    }
+    let Some(command) = cli.command else {
+        return if cli.stdio { stdio::run(&server, config) } else { usage() };
+    };
+    match command {
+        Cmd::Start { foreground: true, listen, notify_ready, auto_started } => {
+            start::foreground(&server, config, &listen, notify_ready, auto_started)
+        }
+        Cmd::Start { foreground: false, listen, .. } => start::detached(&server, config, &listen),
+        Cmd::Stop => stop::run(&server),
+        Cmd::Restart { listen } => restart::run(&server, config, &listen),
+        Cmd::Status { json } => status::run(&server, json),
+        Cmd::Token => token::run(&server),
+        Cmd::History { limit, command, failed, json } => {
+            history::run(&server, HistoryParams { limit: Some(limit), command, failed: Some(failed) }, json)
+        }
+        Cmd::Commands { json } => commands::run(&server, config, json),
+    }
+}
+
+/// Prints the usage to standard error and returns the usage status.
+fn usage() -> anyhow::Result<ExitCode> {
+    use clap::CommandFactory as _;
+    let _ = Cli::command().print_help();
+    Ok(ExitCode::from(2))
+}

@@ -1,0 +1,130 @@
+//! `mcli-server start`: in the background (through the client's race-free starter, which runs
+//! `start --foreground --notify-ready`), or in the foreground, where the daemon runs.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+use mcli_client::autostart::{self, Starter};
+use mcli_protocol::{self as protocol, NoParams};
+use mcli_shared::config::Config;
+use mcli_shared::paths::{self, ServerPaths};
+
+use super::common::{self, NameLock};
+use crate::{ServeOptions, serve};
+
+/// How a server listens and logs.
+#[derive(Debug, Clone, clap::Args)]
+pub(super) struct Listen {
+    /// Log at debug level
+    #[arg(long)]
+    debug: bool,
+    /// Also listen on this TCP address (loopback unless told otherwise; port 0 picks one);
+    /// connections must authenticate with the token of the server file
+    #[arg(long, value_name = "ADDR")]
+    tcp: Option<String>,
+    /// Serve the HTTP bridge, on ADDR or on `[api_daemon] host` and `port` (loopback by default)
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "")]
+    http: Option<String>,
+}
+
+/// Starts a detached server, unless one answers already.
+pub(super) fn detached(server: &ServerPaths, file: Option<&Path>, listen: &Listen) -> anyhow::Result<ExitCode> {
+    // Check the config here too, so that a mistake is reported on this terminal.
+    common::load_config(file, listen.debug)?;
+    paths::ensure_runtime_dir(&server.dir)?;
+    if let Some(mut conn) = common::connect(server)? {
+        println!("{}", common::already_running(&mut conn, server)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let starter = starter(server, file, listen)?;
+    match autostart::start(server, &starter)? {
+        Some(started) => println!("{}", started.line),
+        None => match common::connect(server)? {
+            Some(mut conn) => println!("{}", common::already_running(&mut conn, server)?),
+            None => bail!("{}", common::not_running(server)),
+        },
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A starter that runs this executable with the flags given here.
+fn starter(server: &ServerPaths, file: Option<&Path>, listen: &Listen) -> anyhow::Result<Starter> {
+    let mut starter = Starter::from_env(server);
+    starter.on_demand = false;
+    starter.program = std::env::current_exe().context("cannot find this executable")?;
+    if let Some(file) = file {
+        starter.extra_args.extend(["--config".to_owned(), std::path::absolute(file)?.display().to_string()]);
+    }
+    if listen.debug {
+        starter.extra_args.push("--debug".to_owned());
+    }
+    if let Some(addr) = &listen.tcp {
+        starter.extra_args.extend(["--tcp".to_owned(), addr.clone()]);
+    }
+    if let Some(addr) = &listen.http {
+        starter.extra_args.push(format!("--http={addr}"));
+    }
+    Ok(starter)
+}
+
+/// Runs the daemon in this process until it shuts down.
+pub(super) fn foreground(
+    server: &ServerPaths,
+    file: Option<&Path>,
+    listen: &Listen,
+    notify_ready: bool,
+    auto_started: bool,
+) -> anyhow::Result<ExitCode> {
+    let config = common::load_config(file, listen.debug)?;
+    // A detached server's standard error is its log file, which it keeps bounded.
+    let log_file = notify_ready.then(|| paths::log_file(&paths::state_dir(paths::process_env), &server.name));
+    crate::logging::init(config.api_daemon.debug, log_file);
+    paths::ensure_runtime_dir(&server.dir)?;
+    if !notify_ready && let Some(mut conn) = common::connect(server)? {
+        bail!("{}; stop it first with `mcli-server stop`", common::already_running(&mut conn, server)?);
+    }
+    let lock = match common::take_name(server)? {
+        NameLock::Taken(lock) => lock,
+        NameLock::Answering(mut conn) if notify_ready => {
+            // The holder answers after all (it had only lost its socket for a moment): that is the
+            // server the starter wants.
+            let status = conn.call::<protocol::Status>(&NoParams {})?;
+            println!("mcli-server {} listening on {} (pid {})", status.version, status.socket, status.pid);
+            return Ok(ExitCode::SUCCESS);
+        }
+        NameLock::Answering(mut conn) => {
+            bail!("{}; stop it first with `mcli-server stop`", common::already_running(&mut conn, server)?)
+        }
+    };
+    let runtime = common::runtime()?;
+    let http = http_addr(&config, listen, auto_started)?;
+    let options =
+        ServeOptions { config, paths: server.clone(), notify_ready, auto_started, tcp: listen.tcp.clone(), http };
+    let lock = runtime.block_on(serve(options, lock))?;
+    // Let go of the name only once nothing of this server runs any more, so that `stop`, which
+    // waits for the lock, returns when the server is really gone.
+    drop(runtime);
+    drop(lock);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Where the HTTP bridge listens, if it is on: `--http [ADDR]`, or `[api_daemon] enabled` (for
+/// a server started on demand only with `auto_start` too).
+fn http_addr(config: &Config, listen: &Listen, auto_started: bool) -> anyhow::Result<Option<String>> {
+    let api = &config.api_daemon;
+    let addr = match listen.http.as_deref() {
+        Some("") => api.http_addr(),
+        Some(addr) => addr.to_owned(),
+        None if api.enabled && (!auto_started || api.auto_start) => api.http_addr(),
+        None => return Ok(None),
+    };
+    if !api.require_token {
+        let host = addr.rsplit_once(':').map_or(addr.as_str(), |(host, _)| host).trim_matches(['[', ']']);
+        let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        if !loopback {
+            bail!("`api_daemon.require_token = false` is allowed only for a loopback address, not {addr}");
+        }
+    }
+    Ok(Some(addr))
+}
