@@ -152,6 +152,9 @@ pub fn start(paths: &ServerPaths, starter: &Starter) -> Result<Option<Started>, 
         .args(starter.on_demand.then_some("--auto-started"))
         // A relative runtime dir would change meaning once the server leaves this directory.
         .env("MCLI_RUNTIME_DIR", std::path::absolute(&paths.dir).map_err(io_err(StartStep::ResolveRuntimeDir))?)
+        // A server started from inside a command is not part of that command's process tree:
+        // ending the command must not end the daemon.
+        .env_remove(mcli_shared::tree::TAG_VAR)
         .current_dir("/")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -1,6 +1,6 @@
 //! `mcli-server` as a library: [`serve`] runs the daemon until it is shut down, so tests and
-//! the binary start it the same way. The binary only parses flags, takes the name lock and calls
-//! it.
+//! the binary start it the same way, and [`cli`] is the command line (the binary only parses
+//! the flags and hands them over; `start --foreground` takes the name lock and calls `serve`).
 
 #![forbid(unsafe_code)]
 

@@ -1246,3 +1246,16 @@ fn a_cancel_ends_a_grandchild_that_left_the_process_group_locally_too() {
     Run::wait(client).expect_code(130);
     wait_until("the setsid grandchild is gone", || process_gone(pid));
 }
+
+#[test]
+fn a_server_started_from_inside_a_command_outlives_the_commands_timeout() {
+    let env = TestEnv::new();
+    let client = env.bin("mcli-client");
+    let body = format!("#!/bin/sh\n{} -q -s inner hello\nsleep 300\n", client.display());
+    script(&commands_dir(&env), "nested", &body);
+    env.client(&["-q", "-t", "5", "nested"]).expect_code(124);
+    let inner = env.server_file("inner")["pid"].as_u64().unwrap() as u32;
+    assert!(!process_gone(inner), "the inner server was ended with the command");
+    env.client(&["-q", "-s", "inner", "hello", "again"]).expect_code(0);
+    env.server(&["-s", "inner", "stop"]).expect_code(0);
+}
