@@ -11,7 +11,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::history::rfc3339;
-use crate::ids::Ids;
+use crate::ids::{Ids, IdsError};
 use crate::lifecycle::{BusyGuard, Lifecycle};
 
 pub struct Executions {
@@ -97,12 +97,12 @@ impl Executions {
     }
 
     /// Registers an execution as running under a fresh id; the guard unregisters it and counts
-    /// how it ended.
-    pub async fn begin(self: &Arc<Self>, command: &str, cancel: CancellationToken) -> ExecutionGuard {
-        let id = self.ids.next().await;
+    /// how it ended. Fails only when no id can be reserved anywhere (see [`Ids`]).
+    pub async fn begin(self: &Arc<Self>, command: &str, cancel: CancellationToken) -> Result<ExecutionGuard, IdsError> {
+        let id = self.ids.next().await?;
         let busy = self.lifecycle.busy();
         self.running().insert(id, Running { command: command.to_owned(), started: SystemTime::now(), cancel });
-        ExecutionGuard { executions: Arc::clone(self), id, status: None, _busy: busy }
+        Ok(ExecutionGuard { executions: Arc::clone(self), id, status: None, _busy: busy })
     }
 
     /// Cancels the running execution `id`; false when none runs with that id.

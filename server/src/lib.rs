@@ -167,6 +167,12 @@ fn readiness_line(state: &state::State) -> String {
 /// running commands with it) or on `shutdown`.
 pub async fn serve_stdio(config: Config, paths: ServerPaths) -> anyhow::Result<()> {
     let (history, ids) = open_history(&config, &paths)?;
+    if history.is_none()
+        && let Err(err) = mcli_shared::paths::ensure_runtime_dir(&paths.dir)
+    {
+        // Without the history, execution ids are reserved there; each `execute` says why not.
+        tracing::warn!("{err}");
+    }
     let commands = Commands::new(config.commands_dirs(mcli_shared::paths::process_env));
     let state = Inner::new(config, paths, commands, history, ids, Listening::default());
     let methods = methods::table(state.clone());
@@ -196,22 +202,30 @@ async fn drain(state: &state::State, grace: Duration) {
     }
 }
 
-/// Opens the history (unless it is turned off) and finds the last execution id.
+/// Opens the history (unless it is turned off), with the first block of execution ids it
+/// reserved. A history that cannot be written (a full disk, a broken file) does not keep the
+/// server from serving: executions are then answered but not recorded, and ids come from the
+/// runtime dir (see `ids.rs`). A history of a newer release is another matter: this server
+/// refuses to start rather than run beside it unrecorded.
 fn open_history(
     config: &Config,
     paths: &ServerPaths,
 ) -> anyhow::Result<(Option<history::History>, std::ops::Range<u64>)> {
+    if !config.api_daemon.enable_command_history {
+        return Ok((None, 0..0));
+    }
     let path = history::path(&mcli_shared::paths::state_dir(mcli_shared::paths::process_env), &paths.name);
-    if config.api_daemon.enable_command_history {
-        let retention = history::Retention {
-            max_entries: config.server.history_max_entries,
-            max_age: Duration::from_secs_f64(config.server.history_max_age_days * 86_400.0),
-        };
-        let (history, ids) = history::History::open(&path, retention)?;
-        Ok((Some(history), ids))
-    } else {
-        // Ids go on from the history on disk, so that turning it back on never reuses one.
-        Ok((None, history::last_id(&path)? + 1..u64::MAX))
+    let retention = history::Retention {
+        max_entries: config.server.history_max_entries,
+        max_age: Duration::from_secs_f64(config.server.history_max_age_days * 86_400.0),
+    };
+    match history::History::open(&path, retention) {
+        Ok((history, ids)) => Ok((Some(history), ids)),
+        Err(err @ history::HistoryError::Newer { .. }) => Err(err.into()),
+        Err(err) => {
+            tracing::error!("{err}; executions are answered but not recorded until the server restarts");
+            Ok((None, 0..0))
+        }
     }
 }
 

@@ -51,7 +51,8 @@ impl Inner {
     ) -> State {
         let lifecycle = Arc::new(Lifecycle::default());
         let history = history.map(Arc::new);
-        let ids = Ids::new(history.clone(), first_ids);
+        let counter = paths.dir.join(format!("{}.ids", paths.name));
+        let ids = Ids::new(history.clone(), counter, first_ids);
         let executions = Arc::new(Executions::new(
             Arc::clone(&lifecycle),
             ids,

@@ -289,3 +289,85 @@ fn rust_log_sets_the_level_and_a_bad_one_is_reported() {
     );
     assert!(!log.contains("DEBUG"), "the default level is info: {log}");
 }
+
+/// The id of one `hello` run through the server, from `--json`.
+fn hello_id(env: &TestEnv) -> u64 {
+    json(&env.client(&["-q", "--json", "hello"]))["id"].as_u64().expect("id")
+}
+
+/// Ids reserved in the runtime dir, when the history cannot be written, start here.
+const SPARE_BASE: u64 = 1 << 52;
+
+#[test]
+fn a_history_that_cannot_be_opened_does_not_stop_the_server_and_ids_stay_unique() {
+    let env = TestEnv::new();
+    // A directory where the database should be: the history cannot be opened.
+    std::fs::create_dir_all(history_db(&env)).unwrap();
+    let degraded: Vec<u64> = (0..3).map(|_| hello_id(&env)).collect();
+    assert!(degraded.iter().all(|id| (SPARE_BASE..1 << 53).contains(id)), "{degraded:?}");
+    assert!(env.log("server").contains("executions are answered but not recorded"), "{}", env.log("server"));
+    // A second server in the same state reserves further on.
+    env.server(&["stop"]).expect_code(0);
+    let again = hello_id(&env);
+    assert!(!degraded.contains(&again) && again > degraded[2], "{again} after {degraded:?}");
+    // Once the history can be written, its ids are its own, below the spare range.
+    env.server(&["stop"]).expect_code(0);
+    std::fs::remove_dir(history_db(&env)).unwrap();
+    let recorded = hello_id(&env);
+    assert!(recorded < SPARE_BASE, "{recorded}");
+    let history = json(&env.server(&["history", "--json"]));
+    assert_eq!(history["entries"].as_array().unwrap().len(), 1, "{history}");
+}
+
+/// A tmpfs mounted over a test's state dir, unmounted when dropped (lazily: a server may still
+/// hold a file open on it).
+struct Mount(std::path::PathBuf);
+
+impl Mount {
+    fn tmpfs(at: &std::path::Path, size: &str) -> Mount {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test mounts a small tmpfs to fill a disk: run the test suite as root (CI does)"
+        );
+        std::fs::create_dir_all(at).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .expect("mount");
+        assert!(status.success(), "cannot mount a tmpfs at {}", at.display());
+        Mount(at.to_owned())
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Fills the filesystem of `dir` until a write fails for want of space.
+fn fill(dir: &std::path::Path) {
+    use std::io::Write;
+    let mut file = std::fs::File::create(dir.join("filler")).unwrap();
+    let block = vec![0u8; 4096];
+    while file.write_all(&block).and_then(|()| file.sync_all()).is_ok() {}
+}
+
+#[test]
+fn a_full_state_disk_serves_without_recording_and_never_reuses_an_id() {
+    let env = TestEnv::new();
+    let _mount = Mount::tmpfs(&env.state_home, "512k");
+    fill(&env.state_home);
+    let degraded: Vec<u64> = (0..3).map(|_| hello_id(&env)).collect();
+    assert!(degraded.iter().all(|id| *id >= SPARE_BASE), "served with ids from the runtime dir: {degraded:?}");
+    env.server(&["stop"]).expect_code(0);
+    // Space again: the next server records, with ids of the history's own.
+    std::fs::remove_file(env.state_home.join("filler")).unwrap();
+    let recorded: Vec<u64> = (0..3).map(|_| hello_id(&env)).collect();
+    assert!(recorded.iter().all(|id| *id < SPARE_BASE && !degraded.contains(id)), "{recorded:?}");
+    let history = json(&env.server(&["history", "--json"]));
+    let ids: Vec<u64> = history["entries"].as_array().unwrap().iter().map(|e| e["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids.len(), 3, "only what was recorded: {history}");
+    env.server(&["stop"]).expect_code(0);
+}

@@ -23,6 +23,7 @@ use super::error;
 use crate::cache::{Entry, MAX_ENTRY_BYTES};
 use crate::executions::Refusal;
 use crate::history::Record;
+use crate::ids::IdsError;
 use crate::state::State;
 use crate::transport::dispatch::RequestCtx;
 
@@ -48,10 +49,10 @@ pub async fn execute(
     let limit = state.config.server.max_captured_output;
 
     if let Some(hit) = cache.as_ref().and_then(|(key, _)| state.cache.get(key)) {
-        return Ok(replay(&state, &request, &params, &spec, hit, stream).await);
+        return replay(&state, &request, &params, &spec, hit, stream).await;
     }
     let Some(_slot) = state.executions.admit(&request.cancel).await.map_err(refused)? else {
-        return Ok(never_ran(&state, &request, &params, &spec, stream).await);
+        return never_ran(&state, &request, &params, &spec, stream).await;
     };
     let invocation = Invocation {
         args: params.args.clone(),
@@ -62,7 +63,7 @@ pub async fn execute(
         ..Invocation::default()
     };
     let execution = Execution::new(spec, invocation, &state.config);
-    let running = state.executions.begin(&execution.spec().name, request.cancel.clone()).await;
+    let running = state.executions.begin(&execution.spec().name, request.cancel.clone()).await.map_err(no_id)?;
     let (id, started_at) = (running.id, SystemTime::now());
     tracing::debug!(execution = id, command = %execution.spec().name, "started");
     let mut sink = ResultSink::new(&request, id, stream, limit, cache.is_some());
@@ -88,8 +89,8 @@ async fn replay(
     spec: &CommandSpec,
     hit: Entry,
     stream: bool,
-) -> ExecuteResult {
-    let execution = state.executions.begin(&spec.name, request.cancel.clone()).await;
+) -> Result<ExecuteResult, ErrorObjectOwned> {
+    let execution = state.executions.begin(&spec.name, request.cancel.clone()).await.map_err(no_id)?;
     let (started, started_at) = (Instant::now(), SystemTime::now());
     let mut sink = ResultSink::new(request, execution.id, stream, state.config.server.max_captured_output, false);
     for chunk in hit.output {
@@ -100,7 +101,7 @@ async fn replay(
     let id = execution.id;
     execution.finish(outcome.status);
     let result = sink.result(id, params.command.clone(), outcome, true);
-    recorded(state, request, params, started_at, result).await
+    Ok(recorded(state, request, params, started_at, result).await)
 }
 
 /// A call cancelled while it waited in the queue: it never ran, and is recorded so.
@@ -110,13 +111,13 @@ async fn never_ran(
     params: &ExecuteParams,
     spec: &CommandSpec,
     stream: bool,
-) -> ExecuteResult {
-    let execution = state.executions.begin(&spec.name, request.cancel.clone()).await;
+) -> Result<ExecuteResult, ErrorObjectOwned> {
+    let execution = state.executions.begin(&spec.name, request.cancel.clone()).await.map_err(no_id)?;
     let id = execution.id;
     execution.finish(ExecStatus::Cancelled);
     let outcome = Outcome::ended(ExecStatus::Cancelled, Instant::now());
     let result = ResultSink::new(request, id, stream, 0, false).result(id, params.command.clone(), outcome, false);
-    recorded(state, request, params, SystemTime::now(), result).await
+    Ok(recorded(state, request, params, SystemTime::now(), result).await)
 }
 
 /// The call's own time limit, if it sets one.
@@ -128,6 +129,12 @@ fn requested_timeout(timeout: Option<f64>) -> Result<Option<Duration>, ErrorObje
             })
         })
         .transpose()
+}
+
+/// The error for a call that could not get an execution id.
+fn no_id(err: IdsError) -> ErrorObjectOwned {
+    tracing::error!("{err}");
+    error(code::INTERNAL_ERROR, format!("{err}; free space for the history or the runtime dir and run it again"))
 }
 
 /// The error for a command that cannot be run by its name.
