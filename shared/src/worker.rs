@@ -7,9 +7,10 @@
 //! worker's process group. A worker that exits, or writes something that is not the protocol,
 //! fails the call it was serving with a clear message and is not used again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -76,6 +77,57 @@ impl WorkerError {
             _ => None,
         }
     }
+}
+
+/// The Python helper for writing workers (`from mcli_worker import command, serve`), built into
+/// mcli so that a worker runs from any commands dir with the binaries alone.
+pub const HELPER_SOURCE: &str = include_str!("../../scripts/mcli_worker.py");
+
+/// The directory holding this release's `mcli_worker.py`, written once per version into the
+/// runtime dir (`RUNTIME/python-VERSION/`, private to the user) on first use; `None` (and a
+/// worker without it) when it cannot be written.
+pub fn helper_dir() -> Option<PathBuf> {
+    static DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let runtime = crate::paths::runtime_dir(crate::paths::process_env);
+        let dir = runtime.join(format!("python-{}", crate::VERSION));
+        match write_helper(&runtime, &dir) {
+            Ok(()) => Some(dir),
+            Err(err) => {
+                eprintln!("mcli: cannot provide mcli_worker.py in {}: {err}", dir.display());
+                None
+            }
+        }
+    })
+    .clone()
+}
+
+/// Writes `mcli_worker.py` into `dir` (in the checked runtime dir `runtime`) unless it is there
+/// already with the same text; atomically, so a worker never imports half a file.
+fn write_helper(runtime: &Path, dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    crate::paths::ensure_runtime_dir(runtime).map_err(std::io::Error::other)?;
+    let file = dir.join("mcli_worker.py");
+    if std::fs::read(&file).is_ok_and(|text| text == HELPER_SOURCE.as_bytes()) {
+        return Ok(());
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Err(err) if err.kind() != std::io::ErrorKind::AlreadyExists => return Err(err),
+        _ => {}
+    }
+    if std::fs::symlink_metadata(dir)?.file_type().is_symlink() {
+        return Err(std::io::Error::other("it is a symbolic link"));
+    }
+    let tmp = dir.join(format!(".mcli_worker.py.{}", std::process::id()));
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(&tmp)?;
+    std::io::Write::write_all(&mut out, HELPER_SOURCE.as_bytes())?;
+    std::fs::rename(&tmp, &file)
 }
 
 /// Ends a call whose worker could not start: the reason on the command's stderr, and the exit
@@ -196,6 +248,45 @@ pub struct Worker {
     pub healthy: bool,
     /// The command of the last call it served, for `status`.
     pub last_command: String,
+    /// The last lines it wrote on standard error, for the message when it fails.
+    stderr_tail: Arc<StderrTail>,
+}
+
+/// The last [`TAIL_LINES`] lines of a worker's standard error, and whether it has closed.
+#[derive(Default)]
+struct StderrTail {
+    lines: Mutex<VecDeque<String>>,
+    closed: tokio::sync::Notify,
+    done: std::sync::atomic::AtomicBool,
+}
+
+/// How many of a worker's last standard error lines a failure shows.
+const TAIL_LINES: usize = 10;
+/// The longest of those lines, in characters.
+const TAIL_LINE_CHARS: usize = 500;
+
+impl StderrTail {
+    fn push(&self, line: &str) {
+        let mut lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
+        if lines.len() == TAIL_LINES {
+            lines.pop_front();
+        }
+        lines.push_back(line.chars().take(TAIL_LINE_CHARS).collect());
+    }
+
+    fn close(&self) {
+        self.done.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.closed.notify_waiters();
+    }
+
+    /// The lines, once standard error has closed or a moment has passed.
+    async fn settled(&self) -> Vec<String> {
+        let closed = self.closed.notified();
+        if !self.done.load(std::sync::atomic::Ordering::SeqCst) {
+            let _ = tokio::time::timeout(Duration::from_millis(200), closed).await;
+        }
+        self.lines.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect()
+    }
 }
 
 impl Worker {
@@ -203,9 +294,20 @@ impl Worker {
     /// environment plus the manifest's `env` (each call brings its client's environment and
     /// directory); its program resolves against the folder, then this process's PATH, since one
     /// worker serves every client. Its standard error lines go to `on_stderr`.
+    ///
+    /// The Python helper `mcli_worker` comes with mcli itself: its directory is put first on the
+    /// worker's `PYTHONPATH`, so a worker needs no copy of it (see [`helper_dir`]).
     pub fn for_manifest(manifest: &Manifest, on_stderr: impl Fn(&str) + Send + 'static) -> Result<Worker, WorkerError> {
         let path_var = std::env::var("PATH").ok();
-        let program = Program::of_manifest(manifest, path_var.as_deref())?;
+        let mut program = Program::of_manifest(manifest, path_var.as_deref())?;
+        if let Some(helper) = helper_dir() {
+            let theirs = program.extra_env.get("PYTHONPATH").cloned().or_else(|| std::env::var("PYTHONPATH").ok());
+            let joined = match theirs.filter(|p| !p.is_empty()) {
+                Some(theirs) => format!("{}:{theirs}", helper.display()),
+                None => helper.display().to_string(),
+            };
+            program.extra_env.insert("PYTHONPATH".to_owned(), joined);
+        }
         Worker::spawn(&program.path, &program.leading, manifest.dir(), &program.extra_env, on_stderr)
             .map_err(|source| WorkerError::Spawn { program: program.path, source })
     }
@@ -234,6 +336,8 @@ impl Worker {
         else {
             return Err(std::io::Error::other("the worker's pipes are missing"));
         };
+        let stderr_tail = Arc::new(StderrTail::default());
+        let tail = Arc::clone(&stderr_tail);
         tokio::spawn(async move {
             // Lines of any bytes, cut at 64 KiB, until the worker closes its standard error.
             let mut reader = BufReader::new(stderr);
@@ -242,9 +346,14 @@ impl Worker {
                 line.clear();
                 match (&mut reader).take(64 * 1024).read_until(b'\n', &mut line).await {
                     Ok(0) | Err(_) => break,
-                    Ok(_) => on_stderr(String::from_utf8_lossy(&line).trim_end()),
+                    Ok(_) => {
+                        let text = String::from_utf8_lossy(&line);
+                        tail.push(text.trim_end());
+                        on_stderr(text.trim_end());
+                    }
                 }
             }
+            tail.close();
         });
         Ok(Worker {
             child,
@@ -257,6 +366,7 @@ impl Worker {
             calls: 0,
             healthy: true,
             last_command: String::new(),
+            stderr_tail,
         })
     }
 
@@ -385,7 +495,14 @@ impl Worker {
     /// A call that failed because of the worker: says why on the command's stderr.
     async fn failed(&mut self, out: &mpsc::Sender<Chunk>, why: WorkerError, started: Instant) -> Outcome {
         self.kill();
-        let text = format!("mcli: {why}; the next call starts a new worker\n");
+        let mut text = format!("mcli: {why}; the next call starts a new worker\n");
+        let tail = self.stderr_tail.settled().await;
+        if !tail.is_empty() {
+            text.push_str("mcli: the worker's last lines on standard error:\n");
+            for line in tail {
+                text.push_str(&format!("  {line}\n"));
+            }
+        }
         let _ = out.send(Chunk { stream: Stream::Stderr, data: Bytes::from(text) }).await;
         Outcome { status: ExecStatus::Failed, exit_code: None, signal: None, duration: started.elapsed() }
     }

@@ -447,3 +447,52 @@ fn a_worker_program_that_cannot_start_exits_126() {
     run.expect_code(126);
     assert!(run.stderr.contains("cannot start the worker") && run.stderr.contains("plain.txt"), "{}", run.stderr);
 }
+
+/// A worker exactly as the README shows it, in a commands dir of its own, with no PYTHONPATH
+/// and no copy of the helper: mcli provides `mcli_worker` itself.
+const README_WORKER: &str = r#"from mcli_worker import command, serve
+
+GREETING = "warm hello"
+
+@command("greet")
+def greet(name="World"):
+    print(f"{GREETING}, {name}")
+
+serve()
+"#;
+
+#[test]
+fn a_worker_written_as_the_readme_shows_needs_no_copy_of_the_helper() {
+    let mut env = TestEnv::new();
+    env.remove_env("PYTHONPATH");
+    let dir = env.config_home.join("mcli/commands");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("greet.py"), README_WORKER).unwrap();
+    std::fs::write(dir.join("greet.toml"), "run = [\"python3\", \"greet.py\"]\n[worker]\n").unwrap();
+    let served = env.client(&["-q", "greet", "Ada"]);
+    served.expect_code(0);
+    assert_eq!(served.stdout, "warm hello, Ada\n");
+    env.server(&["stop"]).expect_code(0);
+    env.set_env("MCLI_DAEMON_ROUTING", "false");
+    let local = env.client(&["greet", "Grace"]);
+    local.expect_code(0);
+    assert_eq!(local.stdout, "warm hello, Grace\n");
+}
+
+#[test]
+fn a_worker_that_dies_at_start_shows_its_last_lines_of_stderr() {
+    let env = TestEnv::new();
+    let dir = env.config_home.join("mcli/commands");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("broken.py"),
+        "from mcli_worker import command, serve\nimport no_such_module_here\nserve()\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("broken.toml"), "run = [\"python3\", \"broken.py\"]\n[worker]\n").unwrap();
+    let run = env.client(&["-q", "broken"]);
+    run.expect_code(1);
+    assert!(run.stderr.contains("the worker exited during the call"), "{}", run.stderr);
+    assert!(run.stderr.contains("the worker's last lines on standard error:"), "{}", run.stderr);
+    assert!(run.stderr.contains("No module named 'no_such_module_here'"), "{}", run.stderr);
+}

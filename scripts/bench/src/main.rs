@@ -218,14 +218,7 @@ fn warm_worker(bench: &Bench) -> anyhow::Result<()> {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/model");
     let commands = bench.dir.path().join("cfg/mcli/commands");
     std::fs::copy(example.join("model.toml"), commands.join("model.toml"))?;
-    let script = example.join("model.py").canonicalize()?;
-    std::fs::write(
-        commands.join("model.py"),
-        std::fs::read_to_string(&script)?.replace(
-            "os.path.join(os.path.dirname(os.path.abspath(__file__)), \"..\", \"..\")",
-            &format!("{:?}", script.parent().and_then(Path::parent).and_then(Path::parent).context("scripts dir")?),
-        ),
-    )?;
+    std::fs::copy(example.join("model.py"), commands.join("model.py"))?;
     bench.client(&["-q", "model", "warm-up"]).status()?;
     let (mut warm, mut cold) = (Vec::new(), Vec::new());
     for _ in 0..10 {

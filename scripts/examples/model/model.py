@@ -1,12 +1,10 @@
 """An example warm worker, after the original's "model service": an expensive start (loading a
 model: here a 300 ms stand-in), then fast calls that use the loaded state."""
 
-import os
-import sys
-import time
+from mcli_worker import command, serve  # provided by mcli itself: import it first
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
-from mcli_worker import command, serve  # noqa: E402
+import os
+import time
 
 time.sleep(0.3)  # stands in for loading a model
 MODEL = {"loaded_at": time.time(), "calls": 0}
