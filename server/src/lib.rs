@@ -273,7 +273,7 @@ async fn guard_name(
 async fn reap_workers(state: state::State) {
     loop {
         tokio::select! {
-            () = tokio::time::sleep(Duration::from_millis(500)) => state.workers.reap(),
+            () = tokio::time::sleep(Duration::from_millis(500)) => state.workers.reap(&state.commands.current().await.0),
             () = state.lifecycle.stop.cancelled() => return,
         }
     }

@@ -1,6 +1,11 @@
 //! Pools of warm workers, one per worker program: up to `max_workers` processes that each
 //! serve one call at a time and stay up between calls, stopped after `idle_timeout` without one.
 //! A call waits for a free worker; a worker that fails a call is replaced by the next call.
+//!
+//! A pool serves one version of its program. An edit of a file in the manifest's folder (the
+//! worker's source, next to the manifest) retires the pool before the next call, which starts a
+//! fresh worker; a manifest that changed or went away retires its pool at the next reap (every
+//! half second). A retired pool's idle workers stop at once, its busy ones after their call.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -9,6 +14,7 @@ use std::time::{Duration, Instant};
 use mcli_protocol::{ExecStatus, Stream, WorkerStatus};
 use mcli_shared::execution::WorkerSource;
 use mcli_shared::manifest::{Manifest, WorkerPolicy};
+use mcli_shared::registry::{CommandKind, Registry};
 use mcli_shared::runner::{Chunk, Invocation, Outcome};
 use mcli_shared::worker::{self, Call, Worker, WorkerError};
 use tokio::sync::{Semaphore, mpsc};
@@ -20,6 +26,10 @@ pub struct Workers {
 }
 
 struct Pool {
+    /// The files of the manifest's folder when the pool started (see [`folder_print`]).
+    print: u64,
+    /// Set when the pool is retired: workers coming back from a call are stopped.
+    retired: std::sync::atomic::AtomicBool,
     command: String,
     slots: Arc<Semaphore>,
     idle_timeout: Duration,
@@ -52,7 +62,7 @@ impl Pool {
     fn put_back(&self, pid: u32, mut worker: Worker, name: &str) {
         let mut state = self.state();
         state.busy.remove(&pid);
-        if worker.healthy {
+        if worker.healthy && !self.retired.load(std::sync::atomic::Ordering::SeqCst) {
             worker.last_command = name.to_owned();
             state.idle.push((worker, Instant::now()));
         }
@@ -68,10 +78,18 @@ impl Workers {
     /// environment), so that one worker serves every manifest that runs it; a changed manifest
     /// gets a new pool, the old one idles out.
     fn pool(&self, manifest: &Manifest, policy: &WorkerPolicy, name: &str) -> Arc<Pool> {
-        let policy_key = [policy.max_workers as f64, policy.idle_timeout.as_secs_f64()];
-        let key = serde_json::json!([manifest.dir(), manifest.run, manifest.env, policy_key]).to_string();
-        Arc::clone(self.pools().entry(key).or_insert_with(|| {
+        let print = folder_print(manifest.dir());
+        let mut pools = self.pools();
+        let key = pool_key(manifest, policy);
+        if let Some(pool) = pools.get(&key).filter(|pool| pool.print != print) {
+            tracing::info!(command = %pool.command, "the worker's files changed; starting a new worker");
+            retire(pool);
+            pools.remove(&key);
+        }
+        Arc::clone(pools.entry(key).or_insert_with(|| {
             Arc::new(Pool {
+                print,
+                retired: std::sync::atomic::AtomicBool::new(false),
                 command: name.to_owned(),
                 slots: Arc::new(Semaphore::new(policy.max_workers)),
                 idle_timeout: policy.idle_timeout,
@@ -80,8 +98,24 @@ impl Workers {
         }))
     }
 
-    /// Stops workers that have been idle past their pool's timeout.
-    pub fn reap(&self) {
+    /// Retires the pools that no worker manifest of `registry` runs any more (changed or
+    /// removed), then stops workers that have been idle past their pool's timeout.
+    pub fn reap(&self, registry: &Registry) {
+        let wanted: std::collections::HashSet<String> = registry
+            .specs()
+            .filter_map(|spec| match &spec.kind {
+                CommandKind::Manifest(manifest) => manifest.worker.as_ref().map(|policy| pool_key(manifest, policy)),
+                _ => None,
+            })
+            .collect();
+        self.pools().retain(|key, pool| {
+            let keep = wanted.contains(key);
+            if !keep {
+                tracing::info!(command = %pool.command, "the worker's manifest changed or went away; stopping its workers");
+                retire(pool);
+            }
+            keep
+        });
         let pools: Vec<Arc<Pool>> = self.pools().values().cloned().collect();
         for pool in pools {
             let mut state = pool.state();
@@ -154,6 +188,38 @@ impl WorkerSource for Workers {
         pool.put_back(pid, worker, name);
         outcome
     }
+}
+
+/// The pool of a worker program: its folder, argv, environment and policy.
+fn pool_key(manifest: &Manifest, policy: &WorkerPolicy) -> String {
+    let policy_key = [policy.max_workers as f64, policy.idle_timeout.as_secs_f64()];
+    serde_json::json!([manifest.dir(), manifest.run, manifest.env, policy_key]).to_string()
+}
+
+/// Stops a pool's idle workers, and its busy ones when their call is over.
+fn retire(pool: &Pool) {
+    pool.retired.store(true, std::sync::atomic::Ordering::SeqCst);
+    pool.state().idle.clear();
+}
+
+/// A print of the regular files directly in `dir` (names, sizes, modification times), so that
+/// an edit of a worker's source is noticed; subfolders (such as `__pycache__`) are not looked
+/// at. At most the first 1,024 entries count.
+fn folder_print(dir: &std::path::Path) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    let mut files: Vec<(std::ffi::OsString, u64, Option<std::time::SystemTime>)> = entries
+        .take(1024)
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let meta = entry.metadata().ok().filter(std::fs::Metadata::is_file)?;
+            Some((entry.file_name(), meta.len(), meta.modified().ok()))
+        })
+        .collect();
+    files.sort();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    files.hash(&mut hasher);
+    hasher.finish()
 }
 
 fn entry(command: &str, pid: u32, state: &str, calls: u64) -> WorkerStatus {

@@ -184,6 +184,11 @@ impl Registry {
         Err(LookupError::NotFound(NotFound { name: name.to_owned(), suggestions: suggest(name, names) }))
     }
 
+    /// The runnable commands, by name.
+    pub fn specs(&self) -> impl Iterator<Item = &CommandSpec> {
+        self.commands.values().map(|spec| spec.as_ref())
+    }
+
     /// Every command, sorted by name, broken ones with their error.
     pub fn list(&self) -> Vec<CommandEntry> {
         let mut list: Vec<CommandEntry> = self

@@ -496,3 +496,39 @@ fn a_worker_that_dies_at_start_shows_its_last_lines_of_stderr() {
     assert!(run.stderr.contains("the worker's last lines on standard error:"), "{}", run.stderr);
     assert!(run.stderr.contains("No module named 'no_such_module_here'"), "{}", run.stderr);
 }
+
+#[test]
+fn editing_a_workers_source_starts_a_new_worker_before_the_next_call() {
+    let env = TestEnv::new();
+    let dir = setup(&env, "max_workers = 1");
+    let first = env.client(&["-q", "counter"]);
+    first.expect_code(0);
+    let old_pid: u32 = field(&first.stdout, "pid").parse().unwrap();
+    // An edit of the worker's source, next to its manifest.
+    let source = std::fs::read_to_string(dir.join("worker.py")).unwrap();
+    std::fs::write(dir.join("worker.py"), source.replace("calls={STATE['calls']}", "calls={STATE['calls']} v2"))
+        .unwrap();
+    let second = env.client(&["-q", "counter"]);
+    second.expect_code(0);
+    assert!(second.stdout.contains("calls=1 v2"), "the new source, fresh state: {}", second.stdout);
+    assert_ne!(field(&second.stdout, "pid"), old_pid.to_string());
+    wait_until("the old worker is stopped", || process_gone(old_pid));
+}
+
+#[test]
+fn the_workers_of_a_removed_manifest_stop_as_soon_as_they_are_idle() {
+    let env = TestEnv::new();
+    let dir = setup(&env, "idle_timeout = 600");
+    let run = env.client(&["-q", "counter"]);
+    run.expect_code(0);
+    let pid: u32 = field(&run.stdout, "pid").parse().unwrap();
+    // Every manifest that runs worker.py goes: nothing runs that program any more.
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    wait_until("the idle worker of the removed manifests is stopped", || process_gone(pid));
+    assert_eq!(status(&env)["workers"], serde_json::json!([]));
+}
