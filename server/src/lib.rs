@@ -178,6 +178,7 @@ pub async fn serve_stdio(config: Config, paths: ServerPaths) -> anyhow::Result<(
     let methods = methods::table(state.clone());
     tokio::spawn(reap_workers(state.clone()));
     let session = transport::stdio::serve(transport::Transports::new(Arc::clone(&state.lifecycle), methods));
+    tokio::spawn(end_session_on_signals(state.clone()));
     tokio::select! {
         () = session => tracing::debug!("standard input closed"),
         () = state.lifecycle.stop.cancelled() => {}
@@ -276,6 +277,32 @@ async fn reap_workers(state: state::State) {
             () = tokio::time::sleep(Duration::from_millis(500)) => state.workers.reap(&state.commands.current().await.0),
             () = state.lifecycle.stop.cancelled() => return,
         }
+    }
+}
+
+/// SIGTERM, SIGINT or SIGHUP end a `--stdio` session as its editor or a process manager means
+/// them: its running commands are ended (each whole tree, with the kill grace) before it exits,
+/// so none is left behind under pid 1.
+async fn end_session_on_signals(state: state::State) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let kinds = [SignalKind::terminate(), SignalKind::interrupt(), SignalKind::hangup()];
+    let mut streams = Vec::new();
+    for kind in kinds {
+        match signal(kind) {
+            Ok(stream) => streams.push(stream),
+            Err(err) => tracing::warn!(%err, "cannot install a signal handler"),
+        }
+    }
+    if streams.is_empty() {
+        return;
+    }
+    let any = futures_util::future::select_all(streams.iter_mut().map(|s| Box::pin(s.recv())));
+    tokio::select! {
+        _ = any => {
+            tracing::info!("signal received; ending the session's commands");
+            state.lifecycle.begin_shutdown(false);
+        }
+        () = state.lifecycle.stop.cancelled() => {}
     }
 }
 

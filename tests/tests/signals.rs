@@ -1,0 +1,59 @@
+//! Signals to the daemon and to `mcli-server --stdio`, as editors and process managers send
+//! them: no command outlives the process that runs it.
+
+#![forbid(unsafe_code)]
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::process::Stdio;
+
+use mcli_tests::{Run, TestEnv, process_gone, wait_until};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// A script `long` that writes its pid to `pidfile`, then waits.
+fn long_command(env: &TestEnv, pidfile: &std::path::Path) {
+    let dir = env.config_home.join("mcli/commands");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("long");
+    std::fs::write(&path, format!("#!/bin/sh\necho $$ > {}\nexec sleep 300\n", pidfile.display())).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn read_pid(pidfile: &std::path::Path) -> u32 {
+    wait_until("the command has started", || {
+        std::fs::read_to_string(pidfile).is_ok_and(|s| s.trim().parse::<u32>().is_ok())
+    });
+    std::fs::read_to_string(pidfile).unwrap().trim().parse().unwrap()
+}
+
+/// Starts `mcli-server --stdio`, runs `long` in it, sends `signal`, and checks that the session
+/// exits and its command with it.
+fn stdio_session_ends_its_command_on(signal: Signal) {
+    let env = TestEnv::new();
+    let pidfile = env.root.path().join("command.pid");
+    long_command(&env, &pidfile);
+    let mut server = env.server_cmd(&["--stdio"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let request = r#"{"jsonrpc":"2.0","id":1,"method":"execute","params":{"command":"long","args":[]}}"#;
+    server.stdin.as_mut().unwrap().write_all(format!("{request}\n").as_bytes()).unwrap();
+    let command = read_pid(&pidfile);
+    kill(Pid::from_raw(server.id() as i32), signal).unwrap();
+    let session = Run::wait(server);
+    assert!(session.code.is_some(), "the session exits by itself, not by the signal: {session:?}");
+    wait_until("the session's command is ended", || process_gone(command));
+}
+
+#[test]
+fn sigterm_to_a_stdio_session_ends_its_running_command() {
+    stdio_session_ends_its_command_on(Signal::SIGTERM);
+}
+
+#[test]
+fn sigint_to_a_stdio_session_ends_its_running_command() {
+    stdio_session_ends_its_command_on(Signal::SIGINT);
+}
+
+#[test]
+fn sighup_to_a_stdio_session_ends_its_running_command() {
+    stdio_session_ends_its_command_on(Signal::SIGHUP);
+}
