@@ -20,7 +20,7 @@ fn a_client_starts_a_server_runs_a_command_and_reads_the_status() {
     // The library starts the `mcli-server` found on PATH.
     let path = format!("{}:{}", bin_dir().display(), std::env::var("PATH").unwrap_or_default());
     env.set_env("PATH", path);
-    let run = Run::of(&mut env.command(example("hello")).arg("Ada"));
+    let run = Run::of(env.command(example("hello")).arg("Ada"));
     run.expect_code(0);
     assert_eq!(run.stdout, "Hello Ada!\n");
     assert!(run.stderr.contains("commands run"), "{}", run.stderr);
@@ -35,13 +35,13 @@ fn route_runs_through_the_daemon_when_routing_is_on_and_locally_otherwise() {
     let path = format!("{}:{}", bin_dir().display(), std::env::var("PATH").unwrap_or_default());
     env.set_env("PATH", path);
     env.set_env("MCLI_DAEMON_ROUTING", "false");
-    let local = Run::of(&mut env.command(example("routed")).args(["greet", "Ada"]));
+    let local = Run::of(env.command(example("routed")).args(["greet", "Ada"]));
     local.expect_code(0);
     assert_eq!(local.stdout, "Hello Ada! (run locally)\n");
     assert!(env.server_pids().is_empty(), "no daemon when routing is off");
 
     env.set_env("MCLI_DAEMON_ROUTING", "true");
-    let routed = Run::of(&mut env.command(example("routed")).args(["greet", "Ada", "--verbose"]));
+    let routed = Run::of(env.command(example("routed")).args(["greet", "Ada", "--verbose"]));
     routed.expect_code(0);
     assert_eq!(routed.stdout, "Hello Ada! (verbose mode)\n", "the daemon's command answered");
     assert_eq!(env.server_pids().len(), 1);
