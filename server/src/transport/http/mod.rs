@@ -26,6 +26,7 @@ use hyper::server::conn::http1;
 use hyper::service::HttpService;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use nix::sys::socket::{self, Backlog};
 use tokio::net::{TcpListener, TcpStream};
 
 use self::admission::Admission;
@@ -67,6 +68,13 @@ pub async fn serve(transports: Transports, listener: TcpListener, token: Option<
             return;
         }
     };
+    // A burst of new connections waits in the kernel's accept queue while the accept loop
+    // catches up; the default of 128 overflows under a flood, and then a new client's connect
+    // stalls for a second (its SYN is dropped and sent again). The system's maximum, as Go's
+    // servers ask for.
+    if let Err(err) = socket::listen(&listener, Backlog::MAXCONN) {
+        tracing::warn!(%err, "the HTTP listener keeps its accept queue of 128");
+    }
     let app = router(Bridge::new(transports.clone(), token, bound));
     let shared = Shared {
         service: TowerToHyperService::new(app),
