@@ -1,9 +1,11 @@
-//! The bridge's checks, outermost first: the `Host` header must name a loopback host, or be the
-//! literal address the bridge is bound to, against DNS rebinding (403); every POST must say
-//! `application/json` (415), which a web page cannot send without a preflight, even with an
-//! empty body; every endpoint but `GET /` and `GET /health` needs the token of the server file as
-//! `Authorization: Bearer TOKEN` or `X-API-Key: TOKEN`, compared in constant time (401); a body
-//! is at most [`MAX_BODY`] bytes (413).
+//! The bridge's checks, outermost first: a request must be unambiguous about where it goes and
+//! what it carries: one `Host` header, at most one `Content-Type`, and a request target in
+//! origin form or naming a loopback host (400); the `Host` header must name a loopback host,
+//! or be the literal address the bridge is bound to, against DNS rebinding (403); every POST
+//! must say `application/json` (415), which a web page cannot send without a preflight, even
+//! with an empty body; every endpoint but `GET /` and `GET /health` needs the token of the
+//! server file as `Authorization: Bearer TOKEN` or `X-API-Key: TOKEN`, compared in constant
+//! time (401). The body's limits are in `body`.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -15,12 +17,13 @@ use axum::response::Response;
 use super::bridge::Bridge;
 use super::reply::error;
 
-/// The largest request body accepted.
-pub const MAX_BODY: usize = 1024 * 1024;
-
-/// Refuses a `Host` that is not this machine's loopback (or the bound address): a DNS
-/// rebinding page would send its own name.
+/// Refuses a request that is ambiguous about its host or its media type (400), then a `Host`
+/// that is not this machine's loopback (or the bound address): a DNS rebinding page would send
+/// its own name (403).
 pub async fn check_host(State(bridge): State<Bridge>, request: Request, next: Next) -> Response {
+    if let Err(message) = unambiguous(&request, bridge.bound) {
+        return error(StatusCode::BAD_REQUEST, message);
+    }
     let host = request.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
     if host_allowed(host, bridge.bound) {
         next.run(request).await
@@ -29,20 +32,38 @@ pub async fn check_host(State(bridge): State<Bridge>, request: Request, next: Ne
     }
 }
 
+/// Whether the request says once where it goes and what it carries: two `Host` headers (or two
+/// `Content-Type`s) may be read one way here and another way by a proxy or cache in front, and
+/// a request target in absolute form names a host of its own that takes precedence over `Host`
+/// (RFC 9112, section 3.2.2). Otherwise the message that refuses it.
+fn unambiguous(request: &Request, bound: SocketAddr) -> Result<(), String> {
+    for (name, written) in [(header::HOST, "Host"), (header::CONTENT_TYPE, "Content-Type")] {
+        if request.headers().get_all(name).iter().nth(1).is_some() {
+            return Err(format!("bad request: more than one `{written}` header; send it once"));
+        }
+    }
+    if let Some(authority) = request.uri().authority()
+        && !host_allowed(authority.host(), bound)
+    {
+        let host = authority.host();
+        return Err(format!(
+            "bad request: the request target names host `{host}`, not this machine; send the path alone (`{} {}`)",
+            request.method(),
+            request.uri().path()
+        ));
+    }
+    Ok(())
+}
+
 /// Refuses a POST that does not say `application/json`: the content types a web page may send
-/// without a preflight (`text/plain`, forms) are how cross-site requests get in. Also gives the
-/// body limit's refusal a JSON body like every other error.
+/// without a preflight (`text/plain`, forms) are how cross-site requests get in.
 pub async fn require_json(request: Request, next: Next) -> Response {
     if request.method() == axum::http::Method::POST
         && let Err((status, message)) = json_type(request.headers())
     {
         return error(status, message);
     }
-    let response = next.run(request).await;
-    if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        return error(StatusCode::PAYLOAD_TOO_LARGE, format!("the body is over the limit of {MAX_BODY} bytes"));
-    }
-    response
+    next.run(request).await
 }
 
 /// Whether the body says it is JSON; otherwise the status and message that refuse it.

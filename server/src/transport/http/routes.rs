@@ -4,7 +4,7 @@
 
 use axum::body::Bytes;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use jsonrpsee_types::{ErrorObject, ErrorObjectOwned};
 use mcli_protocol::{
@@ -70,6 +70,9 @@ pub async fn commands(State(bridge): State<Bridge>) -> Response {
     }
 }
 
+/// The query keys `GET /history` knows, as the `history` method's params.
+const HISTORY_KEYS: [&str; 3] = ["limit", "command", "failed"];
+
 #[derive(Deserialize)]
 pub struct HistoryQuery {
     limit: Option<u32>,
@@ -77,17 +80,31 @@ pub struct HistoryQuery {
     failed: Option<bool>,
 }
 
-pub async fn history(
-    State(bridge): State<Bridge>,
-    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    let Ok(Query(HistoryQuery { limit, command, failed })) = query else {
-        return error(StatusCode::BAD_REQUEST, "query: limit (a number), command (a name), failed (true or false)");
+pub async fn history(State(bridge): State<Bridge>, uri: Uri) -> Response {
+    let params = match history_params(&uri) {
+        Ok(params) => params,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
-    match bridge.call::<History>(HistoryParams { limit, command, failed }).await {
+    match bridge.call::<History>(params).await {
         Ok(result) => axum::Json(result).into_response(),
         Err(err) => rpc_error(err),
     }
+}
+
+/// The `history` params of a `GET /history` query; an unknown key is refused by name, as the
+/// method refuses an unknown field, rather than ignored (a misspelt filter would otherwise
+/// answer with everything).
+fn history_params(uri: &Uri) -> Result<HistoryParams, String> {
+    let known = || HISTORY_KEYS.map(|k| format!("`{k}`")).join(", ");
+    let Query(pairs) = Query::<Vec<(String, String)>>::try_from_uri(uri)
+        .map_err(|e| format!("the query of GET /history is not a query string ({e}); its keys are {}", known()))?;
+    if let Some((key, _)) = pairs.iter().find(|(key, _)| !HISTORY_KEYS.contains(&key.as_str())) {
+        return Err(format!("unknown query key `{key}` for GET /history; the known keys are {}", known()));
+    }
+    let Query(HistoryQuery { limit, command, failed }) = Query::try_from_uri(uri).map_err(|_| {
+        "query: limit (a number), command (a name), failed (true or false), each at most once".to_owned()
+    })?;
+    Ok(HistoryParams { limit, command, failed })
 }
 
 /// The original's `POST /execute`: `{command_name (or command), args, timeout}`, answering
