@@ -6,7 +6,9 @@
 //! an error that names the file, the line and the key, so a typo never silently changes
 //! behaviour.
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
+use std::fmt;
 use std::fs;
 use std::io;
 use std::net::IpAddr;
@@ -129,7 +131,45 @@ impl Config {
 pub struct Loaded {
     pub config: Config,
     pub warnings: Vec<String>,
+    /// Where each key that is not at its default got its value (`api_daemon.port` ...).
+    pub sources: BTreeMap<String, Source>,
 }
+
+/// Where a configuration value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The config file, at this line.
+    File { path: PathBuf, line: usize },
+    /// An environment variable.
+    Env(String),
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::File { path, line } => write!(f, "{}:{line}", path.display()),
+            Source::Env(var) => write!(f, "environment {var}"),
+        }
+    }
+}
+
+/// Every error of a configuration, in the order met: a config is taken whole or not at all.
+#[derive(Debug)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, err) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{err}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -163,76 +203,92 @@ pub fn config_path(explicit: Option<&Path>, env: &impl Fn(&str) -> Option<OsStri
     (paths::config_dir(env).join("config.toml"), false)
 }
 
-/// Loads the configuration from file and environment.
+/// Loads the configuration from file and environment; the error is the first one met (see
+/// [`load_all`] for every one).
 pub fn load(explicit: Option<&Path>, env: impl Fn(&str) -> Option<OsString>) -> Result<Loaded, ConfigError> {
+    load_all(explicit, env).map_err(|mut errors| errors.0.swap_remove(0))
+}
+
+/// Loads the configuration from file and environment, or reports every error in it: the file
+/// that cannot be read or parsed, each invalid key (file, line, key), each invalid variable.
+pub fn load_all(explicit: Option<&Path>, env: impl Fn(&str) -> Option<OsString>) -> Result<Loaded, ConfigErrors> {
     let (path, required) = config_path(explicit, &env);
     let mut loaded = Loaded::default();
+    let mut errors = Vec::new();
     match fs::read_to_string(&path) {
         Ok(text) => {
-            apply_file(&mut loaded, &path, &text)?;
+            apply_file(&mut loaded, &path, &text, &mut errors);
             loaded.config.file = Some(path);
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound && !required => {}
-        Err(source) => return Err(ConfigError::Read { path, source }),
+        Err(source) => errors.push(ConfigError::Read { path, source }),
     }
     for (var, key) in ENV_OVERRIDES {
         let Some(raw) = env(var) else { continue };
         let value = raw.to_string_lossy().into_owned();
-        set_key(&mut loaded.config.api_daemon, key, Input::Env(&value)).map_err(|message| ConfigError::Env {
-            var: var.to_owned(),
-            value,
-            message,
-        })?;
+        match set_key(&mut loaded.config.api_daemon, key, Input::Env(&value)) {
+            Ok(_) => {
+                loaded.sources.insert(format!("api_daemon.{key}"), Source::Env(var.to_owned()));
+            }
+            Err(message) => errors.push(ConfigError::Env { var: var.to_owned(), value, message }),
+        }
     }
-    Ok(loaded)
+    if errors.is_empty() { Ok(loaded) } else { Err(ConfigErrors(errors)) }
 }
 
-/// Parses `text` (the contents of `path`) into `loaded`.
-pub fn apply_file(loaded: &mut Loaded, path: &Path, text: &str) -> Result<(), ConfigError> {
-    let table: toml::Table = toml::from_str(text)
-        .map_err(|e| ConfigError::Syntax { path: path.to_owned(), message: e.to_string().trim_end().to_owned() })?;
+/// Parses `text` (the contents of `path`) into `loaded`, adding every error to `errors`.
+pub fn apply_file(loaded: &mut Loaded, path: &Path, text: &str, errors: &mut Vec<ConfigError>) {
+    let table: toml::Table = match toml::from_str(text) {
+        Ok(table) => table,
+        Err(e) => {
+            let message = e.to_string().trim_end().to_owned();
+            errors.push(ConfigError::Syntax { path: path.to_owned(), message });
+            return;
+        }
+    };
+    let line = |key: &str| key_line(text, key).unwrap_or(1);
     let invalid = |key: &str, message: String| ConfigError::Invalid {
         path: path.to_owned(),
-        line: key_line(text, key).unwrap_or(1),
+        line: line(key),
         key: key.to_owned(),
         message,
     };
+    let unknown = |key: &str| format!("config file {}: unknown key `{key}` ignored", path.display());
+    let first_new = errors.len();
     for (name, value) in &table {
-        match (name.as_str(), value) {
-            ("api_daemon", toml::Value::Table(section)) => {
-                for (key, value) in section {
-                    let dotted = format!("api_daemon.{key}");
-                    match set_key(&mut loaded.config.api_daemon, key, Input::Toml(value)) {
-                        Ok(true) => {}
-                        Ok(false) => loaded
-                            .warnings
-                            .push(format!("config file {}: unknown key `{dotted}` ignored", path.display())),
-                        Err(message) => return Err(invalid(&dotted, message)),
-                    }
-                }
-            }
-            ("server", toml::Value::Table(section)) => {
-                let base = path.parent().unwrap_or(Path::new("/"));
-                for (key, value) in section {
-                    let dotted = format!("server.{key}");
-                    match set_server_key(&mut loaded.config.server, key, value, base) {
-                        Ok(true) => {}
-                        Ok(false) => loaded
-                            .warnings
-                            .push(format!("config file {}: unknown key `{dotted}` ignored", path.display())),
-                        Err(message) => return Err(invalid(&dotted, message)),
-                    }
-                }
-            }
+        let section = match (name.as_str(), value) {
+            (table @ ("api_daemon" | "server"), toml::Value::Table(section)) => (table, section),
             (table @ ("api_daemon" | "server"), other) => {
-                return Err(invalid(table, format!("must be a table, not {}", other.type_str())));
+                errors.push(invalid(table, format!("must be a table, not {}", other.type_str())));
+                continue;
             }
             (other, _) => {
-                loaded.warnings.push(format!("config file {}: unknown key `{other}` ignored", path.display()))
+                loaded.warnings.push(unknown(other));
+                continue;
+            }
+        };
+        let base = path.parent().unwrap_or(Path::new("/"));
+        for (key, value) in section.1 {
+            let dotted = format!("{}.{key}", section.0);
+            let set = match section.0 {
+                "api_daemon" => set_key(&mut loaded.config.api_daemon, key, Input::Toml(value)),
+                _ => set_server_key(&mut loaded.config.server, key, value, base),
+            };
+            match set {
+                Ok(true) => {
+                    let source = Source::File { path: path.to_owned(), line: line(&dotted) };
+                    loaded.sources.insert(dotted, source);
+                }
+                Ok(false) => loaded.warnings.push(unknown(&dotted)),
+                Err(message) => errors.push(invalid(&dotted, message)),
             }
         }
     }
-    Ok(())
+    // The table is sorted by key: report in the order of the file.
+    errors[first_new..].sort_by_key(|err| match err {
+        ConfigError::Invalid { line, .. } => *line,
+        _ => 0,
+    });
 }
 
 /// A value from the file or from an environment variable.
@@ -379,8 +435,25 @@ mod tests {
 
     fn load_text(text: &str) -> Result<Loaded, ConfigError> {
         let mut loaded = Loaded::default();
-        apply_file(&mut loaded, Path::new("/x/config.toml"), text)?;
-        Ok(loaded)
+        let mut errors = Vec::new();
+        apply_file(&mut loaded, Path::new("/x/config.toml"), text, &mut errors);
+        if errors.is_empty() { Ok(loaded) } else { Err(errors.swap_remove(0)) }
+    }
+
+    #[test]
+    fn every_error_is_reported_and_every_value_has_its_source() {
+        let mut loaded = Loaded::default();
+        let mut errors = Vec::new();
+        let text = "[api_daemon]\nport = 0\ndebug = \"yes\"\ncommand_timeout = 5\n[server]\nkill_grace = -1\n";
+        apply_file(&mut loaded, Path::new("/x/config.toml"), text, &mut errors);
+        let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(messages.len(), 3, "{messages:?}");
+        assert!(messages[0].contains("line 2: `api_daemon.port`"), "{messages:?}");
+        assert!(messages[1].contains("line 3: `api_daemon.debug`"), "{messages:?}");
+        assert!(messages[2].contains("line 6: `server.kill_grace`"), "{messages:?}");
+        let source = Source::File { path: PathBuf::from("/x/config.toml"), line: 4 };
+        assert_eq!(loaded.sources.get("api_daemon.command_timeout"), Some(&source));
+        assert_eq!(source.to_string(), "/x/config.toml:4");
     }
 
     #[test]
