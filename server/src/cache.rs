@@ -57,6 +57,13 @@ impl ResultCache {
         None
     }
 
+    /// Forgets every entry (caching was turned off).
+    pub fn clear(&self) {
+        let mut inner = self.lock();
+        inner.entries.clear();
+        inner.bytes = 0;
+    }
+
     pub fn put(&self, key: String, ttl: Duration, exit_code: Option<i32>, output: Vec<Chunk>) {
         let bytes = output.iter().map(|c| c.data.len()).sum::<usize>() + key.len();
         if bytes > MAX_ENTRY_BYTES {

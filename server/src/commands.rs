@@ -31,7 +31,8 @@ enum Wake {
 }
 
 struct Shared {
-    dirs: Vec<PathBuf>,
+    /// The commands dirs; a reload of the config may change them.
+    dirs: RwLock<Vec<PathBuf>>,
     /// The registry and its generation, bumped at every rescan; the generation is part of cache
     /// keys, so a changed command never serves an old result.
     current: RwLock<(Arc<Registry>, u64)>,
@@ -48,7 +49,7 @@ impl Commands {
     pub fn new(dirs: Vec<PathBuf>) -> Self {
         let shared = Arc::new(Shared {
             current: RwLock::new((Arc::new(Registry::scan(&dirs)), 0)),
-            dirs,
+            dirs: RwLock::new(dirs),
             changes: AtomicU64::new(0),
             covered: AtomicU64::new(0),
             rescanned: Notify::new(),
@@ -63,6 +64,13 @@ impl Commands {
             tracing::warn!(%err, "cannot start the commands watcher; changes need a restart");
         }
         Commands { shared, wake }
+    }
+
+    /// Searches `dirs` from now on: watched and scanned anew before the next lookup.
+    pub fn set_dirs(&self, dirs: Vec<PathBuf>) {
+        *self.shared.dirs.write().unwrap_or_else(|p| p.into_inner()) = dirs;
+        self.shared.changes.fetch_add(1, Ordering::SeqCst);
+        let _ = self.wake.send(Wake::Changed);
     }
 
     /// The registry as of now (after the rescan of any change noticed before this call) and
@@ -100,7 +108,8 @@ fn rescan_loop(
         let seen = shared.changes.load(Ordering::SeqCst);
         // Replacing the watcher drops the old one, whose callback holds a sender too.
         watcher = watch(shared, wake.clone()).or(watcher);
-        let fresh = Arc::new(Registry::scan(&shared.dirs));
+        let dirs = shared.dirs.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let fresh = Arc::new(Registry::scan(&dirs));
         {
             let mut current = shared.current.write().unwrap_or_else(|p| p.into_inner());
             *current = (fresh, current.1 + 1);
@@ -130,7 +139,8 @@ fn watch(shared: &Arc<Shared>, wake: mpsc::Sender<Wake>) -> Option<RecommendedWa
             return None;
         }
     };
-    for dir in &shared.dirs {
+    let dirs = shared.dirs.read().unwrap_or_else(|p| p.into_inner()).clone();
+    for dir in &dirs {
         let Some(target) = nearest_existing(dir) else { continue };
         if let Err(err) = watcher.watch(&target, RecursiveMode::NonRecursive) {
             tracing::warn!(dir = %target.display(), %err, "cannot watch a commands dir");

@@ -19,8 +19,11 @@ pub struct Executions {
     ids: Ids,
     /// One permit per command allowed to run at once (`max_concurrent_commands`).
     slots: Arc<Semaphore>,
-    max_running: usize,
-    max_queued: usize,
+    /// Permits to take out of service as running commands end, after the limit was lowered
+    /// below what runs.
+    debt: Arc<AtomicUsize>,
+    max_running: AtomicUsize,
+    max_queued: AtomicUsize,
     /// Calls waiting for a slot.
     queued: AtomicUsize,
     running: Mutex<BTreeMap<u64, Running>>,
@@ -48,7 +51,18 @@ pub enum Refusal {
 
 /// A slot among `max_concurrent_commands`, held while the command runs.
 pub struct Slot {
-    _permit: OwnedSemaphorePermit,
+    permit: Option<OwnedSemaphorePermit>,
+    debt: Arc<AtomicUsize>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        // A lowered limit takes the slot out of service instead of handing it on.
+        let owed = self.debt.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |d| d.checked_sub(1)).is_ok();
+        if let (true, Some(permit)) = (owed, self.permit.take()) {
+            permit.forget();
+        }
+    }
 }
 
 impl Executions {
@@ -57,8 +71,9 @@ impl Executions {
             lifecycle,
             ids,
             slots: Arc::new(Semaphore::new(max_running)),
-            max_running,
-            max_queued,
+            debt: Arc::new(AtomicUsize::new(0)),
+            max_running: AtomicUsize::new(max_running),
+            max_queued: AtomicUsize::new(max_queued),
             queued: AtomicUsize::new(0),
             running: Mutex::new(BTreeMap::new()),
             ended: Notify::new(),
@@ -78,14 +93,16 @@ impl Executions {
             return Err(Refusal::ShuttingDown);
         }
         if let Ok(permit) = Arc::clone(&self.slots).try_acquire_owned() {
-            return Ok(Some(Slot { _permit: permit }));
+            return Ok(Some(self.slot(permit)));
         }
-        if self.queued.fetch_add(1, Ordering::SeqCst) >= self.max_queued {
+        let max_queued = self.max_queued.load(Ordering::SeqCst);
+        if self.queued.fetch_add(1, Ordering::SeqCst) >= max_queued {
             self.queued.fetch_sub(1, Ordering::SeqCst);
-            return Err(Refusal::Busy { running: self.max_running, queued: self.max_queued });
+            let running = self.max_running.load(Ordering::SeqCst);
+            return Err(Refusal::Busy { running, queued: max_queued });
         }
         let waited = tokio::select! {
-            permit = Arc::clone(&self.slots).acquire_owned() => Ok(permit.ok().map(|permit| Slot { _permit: permit })),
+            permit = Arc::clone(&self.slots).acquire_owned() => Ok(permit.ok().map(|permit| self.slot(permit))),
             () = cancel.cancelled() => Ok(None),
             () = self.lifecycle.stop.cancelled() => Err(Refusal::ShuttingDown),
         };
@@ -93,6 +110,30 @@ impl Executions {
         match waited {
             Ok(Some(_)) if self.lifecycle.is_shutting_down() => Err(Refusal::ShuttingDown),
             waited => waited,
+        }
+    }
+
+    fn slot(&self, permit: OwnedSemaphorePermit) -> Slot {
+        Slot { permit: Some(permit), debt: Arc::clone(&self.debt) }
+    }
+
+    /// Changes `max_concurrent_commands` and `max_queued_commands` for the calls from now on.
+    /// A lower limit takes free slots out of service at once and busy ones as their commands
+    /// end; running commands are never ended for it.
+    pub fn set_limits(&self, max_running: usize, max_queued: usize) {
+        self.max_queued.store(max_queued, Ordering::SeqCst);
+        let old = self.max_running.swap(max_running, Ordering::SeqCst);
+        if max_running > old {
+            let mut add = max_running - old;
+            // Slots still owed from a lower limit are simply not taken out any more.
+            while add > 0 && self.debt.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |d| d.checked_sub(1)).is_ok() {
+                add -= 1;
+            }
+            self.slots.add_permits(add);
+        } else if max_running < old {
+            let cut = old - max_running;
+            let forgotten = self.slots.forget_permits(cut);
+            self.debt.fetch_add(cut - forgotten, Ordering::SeqCst);
         }
     }
 
@@ -175,5 +216,31 @@ impl Drop for ExecutionGuard {
             executions.failed_total.fetch_add(1, Ordering::Relaxed);
         }
         executions.ended.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn executions(max_running: usize) -> Executions {
+        let ids = Ids::new(None, std::path::PathBuf::from("/nonexistent/ids"), 1..1000);
+        Executions::new(Arc::new(Lifecycle::default()), ids, max_running, 10)
+    }
+
+    #[tokio::test]
+    async fn a_lower_limit_takes_slots_out_as_commands_end_and_a_higher_one_adds_them() {
+        let executions = executions(2);
+        let cancel = CancellationToken::new();
+        let (a, b) = (executions.admit(&cancel).await.unwrap(), executions.admit(&cancel).await.unwrap());
+        executions.set_limits(1, 10);
+        drop(a);
+        assert_eq!(executions.slots.available_permits(), 0, "one still runs: the limit of 1 is used");
+        drop(b);
+        assert_eq!(executions.slots.available_permits(), 1);
+        executions.set_limits(3, 10);
+        assert_eq!(executions.slots.available_permits(), 3);
+        executions.set_limits(2, 10);
+        assert_eq!(executions.slots.available_permits(), 2, "free slots go at once");
     }
 }

@@ -100,6 +100,8 @@ struct Shared {
     /// syncs it, so it is the writer's to make, not an async worker's.
     wal_restart_pending: AtomicBool,
     count: AtomicU64,
+    /// How much is kept; a reload may change it.
+    retention: std::sync::Mutex<Retention>,
 }
 
 /// The history's handle: commits a row in place when the database is free, else hands it to the
@@ -127,9 +129,10 @@ impl History {
             maintenance_asked: AtomicBool::new(false),
             wal_restart_pending: AtomicBool::new(false),
             count: AtomicU64::new(0),
+            retention: std::sync::Mutex::new(retention),
         });
         let (tx, rx) = sync_mpsc::sync_channel(QUEUE);
-        let writer = Writer { shared: Arc::clone(&shared), rx, retention, path: path.to_owned() };
+        let writer = Writer { shared: Arc::clone(&shared), rx, path: path.to_owned() };
         std::thread::Builder::new()
             .name("history".into())
             .spawn(move || writer.run())
@@ -197,6 +200,14 @@ impl History {
         true
     }
 
+    /// Keeps `retention` from now on (a reload of the config), applying it at once.
+    pub fn set_retention(&self, retention: Retention) {
+        *self.shared.retention.lock().unwrap_or_else(|p| p.into_inner()) = retention;
+        // Due now: the writer maintains when it next wakes, which this message makes it do.
+        self.shared.since_maintenance.store(PRUNE_EVERY, Ordering::Relaxed);
+        let _ = self.tx.try_send(Message::Maintain);
+    }
+
     /// Rows in the history now.
     pub fn count(&self) -> u64 {
         self.shared.count.load(Ordering::Relaxed)
@@ -223,7 +234,6 @@ impl History {
 struct Writer {
     shared: Arc<Shared>,
     rx: sync_mpsc::Receiver<Message>,
-    retention: Retention,
     path: PathBuf,
 }
 
@@ -313,7 +323,8 @@ impl Writer {
     /// none runs on an async worker).
     fn maintain(&self) {
         let pruned = self.with_conn(|conn| {
-            let left = prune(conn, self.retention)?;
+            let retention = *self.shared.retention.lock().unwrap_or_else(|p| p.into_inner());
+            let left = prune(conn, retention)?;
             self.shared.count.store(left, Ordering::Relaxed);
             Ok(())
         });

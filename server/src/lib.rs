@@ -14,6 +14,7 @@ pub mod lifecycle;
 pub mod logging;
 pub mod methods;
 pub mod name;
+pub mod reload;
 pub mod server_file;
 pub mod state;
 pub mod transport;
@@ -21,6 +22,7 @@ pub mod workers;
 
 use std::fs::File;
 use std::io::{self, Write};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,12 +59,6 @@ pub struct ServeOptions {
 /// (unless another server took the name meanwhile), for the caller to drop last.
 pub async fn serve(options: ServeOptions, name_lock: File) -> anyhow::Result<Option<File>> {
     let ServeOptions { config, paths, notify_ready, auto_started, tcp, http } = options;
-    // Unset, an idle timeout applies only to a server a client started on demand.
-    let idle_timeout = match config.server.idle_timeout {
-        Some(secs) => Some(secs.duration()),
-        None if auto_started => Some(AUTO_STARTED_IDLE_TIMEOUT),
-        None => None,
-    };
     let (history, ids) = open_history(&config, &paths)?;
     let extra = ExtraListeners::bind(tcp, http).await?;
     let token: Arc<str> = server_file::new_token()?.into();
@@ -77,9 +73,8 @@ pub async fn serve(options: ServeOptions, name_lock: File) -> anyhow::Result<Opt
     tokio::spawn(transport::socket::serve(transports, listener, rebound_rx));
     let guard = tokio::spawn(guard_name(state.clone(), name, rebound_tx));
     tokio::spawn(watch_signals(state.clone()));
-    if let Some(timeout) = idle_timeout.filter(|t| !t.is_zero()) {
-        tokio::spawn(exit_when_idle(state.clone(), timeout));
-    }
+    tokio::spawn(exit_when_idle(state.clone(), auto_started));
+    tokio::spawn(reload_on_config_change(state.clone()));
     tokio::spawn(reap_workers(state.clone()));
     announce_ready(&readiness_line(&state), notify_ready)?;
 
@@ -131,7 +126,7 @@ impl ExtraListeners {
     /// unless the config turned that off (allowed on loopback only).
     fn serve(self, state: &state::State, transports: &transport::Transports, token: Arc<str>) {
         if let Some(http) = self.http {
-            let http_token = if state.config.api_daemon.require_token {
+            let http_token = if state.config().api_daemon.require_token {
                 Some(Arc::clone(&token))
             } else {
                 tracing::warn!(
@@ -306,15 +301,25 @@ async fn end_session_on_signals(state: state::State) {
     }
 }
 
-/// Shuts the server down once it has had no connection and no running command for `timeout`.
-async fn exit_when_idle(state: state::State, timeout: Duration) {
-    let check = (timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
+/// Shuts the server down once it has had no connection and no running command for its idle
+/// timeout: `[server] idle_timeout` as now in force (0: never), else an hour for a server a
+/// client started on demand, else never.
+async fn exit_when_idle(state: state::State, auto_started: bool) {
     loop {
+        let timeout = match state.config().server.idle_timeout {
+            Some(secs) => Some(secs.duration()).filter(|t| !t.is_zero()),
+            None if auto_started => Some(AUTO_STARTED_IDLE_TIMEOUT),
+            None => None,
+        };
+        let check = timeout
+            .map_or(Duration::from_secs(1), |t| (t / 4).clamp(Duration::from_millis(50), Duration::from_secs(1)));
         tokio::select! {
             () = tokio::time::sleep(check) => {}
             () = state.lifecycle.stop.cancelled() => return,
         }
-        if state.lifecycle.idle_for() >= timeout {
+        if let Some(timeout) = timeout
+            && state.lifecycle.idle_for() >= timeout
+        {
             tracing::info!(idle_secs = timeout.as_secs_f64(), "idle; exiting");
             state.lifecycle.begin_shutdown(true);
             return;
@@ -322,10 +327,58 @@ async fn exit_when_idle(state: state::State, timeout: Duration) {
     }
 }
 
-/// SIGTERM or SIGINT starts a graceful shutdown; a second one skips the grace period.
+/// Reloads the config when its file changes (written in place or replaced), a moment after the
+/// last change, so that an editor's several writes make one reload.
+async fn reload_on_config_change(state: state::State) {
+    use notify::Watcher as _;
+    let path = mcli_shared::config::config_path(state.config().file.as_deref(), &mcli_shared::paths::process_env).0;
+    let (Some(dir), Some(name)) = (path.parent().map(Path::to_path_buf), path.file_name().map(ToOwned::to_owned))
+    else {
+        return;
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok_and(|e| !e.kind.is_access() && e.paths.iter().any(|p| p.file_name() == Some(&name))) {
+            let _ = tx.try_send(());
+        }
+    });
+    let mut watcher = match watcher {
+        Ok(watcher) => watcher,
+        Err(err) => return tracing::warn!(%err, "cannot watch the config file; use `mcli-server reload`"),
+    };
+    if let Err(err) = watcher.watch(&dir, notify::RecursiveMode::NonRecursive) {
+        // No config dir yet: SIGHUP and `mcli-server reload` still work.
+        return tracing::debug!(dir = %dir.display(), %err, "not watching the config file");
+    }
+    loop {
+        tokio::select! {
+            changed = rx.recv() => if changed.is_none() { return },
+            () = state.lifecycle.stop.cancelled() => return,
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        while rx.try_recv().is_ok() {}
+        log_reload(&state, "the config file changed").await;
+    }
+}
+
+/// Reloads the config for `why` and says in the log what happened.
+async fn log_reload(state: &state::State, why: &str) {
+    match reload::reload(state).await {
+        Ok(report) if !report.needs_restart.is_empty() => {
+            tracing::warn!(needs_restart = ?report.needs_restart, "{why}: reloaded; these keys take effect only after `mcli-server restart`")
+        }
+        Ok(_) => tracing::info!("{why}: reloaded"),
+        Err(errors) => tracing::error!("{why}: the config has errors; the one in force is unchanged:\n{errors}"),
+    }
+}
+
+/// SIGTERM or SIGINT starts a graceful shutdown; a second one skips the grace period. SIGHUP
+/// reloads the config (it never ends the daemon).
 async fn watch_signals(state: state::State) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
+    else {
         tracing::warn!("cannot install signal handlers");
         return;
     };
@@ -334,6 +387,10 @@ async fn watch_signals(state: state::State) {
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}
+            _ = hup.recv() => {
+                log_reload(&state, "SIGHUP").await;
+                continue;
+            }
         }
         tracing::info!(graceful, "signal received");
         state.lifecycle.begin_shutdown(graceful);

@@ -3,7 +3,7 @@
 //! table, ids and counters), the command registry, the result cache, the warm workers and the
 //! history.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use mcli_shared::config::Config;
 use mcli_shared::paths::ServerPaths;
@@ -19,7 +19,8 @@ use crate::workers::Workers;
 pub type State = Arc<Inner>;
 
 pub struct Inner {
-    pub config: Config,
+    /// The configuration in force; a reload replaces it whole (see `reload.rs`).
+    config: RwLock<Arc<Config>>,
     pub paths: ServerPaths,
     pub lifecycle: Arc<Lifecycle>,
     pub executions: Arc<Executions>,
@@ -60,7 +61,7 @@ impl Inner {
             config.server.max_queued_commands,
         ));
         Arc::new(Inner {
-            config,
+            config: RwLock::new(Arc::new(config)),
             paths,
             lifecycle,
             executions,
@@ -70,5 +71,15 @@ impl Inner {
             history,
             listening,
         })
+    }
+
+    /// The configuration in force now. A call holds on to the one it started with.
+    pub fn config(&self) -> Arc<Config> {
+        Arc::clone(&self.config.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Puts `config` in force for the calls from now on.
+    pub fn set_config(&self, config: Config) {
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
     }
 }

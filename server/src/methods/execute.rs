@@ -46,7 +46,7 @@ pub async fn execute(
     let spec = registry.get(&params.command).map_err(lookup_error)?;
     let stream = params.stream.unwrap_or(request.stream_by_default);
     let cache = cache_plan(&state, &spec, &params, &stdin, generation);
-    let limit = state.config.server.max_captured_output;
+    let limit = state.config().server.max_captured_output;
 
     if let Some(hit) = cache.as_ref().and_then(|(key, _)| state.cache.get(key)) {
         return replay(&state, &request, &params, &spec, hit, stream).await;
@@ -62,7 +62,7 @@ pub async fn execute(
         timeout,
         ..Invocation::default()
     };
-    let execution = Execution::new(spec, invocation, &state.config);
+    let execution = Execution::new(spec, invocation, &state.config());
     let running = state.executions.begin(&execution.spec().name, request.cancel.clone()).await.map_err(no_id)?;
     let (id, started_at) = (running.id, SystemTime::now());
     tracing::debug!(execution = id, command = %execution.spec().name, "started");
@@ -92,7 +92,7 @@ async fn replay(
 ) -> Result<ExecuteResult, ErrorObjectOwned> {
     let execution = state.executions.begin(&spec.name, request.cancel.clone()).await.map_err(no_id)?;
     let (started, started_at) = (Instant::now(), SystemTime::now());
-    let mut sink = ResultSink::new(request, execution.id, stream, state.config.server.max_captured_output, false);
+    let mut sink = ResultSink::new(request, execution.id, stream, state.config().server.max_captured_output, false);
     for chunk in hit.output {
         sink.accept(chunk).await;
     }
@@ -223,7 +223,7 @@ fn cache_plan(
 ) -> Option<(String, Duration)> {
     let CommandKind::Manifest(manifest) = &spec.kind else { return None };
     let policy = manifest.cache.as_ref()?;
-    if !state.config.api_daemon.enable_command_caching || params.no_cache || !matches!(stdin, Stdin::Null) {
+    if !state.config().api_daemon.enable_command_caching || params.no_cache || !matches!(stdin, Stdin::Null) {
         return None;
     }
     let env: Vec<Option<&String>> =

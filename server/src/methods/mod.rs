@@ -7,6 +7,7 @@ mod execute;
 mod health;
 mod history;
 mod list;
+mod reload;
 mod shutdown;
 mod status;
 
@@ -30,6 +31,7 @@ pub fn table(state: State) -> Methods {
     register::<protocol::Shutdown, _, _>(&mut module, shutdown::shutdown);
     register::<protocol::Health, _, _>(&mut module, health::health);
     register::<protocol::History, _, _>(&mut module, history::history);
+    register::<protocol::Reload, _, _>(&mut module, reload::reload);
     module.into()
 }
 

@@ -9,7 +9,7 @@ use crate::state::State;
 use crate::transport::dispatch::RequestCtx;
 
 pub async fn status(_: NoParams, state: State, _: RequestCtx) -> Result<StatusResult, ErrorObjectOwned> {
-    let config = serde_json::to_value(&state.config)
+    let config = serde_json::to_value(&*state.config())
         .map_err(|e| error(code::INTERNAL_ERROR, format!("internal error: config: {e}")))?;
     let (executed_total, failed_total) = state.executions.totals();
     Ok(StatusResult {

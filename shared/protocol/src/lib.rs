@@ -81,6 +81,24 @@ method!(
     History, "history", HistoryParams, HistoryResult
 );
 
+method!(
+    /// Read the config again and put it in force (what SIGHUP does).
+    Reload, "reload", NoParams, ReloadResult
+);
+
+/// What `reload` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadResult {
+    /// The config file read, if there was one.
+    pub file: Option<String>,
+    /// Keys (`server.kill_grace`) whose new value is in force now.
+    pub applied: Vec<String>,
+    /// Keys that changed but keep their old value until the server restarts.
+    pub needs_restart: Vec<String>,
+    /// Warnings met while reading (unknown keys).
+    pub warnings: Vec<String>,
+}
+
 /// The notification that carries a running command's output, sent before the `execute` response.
 pub const OUTPUT_NOTIFICATION: &str = "mcli/output";
 /// The request that must open a TCP connection: `{"token": "..."}` from the server file.
@@ -110,6 +128,8 @@ pub mod code {
     pub const INCOMPATIBLE_PROTOCOL: i32 = -32005;
     /// The command exists but cannot run: its manifest is broken. The message says why.
     pub const COMMAND_BROKEN: i32 = -32006;
+    /// A `reload` found errors in the config and kept the old one; `data.errors` lists them.
+    pub const CONFIG_INVALID: i32 = -32007;
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

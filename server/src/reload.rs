@@ -1,0 +1,139 @@
+//! Live configuration: a running server reads its config again (`mcli-server reload`, SIGHUP,
+//! or a change of the file it watches) and puts the new one in force without dropping
+//! connections, running commands or warm workers.
+//!
+//! A config with any error is refused whole: the old one stays in force and the caller gets
+//! every error. Otherwise each changed key is applied where it lives: the limits to the
+//! executions, the commands dirs to the registry, the retention to the history, the cache
+//! switch to the cache; time limits, output caps and the idle timeout are read per use and need
+//! nothing more. A key that cannot change live (it needs a restart) is reported by name and
+//! keeps its old value.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use mcli_shared::config::{self, Config, ConfigErrors};
+use mcli_shared::paths;
+use serde_json::Value;
+
+use crate::history::Retention;
+use crate::state::State;
+
+/// Keys whose new value only a new server takes.
+const NEEDS_RESTART: [&str; 8] = [
+    "api_daemon.enable_command_history",
+    "api_daemon.debug",
+    "api_daemon.enabled",
+    "api_daemon.host",
+    "api_daemon.port",
+    "api_daemon.use_random_port",
+    "api_daemon.auto_start",
+    "api_daemon.require_token",
+];
+
+/// What a reload did.
+pub type Report = mcli_protocol::ReloadResult;
+
+/// Reads the config again, as it was found at start (the same file, the environment of the
+/// server), and puts it in force; or refuses it whole with every error.
+pub async fn reload(state: &State) -> Result<Report, ConfigErrors> {
+    let old = state.config();
+    let file = old.file.clone();
+    let loaded = tokio::task::spawn_blocking(move || config::load_all(file.as_deref(), paths::process_env))
+        .await
+        .unwrap_or_else(|_| {
+            let failed = std::io::Error::other("the task reading it failed");
+            Err(ConfigErrors(vec![config::ConfigError::Read { path: Default::default(), source: failed }]))
+        })?;
+    let mut new = loaded.config;
+    let mut report = Report {
+        file: new.file.as_ref().map(|f| f.display().to_string()),
+        warnings: loaded.warnings,
+        ..Report::default()
+    };
+    for key in changed_keys(&old, &new) {
+        if NEEDS_RESTART.contains(&key.as_str()) {
+            report.needs_restart.push(key);
+        } else {
+            report.applied.push(key);
+        }
+    }
+    keep_restart_only_values(&old, &mut new);
+    apply(state, &old, &new);
+    state.set_config(new);
+    tracing::info!(applied = ?report.applied, needs_restart = ?report.needs_restart, "configuration reloaded");
+    Ok(report)
+}
+
+/// Applies the keys that live in the server's parts rather than being read per use.
+fn apply(state: &State, old: &Config, new: &Config) {
+    let (old_api, new_api) = (&old.api_daemon, &new.api_daemon);
+    if (old_api.max_concurrent_commands, old.server.max_queued_commands)
+        != (new_api.max_concurrent_commands, new.server.max_queued_commands)
+    {
+        state.executions.set_limits(new_api.max_concurrent_commands, new.server.max_queued_commands);
+    }
+    if old.server.commands_dirs != new.server.commands_dirs {
+        state.commands.set_dirs(new.commands_dirs(paths::process_env));
+    }
+    let retention = |config: &Config| Retention {
+        max_entries: config.server.history_max_entries,
+        max_age: Duration::from_secs_f64(config.server.history_max_age_days * 86_400.0),
+    };
+    let history_changed = (old.server.history_max_entries, old.server.history_max_age_days)
+        != (new.server.history_max_entries, new.server.history_max_age_days);
+    if let (true, Some(history)) = (history_changed, &state.history) {
+        history.set_retention(retention(new));
+    }
+    if old_api.enable_command_caching && !new_api.enable_command_caching {
+        state.cache.clear();
+    }
+}
+
+/// Keeps the old value of every key that needs a restart, so that what is in force (and what
+/// `status` shows) is what the server does.
+fn keep_restart_only_values(old: &Config, new: &mut Config) {
+    let (old, new) = (&old.api_daemon, &mut new.api_daemon);
+    new.enable_command_history = old.enable_command_history;
+    new.debug = old.debug;
+    new.enabled = old.enabled;
+    new.host = old.host.clone();
+    new.port = old.port;
+    new.use_random_port = old.use_random_port;
+    new.auto_start = old.auto_start;
+    new.require_token = old.require_token;
+}
+
+/// The dotted keys (`server.kill_grace`) whose values differ between `old` and `new`.
+fn changed_keys(old: &Config, new: &Config) -> Vec<String> {
+    let (old, new) = (flatten(old), flatten(new));
+    new.iter().filter(|(key, value)| old.get(*key) != Some(*value)).map(|(key, _)| key.clone()).collect()
+}
+
+fn flatten(config: &Config) -> BTreeMap<String, Value> {
+    let mut keys = BTreeMap::new();
+    let Ok(Value::Object(tables)) = serde_json::to_value(config) else { return keys };
+    for (table, value) in tables {
+        let Value::Object(fields) = value else { continue };
+        for (key, value) in fields {
+            keys.insert(format!("{table}.{key}"), value);
+        }
+    }
+    keys
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changed_keys_are_named_by_table_and_key() {
+        let old = Config::default();
+        let mut new = Config::default();
+        new.server.kill_grace = mcli_protocol::Seconds::new(2.0).unwrap();
+        new.api_daemon.enable_command_history = false;
+        assert_eq!(changed_keys(&old, &new), vec!["api_daemon.enable_command_history", "server.kill_grace"]);
+        keep_restart_only_values(&old, &mut new);
+        assert_eq!(changed_keys(&old, &new), vec!["server.kill_grace"]);
+    }
+}
