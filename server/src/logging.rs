@@ -43,11 +43,13 @@ pub fn init(debug: bool, log_file: Option<PathBuf>) {
 
 /// Whether standard error is the file at `path` (the same device and inode).
 fn stderr_is(path: &std::path::Path) -> bool {
+    use std::os::fd::AsFd;
     use std::os::unix::fs::MetadataExt;
-    let (Ok(stderr), Ok(file)) = (nix::sys::stat::fstat(io::stderr()), std::fs::symlink_metadata(path)) else {
+    let stderr = io::stderr().as_fd().try_clone_to_owned().and_then(|fd| std::fs::File::from(fd).metadata());
+    let (Ok(stderr), Ok(file)) = (stderr, std::fs::symlink_metadata(path)) else {
         return false;
     };
-    stderr.st_dev as u64 == file.dev() && stderr.st_ino as u64 == file.ino()
+    stderr.dev() == file.dev() && stderr.ino() == file.ino()
 }
 
 struct RotatingStderr {

@@ -22,25 +22,44 @@ use crate::transport::socket;
 pub const CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// A file's identity, to tell it from a file later put at the same path: its device and inode,
-/// and also its type and change time, because a file system may give a file just deleted's
-/// inode to the next one created (ext4 does), such as a FIFO put in place of the server file.
+/// and also its type and birth time, because a file system may give a file just deleted's inode
+/// to the next one created (ext4 does), such as a FIFO put in place of the server file. Not its
+/// change time: a `chmod` or a hard link changes that, and is no reason to bind the socket anew
+/// or to take the name lock again (a lock file chmod'ed would then look taken by another).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct FileId {
     dev: u64,
     ino: u64,
-    mode: u32,
-    ctime: (i64, i64),
+    kind: u32,
+    born: Option<std::time::SystemTime>,
+    /// For the server file, which only this server writes: its size and modification time,
+    /// which tell a rewritten file where there is no birth time.
+    written: Option<(u64, i64, i64)>,
 }
 
 impl FileId {
     fn of(path: &Path) -> Option<FileId> {
+        std::fs::symlink_metadata(path).ok().map(|meta| FileId::from(&meta))
+    }
+
+    /// [`FileId::of`], and what was written to the file.
+    fn of_contents(path: &Path) -> Option<FileId> {
         use std::os::unix::fs::MetadataExt;
-        std::fs::symlink_metadata(path).ok().map(|m| FileId {
-            dev: m.dev(),
-            ino: m.ino(),
-            mode: m.mode(),
-            ctime: (m.ctime(), m.ctime_nsec()),
-        })
+        let meta = std::fs::symlink_metadata(path).ok()?;
+        Some(FileId { written: Some((meta.len(), meta.mtime(), meta.mtime_nsec())), ..FileId::from(&meta) })
+    }
+}
+
+impl From<&std::fs::Metadata> for FileId {
+    fn from(meta: &std::fs::Metadata) -> FileId {
+        use std::os::unix::fs::MetadataExt;
+        FileId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            kind: meta.mode() & nix::libc::S_IFMT,
+            born: meta.created().ok(),
+            written: None,
+        }
     }
 }
 
@@ -94,14 +113,14 @@ impl NameGuard {
 
     fn write_file(&mut self) -> anyhow::Result<()> {
         server_file::write(&self.paths, &self.file)?;
-        self.file_id = FileId::of(&self.paths.server_file);
+        self.file_id = FileId::of_contents(&self.paths.server_file);
         Ok(())
     }
 
     /// Checks that the name's files are still this server's, repairing what it can.
     pub fn check(&mut self) -> anyhow::Result<Check> {
         if FileId::of(&self.paths.socket) == self.socket_id && self.socket_id.is_some() {
-            if FileId::of(&self.paths.server_file) != self.file_id || self.file_id.is_none() {
+            if FileId::of_contents(&self.paths.server_file) != self.file_id || self.file_id.is_none() {
                 tracing::warn!(file = %self.paths.server_file.display(), "the server file was removed or replaced; writing it anew");
                 self.write_file()?;
             }
@@ -126,10 +145,11 @@ impl NameGuard {
     /// Removes the socket and server file if they are still this server's; returns the name
     /// lock, to be dropped when the server has finished.
     pub fn release(self) -> File {
-        for (path, id) in [(&self.paths.socket, self.socket_id), (&self.paths.server_file, self.file_id)] {
-            if id.is_some() && FileId::of(path) == id {
-                let _ = remove_if_present(path);
-            }
+        if self.socket_id.is_some() && FileId::of(&self.paths.socket) == self.socket_id {
+            let _ = remove_if_present(&self.paths.socket);
+        }
+        if self.file_id.is_some() && FileId::of_contents(&self.paths.server_file) == self.file_id {
+            let _ = remove_if_present(&self.paths.server_file);
         }
         self.lock
     }
