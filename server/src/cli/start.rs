@@ -88,6 +88,8 @@ pub(super) fn foreground(
     served
 }
 
+/// The daemon's life after the descriptors are closed (`closed` says how that went, to be logged
+/// once there is a log): config, log, name lock, then `serve`.
 fn serve_foreground(
     server: &ServerPaths,
     file: Option<&Path>,
