@@ -3,10 +3,15 @@
 //! Starters serialize on `NAME.start.lock`: the first one that finds no server spawns one,
 //! detached (`setsid`, standard input from /dev/null, standard error to the server log), and
 //! waits for the readiness line on a pipe; the others, once they get the lock, find the new
-//! server listening. Every wait is bounded, and a failed start reports the tail of the log.
+//! server listening. Every wait is bounded. A server that cannot start writes its error on that
+//! pipe instead of the readiness line (its log may be unwritable), and the starter reports it;
+//! a server that dies without a word is reported with the tail of its log.
+//!
+//! The daemon's side of this handshake is here too: [`close_inherited_descriptors`], which a
+//! daemon calls first, and [`report_start_error`].
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -38,7 +43,17 @@ pub enum StartError {
     NotReady { timeout: Duration, log: PathBuf },
     #[error("the server exited before it was ready{}", log_tail(.log))]
     Failed { log: PathBuf },
+    /// The server said why it could not start, on the readiness pipe.
+    #[error("the server exited before it was ready: {reason} (its log: {})", .log.display())]
+    Refused { reason: String, log: PathBuf },
 }
+
+/// What starts the line a server that cannot start writes on the readiness pipe, instead of
+/// the readiness line; the reason follows.
+pub const START_ERROR_PREFIX: &str = "mcli-server: cannot start: ";
+
+/// The most of a start error line that the starter reads.
+const START_ERROR_MAX_BYTES: u64 = 16 * 1024;
 
 /// The step of a start that failed, as the message names it.
 #[derive(Debug)]
@@ -62,21 +77,24 @@ impl std::fmt::Display for StartStep {
 
 fn log_tail(log: &Path) -> String {
     match tail(log, 15) {
-        Some(lines) if !lines.is_empty() => format!("; the end of {}:\n{lines}", log.display()),
-        _ => format!("; its log {} is empty", log.display()),
+        Ok(lines) if !lines.is_empty() => format!("; the end of {}:\n{lines}", log.display()),
+        Ok(_) => format!("; its log {} is empty", log.display()),
+        Err(err) => format!("; its log {} cannot be read: {err}", log.display()),
     }
 }
 
-/// The last `count` lines of the file at `path` (at most the last 8 KiB of it).
-pub fn tail(path: &Path, count: usize) -> Option<String> {
-    let mut file = File::open(path).ok()?;
-    let len = file.metadata().ok()?.len();
-    file.seek(SeekFrom::Start(len.saturating_sub(8 * 1024))).ok()?;
+/// The last `count` lines of the file at `path` (at most the last 8 KiB of it), read as the
+/// server's own files are (no symbolic link, no FIFO, no device that never ends).
+pub fn tail(path: &Path, count: usize) -> io::Result<String> {
+    const TAIL_BYTES: u64 = 8 * 1024;
+    let mut file = paths::open_own_file(path, OpenOptions::new().read(true))?;
+    let len = file.metadata()?.len();
+    file.seek(SeekFrom::Start(len.saturating_sub(TAIL_BYTES)))?;
     let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes).ok()?;
+    file.take(TAIL_BYTES).read_to_end(&mut bytes)?;
     let text = String::from_utf8_lossy(&bytes);
     let lines: Vec<&str> = text.lines().collect();
-    Some(lines[lines.len().saturating_sub(count)..].join("\n"))
+    Ok(lines[lines.len().saturating_sub(count)..].join("\n"))
 }
 
 /// How to start a server.
@@ -121,13 +139,13 @@ pub struct Started {
 /// Connects to the server, starting one first when none is running. Returns the connection and,
 /// when this call started the server, what it started.
 pub fn connect_or_start(paths: &ServerPaths, starter: &Starter) -> Result<(Connection, Option<Started>), StartError> {
-    match Connection::connect(&paths.socket) {
+    match Connection::connect_server(paths) {
         Ok(conn) => return Ok((conn, None)),
         Err(ConnectError::NoServer { .. }) => {}
         Err(other) => return Err(other.into()),
     }
     let started = start(paths, starter)?;
-    Ok((Connection::connect(&paths.socket)?, started))
+    Ok((Connection::connect_server(paths)?, started))
 }
 
 /// Starts a server unless one is running. `Ok(None)` means one was running (perhaps started by a
@@ -138,7 +156,7 @@ pub fn start(paths: &ServerPaths, starter: &Starter) -> Result<Option<Started>, 
     let _start_lock = lockfile::lock_within(&paths.start_lock, starter.timeout + Duration::from_secs(5))
         .map_err(io_err(StartStep::TakeLock))?
         .ok_or_else(|| StartError::LockTimeout(starter.timeout, paths.start_lock.clone()))?;
-    match Connection::connect(&paths.socket) {
+    match Connection::connect_server(paths) {
         Ok(_) => return Ok(None),
         Err(ConnectError::NoServer { .. }) => {}
         Err(other) => return Err(other.into()),
@@ -175,12 +193,17 @@ fn wait_ready(child: &mut Child, starter: &Starter) -> Result<Started, StartErro
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let mut line = String::new();
-        let read = BufReader::new(stdout).read_line(&mut line);
+        let read = BufReader::new(stdout.take(START_ERROR_MAX_BYTES)).read_line(&mut line);
         let _ = tx.send(read.map(|_| line));
     });
     match rx.recv_timeout(starter.timeout) {
         Ok(Ok(line)) if line.contains(" listening on ") => {
             Ok(Started { line: line.trim_end().to_owned(), pid: child.id() })
+        }
+        Ok(Ok(line)) if line.starts_with(START_ERROR_PREFIX) => {
+            let _ = child.wait();
+            let reason = line[START_ERROR_PREFIX.len()..].trim_end().to_owned();
+            Err(StartError::Refused { reason, log: starter.log.clone() })
         }
         Ok(_) => {
             let _ = child.wait();
@@ -196,15 +219,53 @@ fn wait_ready(child: &mut Child, starter: &Starter) -> Result<Started, StartErro
 }
 
 /// Opens the server log for appending (creating its private directory), rotating it first when
-/// it has grown large.
+/// it has grown large. A symbolic link, FIFO or another user's file in its place is refused.
 fn open_log(path: &Path) -> io::Result<File> {
     if let Some(dir) = path.parent() {
         fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     }
-    if fs::metadata(path).map(|m| m.len() > paths::LOG_MAX_BYTES).unwrap_or(false) {
+    if fs::symlink_metadata(path).is_ok_and(|m| m.is_file() && m.len() > paths::LOG_MAX_BYTES) {
         let mut rotated = path.as_os_str().to_owned();
         rotated.push(".1");
         fs::rename(path, rotated)?;
     }
-    OpenOptions::new().append(true).create(true).mode(0o600).open(path)
+    paths::open_own_file(path, OpenOptions::new().append(true).create(true).mode(0o600))
+}
+
+/// Closes every descriptor this process inherited beyond standard input, output and error
+/// (standard output is the readiness pipe of a server being started). A daemon calls it first
+/// thing: a descriptor its starter's caller left open (as `3>&1` does in a shell) would
+/// otherwise be held for the daemon's whole life, and by every command it runs, so that a pipe
+/// never ends (`( mcli-client -q hello 3>&1 ) | cat`).
+///
+/// It must run before this process opens any descriptor of its own, while only the main thread
+/// runs; `mcli-server` calls it before anything else of a serving subcommand.
+pub fn close_inherited_descriptors() -> io::Result<()> {
+    use nix::libc;
+    const FIRST: libc::c_uint = 3;
+    // SAFETY: close_range only closes descriptors; by this function's contract none of those
+    // from 3 up belongs to anything in this process yet.
+    if unsafe { libc::syscall(libc::SYS_close_range, FIRST, libc::c_uint::MAX, 0 as libc::c_uint) } == 0 {
+        return Ok(());
+    }
+    // A kernel before 5.9: close what /proc lists. The listing's own descriptor is closed by
+    // the time the list is walked, so closing it again only fails with EBADF.
+    let fds: Vec<libc::c_int> = fs::read_dir("/proc/self/fd")?
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd >= FIRST as libc::c_int)
+        .collect();
+    for fd in fds {
+        // SAFETY: as above.
+        unsafe { libc::close(fd) };
+    }
+    Ok(())
+}
+
+/// Tells the starter waiting on standard output why this server cannot start, as one line in
+/// place of the readiness line, so that the reason reaches the user even when the log cannot
+/// be written (a full disk).
+pub fn report_start_error(reason: &str) {
+    let line = format!("{START_ERROR_PREFIX}{}\n", reason.replace('\n', " "));
+    let mut out = io::stdout().lock();
+    let _ = out.write_all(line.as_bytes()).and_then(|()| out.flush());
 }

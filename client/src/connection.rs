@@ -14,8 +14,9 @@ use bytes::BytesMut;
 use mcli_protocol::framing::{DEFAULT_MAX_FRAME, Frame, FrameCodec, FrameError, Framing, encode_frame};
 use mcli_protocol::{
     AUTHENTICATE_METHOD, CANCEL_REQUEST_NOTIFICATION, ErrorObject, Execute, ExecuteParams, ExecuteResult, Incoming,
-    Method, OUTPUT_NOTIFICATION, OutputParams, Request,
+    Method, OUTPUT_NOTIFICATION, OutputParams, Request, ServerFile,
 };
+use mcli_shared::paths::{self, ServerPaths};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use serde::Serialize;
 use tokio_util::codec::Decoder;
@@ -30,6 +31,9 @@ pub enum ConnectError {
     Io { path: String, source: io::Error },
     #[error("the server refused this client: {0}")]
     Auth(#[source] CallError),
+    /// What listens on the socket is not this user's server (see [`Connection::connect_server`]).
+    #[error("refusing the server on {path}: {reason}")]
+    NotTheServer { path: String, reason: String },
 }
 
 /// Why a call failed.
@@ -209,17 +213,63 @@ impl AsFd for Stream {
 }
 
 impl Connection {
-    /// Connects to the socket at `path`.
-    pub fn connect(path: &Path) -> Result<Self, ConnectError> {
-        let place = || path.display().to_string();
-        match UnixStream::connect(path) {
-            Ok(stream) => Self::over(Stream::Unix(stream), Framing::Lines)
-                .map_err(|source| ConnectError::Io { path: place(), source }),
-            Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused) => {
-                Err(ConnectError::NoServer { path: place() })
-            }
-            Err(source) => Err(ConnectError::Io { path: place(), source }),
+    /// Connects to the socket of the server `server` names, and checks that what answers is that
+    /// server: a process of this user (as [`Connection::connect`] checks) and, when the server
+    /// file names a pid, the process of that pid. A server writes its file before it binds its
+    /// socket, so a live server's file always names it; a missing or unreadable file leaves only
+    /// the user check (the server puts its file back within a second).
+    pub fn connect_server(server: &ServerPaths) -> Result<Self, ConnectError> {
+        let (conn, peer_pid) = Self::connect_checked(&server.socket)?;
+        let named = paths::read_server_file(&server.server_file).ok().and_then(|t| ServerFile::parse(&t).ok());
+        // A pid of 0 is a peer in another pid namespace, whose pid this one cannot see.
+        if let Some(file) = named
+            && peer_pid != 0
+            && file.pid != peer_pid
+        {
+            let socket = server.socket.display();
+            let reason = format!(
+                "the process listening there (pid {peer_pid}) is not the server that owns the name (pid {} in {}); remove the socket (`rm {socket}`) so that a server can take its place",
+                file.pid,
+                server.server_file.display()
+            );
+            return Err(ConnectError::NotTheServer { path: socket.to_string(), reason });
         }
+        Ok(conn)
+    }
+
+    /// Connects to the socket at `path`, checking that the process listening there runs as
+    /// this user: a socket someone else put in the runtime dir would otherwise be trusted with
+    /// the command, its arguments, environment and input.
+    pub fn connect(path: &Path) -> Result<Self, ConnectError> {
+        Self::connect_checked(path).map(|(conn, _)| conn)
+    }
+
+    /// [`Connection::connect`], also returning the listening process's pid (0 when unknown).
+    fn connect_checked(path: &Path) -> Result<(Self, u32), ConnectError> {
+        use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+        let place = || path.display().to_string();
+        let stream = match UnixStream::connect(path) {
+            Ok(stream) => stream,
+            Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused) => {
+                return Err(ConnectError::NoServer { path: place() });
+            }
+            Err(source) => return Err(ConnectError::Io { path: place(), source }),
+        };
+        let peer =
+            getsockopt(&stream, PeerCredentials).map_err(|e| ConnectError::Io { path: place(), source: e.into() })?;
+        let me = nix::unistd::geteuid().as_raw();
+        if peer.uid() != me {
+            let reason = format!(
+                "the process listening there (pid {}) runs as uid {}, not as you (uid {me}), so it is not your mcli-server; remove the socket (`rm {}`) and find out who put it there",
+                peer.pid(),
+                peer.uid(),
+                place()
+            );
+            return Err(ConnectError::NotTheServer { path: place(), reason });
+        }
+        let conn = Self::over(Stream::Unix(stream), Framing::Lines)
+            .map_err(|source| ConnectError::Io { path: place(), source })?;
+        Ok((conn, u32::try_from(peer.pid()).unwrap_or(0)))
     }
 
     /// Connects to a server's TCP address and authenticates with its token, in `framing` (the

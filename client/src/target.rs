@@ -32,7 +32,7 @@ impl Target {
 
     fn from_server_file(file: &Path) -> Result<Target, ServerFileError> {
         let text =
-            std::fs::read_to_string(file).map_err(|source| ServerFileError::Read { path: file.to_owned(), source })?;
+            paths::read_server_file(file).map_err(|source| ServerFileError::Read { path: file.to_owned(), source })?;
         let info =
             ServerFile::parse(&text).map_err(|source| ServerFileError::Parse { path: file.to_owned(), source })?;
         let Some(addr) = info.tcp else {
@@ -45,7 +45,7 @@ impl Target {
     /// `start`, a missing server is [`ClientError::NoServer`].
     pub fn connect(&self, start: bool, quiet: bool, framing: Framing) -> Result<Connection, ClientError> {
         let result = match self {
-            Target::Socket(server) => Connection::connect(&server.socket),
+            Target::Socket(server) => Connection::connect_server(server),
             Target::Tcp { addr, token, .. } => Connection::connect_tcp(addr, token, framing),
         };
         match (result, self) {

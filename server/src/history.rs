@@ -353,8 +353,13 @@ fn open_writable(path: &Path) -> Result<Connection, HistoryError> {
     if let Some(dir) = path.parent() {
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(create)?;
     }
-    // Create it private before SQLite opens it.
-    std::fs::OpenOptions::new().write(true).create(true).truncate(false).mode(0o600).open(path).map_err(create)?;
+    // Create it private before SQLite opens it, and refuse what is not a regular file of the
+    // user: a symbolic link (to a file that is no database, or anywhere) is not followed.
+    let mut options = std::fs::OpenOptions::new();
+    mcli_shared::paths::open_own_file(path, options.write(true).create(true).truncate(false).mode(0o600))
+        .map_err(create)?;
+    // (SQLite's own SQLITE_OPEN_NOFOLLOW would refuse a link anywhere in the path, such as a
+    // home dir that is one; it opens its `-wal` and `-shm` files with O_NOFOLLOW itself.)
     let sqlite = |source| HistoryError::Sqlite { path: path.to_owned(), source };
     let mut conn = Connection::open(path).map_err(sqlite)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite)?;

@@ -1,7 +1,9 @@
 //! Logging with `tracing` to standard error. A detached server's standard error is its log
 //! file; that file is kept bounded: past a size it is renamed to `NAME.log.1` (replacing the
 //! previous one) and a new file takes its place, on standard error too, so that even a panic
-//! message lands in the current log.
+//! message lands in the current log. The new file is opened as the starter opened the first
+//! (no symbolic link followed, a regular file of the user only), and rotation happens only when
+//! standard error really is that file (a starter that could not open the log gave another).
 
 use std::fs::OpenOptions;
 use std::io::{self, Write};
@@ -25,9 +27,9 @@ pub fn init(debug: bool, log_file: Option<PathBuf>) {
         Some(Ok(targets)) => targets.clone(),
         _ => default,
     };
-    let writer = match log_file {
+    let writer = match log_file.filter(|path| stderr_is(path)) {
         Some(path) => {
-            let written = std::fs::metadata(&path).map_or(0, |m| m.len());
+            let written = std::fs::symlink_metadata(&path).map_or(0, |m| m.len());
             BoxMakeWriter::new(RotatingStderr { state: Mutex::new(Rotation { path, written }) })
         }
         None => BoxMakeWriter::new(io::stderr),
@@ -37,6 +39,17 @@ pub fn init(debug: bool, log_file: Option<PathBuf>) {
     if let (Some(value), Some(Err(err))) = (&rust_log, &parsed) {
         tracing::warn!("RUST_LOG={value:?} is not a log filter ({err}); logging at the default level");
     }
+}
+
+/// Whether standard error is the file at `path` (the same device and inode).
+fn stderr_is(path: &std::path::Path) -> bool {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    let stderr = io::stderr().as_fd().try_clone_to_owned().and_then(|fd| std::fs::File::from(fd).metadata());
+    let (Ok(stderr), Ok(file)) = (stderr, std::fs::symlink_metadata(path)) else {
+        return false;
+    };
+    stderr.dev() == file.dev() && stderr.ino() == file.ino()
 }
 
 struct RotatingStderr {
@@ -54,7 +67,8 @@ impl Rotation {
         let mut old = self.path.as_os_str().to_owned();
         old.push(".1");
         std::fs::rename(&self.path, &old)?;
-        let file = OpenOptions::new().append(true).create(true).mode(0o600).open(&self.path)?;
+        let file =
+            mcli_shared::paths::open_own_file(&self.path, OpenOptions::new().append(true).create(true).mode(0o600))?;
         nix::unistd::dup2_stderr(&file)?;
         self.written = 0;
         Ok(())

@@ -1,8 +1,9 @@
 //! Owning a server name: the lock, the socket and the server file in the runtime dir, and
-//! keeping them. A tmp cleaner or a stray `rm` may delete the socket (or the whole runtime
-//! dir) under a running server; the guard notices within a second and puts them back, so
-//! clients keep reaching the same server instead of starting a second one. If another live
-//! server has meanwhile taken the name, this one steps aside and exits.
+//! keeping them. A tmp cleaner or a stray `rm` may delete the socket, the server file (or the
+//! whole runtime dir) under a running server, or put something else in their place; the guard
+//! notices within a second and puts them back, so clients keep reaching the same server instead
+//! of starting a second one, and `-f` and `mcli-server token` keep finding the server file. If
+//! another live server has meanwhile taken the name, this one steps aside and exits.
 
 use std::fs::File;
 use std::io;
@@ -20,14 +21,45 @@ use crate::transport::socket;
 /// How often the name's files are checked.
 pub const CHECK_EVERY: Duration = Duration::from_secs(1);
 
-/// A file's identity (device and inode), to tell it from a file later put at the same path.
+/// A file's identity, to tell it from a file later put at the same path: its device and inode,
+/// and also its type and birth time, because a file system may give a file just deleted's inode
+/// to the next one created (ext4 does), such as a FIFO put in place of the server file. Not its
+/// change time: a `chmod` or a hard link changes that, and is no reason to bind the socket anew
+/// or to take the name lock again (a lock file chmod'ed would then look taken by another).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct FileId(u64, u64);
+struct FileId {
+    dev: u64,
+    ino: u64,
+    kind: u32,
+    born: Option<std::time::SystemTime>,
+    /// For the server file, which only this server writes: its size and modification time,
+    /// which tell a rewritten file where there is no birth time.
+    written: Option<(u64, i64, i64)>,
+}
 
 impl FileId {
     fn of(path: &Path) -> Option<FileId> {
+        std::fs::symlink_metadata(path).ok().map(|meta| FileId::from(&meta))
+    }
+
+    /// [`FileId::of`], and what was written to the file.
+    fn of_contents(path: &Path) -> Option<FileId> {
         use std::os::unix::fs::MetadataExt;
-        std::fs::symlink_metadata(path).ok().map(|m| FileId(m.dev(), m.ino()))
+        let meta = std::fs::symlink_metadata(path).ok()?;
+        Some(FileId { written: Some((meta.len(), meta.mtime(), meta.mtime_nsec())), ..FileId::from(&meta) })
+    }
+}
+
+impl From<&std::fs::Metadata> for FileId {
+    fn from(meta: &std::fs::Metadata) -> FileId {
+        use std::os::unix::fs::MetadataExt;
+        FileId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            kind: meta.mode() & nix::libc::S_IFMT,
+            born: meta.created().ok(),
+            written: None,
+        }
     }
 }
 
@@ -65,21 +97,33 @@ impl NameGuard {
         Ok((guard, listener))
     }
 
+    /// Binds the socket, writing the server file first: a client checks that what answers on
+    /// the socket is the process the server file names, so the file must name this one before
+    /// any client can connect.
     fn bind_socket(&mut self) -> anyhow::Result<Listener> {
+        self.write_file()?;
         let paths = &self.paths;
         remove_if_present(&paths.socket).context("removing the stale socket file")?;
         let listener =
             socket::bind(&paths.socket).with_context(|| format!("cannot listen on {}", paths.socket.display()))?;
-        server_file::write(paths, &self.file)?;
-        // Only now, with both in place: a failure above leaves the next check to try again.
+        // Only now, with it in place: a failure above leaves the next check to try again.
         self.socket_id = FileId::of(&paths.socket);
-        self.file_id = FileId::of(&paths.server_file);
         Ok(listener)
+    }
+
+    fn write_file(&mut self) -> anyhow::Result<()> {
+        server_file::write(&self.paths, &self.file)?;
+        self.file_id = FileId::of_contents(&self.paths.server_file);
+        Ok(())
     }
 
     /// Checks that the name's files are still this server's, repairing what it can.
     pub fn check(&mut self) -> anyhow::Result<Check> {
         if FileId::of(&self.paths.socket) == self.socket_id && self.socket_id.is_some() {
+            if FileId::of_contents(&self.paths.server_file) != self.file_id || self.file_id.is_none() {
+                tracing::warn!(file = %self.paths.server_file.display(), "the server file was removed or replaced; writing it anew");
+                self.write_file()?;
+            }
             return Ok(Check::Intact);
         }
         if FileId::of(&self.paths.lock) != self.lock_id {
@@ -101,10 +145,11 @@ impl NameGuard {
     /// Removes the socket and server file if they are still this server's; returns the name
     /// lock, to be dropped when the server has finished.
     pub fn release(self) -> File {
-        for (path, id) in [(&self.paths.socket, self.socket_id), (&self.paths.server_file, self.file_id)] {
-            if id.is_some() && FileId::of(path) == id {
-                let _ = remove_if_present(path);
-            }
+        if self.socket_id.is_some() && FileId::of(&self.paths.socket) == self.socket_id {
+            let _ = remove_if_present(&self.paths.socket);
+        }
+        if self.file_id.is_some() && FileId::of_contents(&self.paths.server_file) == self.file_id {
+            let _ = remove_if_present(&self.paths.server_file);
         }
         self.lock
     }

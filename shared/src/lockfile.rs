@@ -1,6 +1,8 @@
 //! Advisory file locks (flock) with a bounded wait. The server holds `NAME.lock` for its whole
 //! life; starters hold `NAME.start.lock` while they start one. The kernel drops a lock when its
-//! holder dies, even by `kill -9`, so a lock never goes stale.
+//! holder dies, even by `kill -9`, so a lock never goes stale. A lock file is opened as every
+//! file of the runtime dir is (`paths::open_own_file`): a symbolic link in its place is refused,
+//! not followed to create its target.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io;
@@ -9,9 +11,11 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
 
+use crate::paths;
+
 /// Opens (creating it, mode 0600) the lock file at `path`.
 pub fn open(path: &Path) -> io::Result<File> {
-    OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(path)
+    paths::open_own_file(path, OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600))
 }
 
 /// Takes an exclusive lock on the file at `path`, waiting at most `wait`. `Ok(None)` means
@@ -55,5 +59,15 @@ mod tests {
         };
         drop(first);
         assert!(waiter.join().unwrap());
+    }
+
+    #[test]
+    fn a_dangling_link_is_refused_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, target) = (dir.path().join("x.lock"), dir.path().join("elsewhere"));
+        std::os::unix::fs::symlink(&target, &path).unwrap();
+        let err = lock_within(&path, Duration::ZERO).unwrap_err().to_string();
+        assert!(err.contains("symbolic link"), "{err}");
+        assert!(!target.exists());
     }
 }

@@ -3,11 +3,15 @@
 //! The runtime directory holds the sockets, lock files and server files. Anyone who can write to
 //! it can impersonate the server, so both binaries refuse one that is a symlink, belongs to
 //! another user, or is open to group or others, and say how to fix it.
+//!
+//! The files in it and in the state directory are opened through [`open_own_file`] and read
+//! through [`read_own_file`]: never through a symbolic link, never blocking on a FIFO, only a
+//! regular file of this user, and (when read) only up to a size.
 
 use std::ffi::OsString;
-use std::fs;
-use std::io;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// The server name used when none is given.
@@ -134,6 +138,93 @@ impl ServerPaths {
     }
 }
 
+/// The most a server file may hold: a real one is a few hundred bytes.
+pub const SERVER_FILE_MAX_BYTES: u64 = 64 * 1024;
+
+/// Opens the file at `path` with `options` (which must set no custom flags), as every file mcli
+/// creates or reads in its runtime and state dirs is opened: a symbolic link is refused instead
+/// of followed (it could point anywhere, or at nothing, and create its target), a FIFO does not
+/// block the open, and what was opened must be a regular file of this user. The error names
+/// what is wrong and how to fix it.
+pub fn open_own_file(path: &Path, options: &mut OpenOptions) -> io::Result<File> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    let flags = OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK;
+    let file = match options.custom_flags(flags.bits()).open(path) {
+        Ok(file) => file,
+        // O_NOFOLLOW fails with ELOOP on a symbolic link; a FIFO without a reader, opened to
+        // write without blocking, with ENXIO.
+        Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => return Err(refused(path, "a symbolic link")),
+        Err(e) if e.raw_os_error() == Some(nix::libc::ENXIO) => {
+            let what = fs::symlink_metadata(path).map_or("not a regular file", |m| kind_of(m.file_type()));
+            return Err(refused(path, what));
+        }
+        Err(e) => return Err(e),
+    };
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(refused(path, kind_of(meta.file_type())));
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me {
+        let message = format!(
+            "it belongs to uid {}, not to you (uid {me}); remove it (`rm {}`) and try again",
+            meta.uid(),
+            path.display()
+        );
+        return Err(io::Error::new(io::ErrorKind::PermissionDenied, message));
+    }
+    // A regular file ignores O_NONBLOCK; clear it anyway, so that no one inherits a surprise.
+    let status = OFlag::from_bits_truncate(fcntl(&file, FcntlArg::F_GETFL)?);
+    fcntl(&file, FcntlArg::F_SETFL(status - OFlag::O_NONBLOCK))?;
+    Ok(file)
+}
+
+/// What a file that is not a regular file is, for a message.
+fn kind_of(kind: fs::FileType) -> &'static str {
+    if kind.is_symlink() {
+        "a symbolic link"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_dir() {
+        "a directory"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_file() {
+        "a regular file"
+    } else {
+        "a device"
+    }
+}
+
+/// The error for a file that is `what` instead of a regular file.
+fn refused(path: &Path, what: &str) -> io::Error {
+    let follow = if what == "a symbolic link" { ", which mcli does not follow" } else { ", not a regular file" };
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("it is {what}{follow}; remove it (`rm {}`) and try again", path.display()),
+    )
+}
+
+/// Reads the file at `path`, opened as [`open_own_file`] does, as text of at most `max` bytes:
+/// a file that has grown past that (or a device that never ends) is refused, not read to the end.
+pub fn read_own_file(path: &Path, max: u64) -> io::Result<String> {
+    let file = open_own_file(path, OpenOptions::new().read(true))?;
+    let mut bytes = Vec::new();
+    file.take(max + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        let message = format!("it is larger than {max} bytes; remove it (`rm {}`) and try again", path.display());
+        return Err(io::Error::new(io::ErrorKind::InvalidData, message));
+    }
+    String::from_utf8(bytes).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "it is not UTF-8 text"))
+}
+
+/// Reads the server file `NAME.json` at `path` (the one way every reader does: the client's
+/// `-f`, `mcli-server token`, the peer check of a connection, the name-lock wait), for
+/// `mcli_protocol::ServerFile::parse`.
+pub fn read_server_file(path: &Path) -> io::Result<String> {
+    read_own_file(path, SERVER_FILE_MAX_BYTES)
+}
+
 /// The state directory: `$XDG_STATE_HOME/mcli`, else `~/.local/state/mcli`.
 pub fn state_dir(env: impl Fn(&str) -> Option<OsString>) -> PathBuf {
     if let Some(dir) = env("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
@@ -202,6 +293,33 @@ mod tests {
         std::os::unix::fs::symlink(&dir, &link).unwrap();
         let err = check_runtime_dir(&link).unwrap_err().to_string();
         assert!(err.contains("symbolic link"), "{err}");
+    }
+
+    #[test]
+    fn own_files_are_opened_without_following_links_or_blocking() {
+        let tmp = tempfile::tempdir().unwrap();
+        let target = tmp.path().join("target");
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let create = || OpenOptions::new().append(true).create(true).clone();
+        let err = open_own_file(&link, &mut create()).unwrap_err().to_string();
+        assert!(err.contains("symbolic link") && err.contains("rm "), "{err}");
+        assert!(!target.exists(), "a dangling link's target is not created");
+
+        let fifo = tmp.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let err = read_server_file(&fifo).unwrap_err().to_string();
+        assert!(err.contains("a FIFO, not a regular file"), "{err}");
+        let err = open_own_file(&fifo, &mut create()).unwrap_err().to_string();
+        assert!(err.contains("a FIFO, not a regular file"), "{err}");
+
+        let big = tmp.path().join("big");
+        fs::write(&big, vec![b' '; SERVER_FILE_MAX_BYTES as usize + 1]).unwrap();
+        let err = read_server_file(&big).unwrap_err().to_string();
+        assert!(err.contains("larger than 65536 bytes"), "{err}");
+        fs::write(&big, "{}").unwrap();
+        assert_eq!(read_server_file(&big).unwrap(), "{}");
+        assert!(read_server_file(&tmp.path().join("missing")).unwrap_err().kind() == io::ErrorKind::NotFound);
     }
 
     #[test]

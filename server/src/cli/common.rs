@@ -37,10 +37,12 @@ pub(super) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-/// Connects to the running server, if there is one.
+/// Connects to the running server, if there is one. What answers must be that server (this
+/// user's process, of the pid its server file names): `stop` and `status` never report on, or
+/// stop, a process that is not.
 pub(super) fn connect(server: &ServerPaths) -> anyhow::Result<Option<Connection>> {
     paths::check_runtime_dir(&server.dir)?;
-    match Connection::connect(&server.socket) {
+    match Connection::connect_server(server) {
         Ok(conn) => {
             conn.set_read_timeout(Some(QUICK_CALL))?;
             Ok(Some(conn))
@@ -97,7 +99,7 @@ pub(super) fn take_name(server: &ServerPaths) -> anyhow::Result<NameLock> {
 
 /// How to find the process that holds the name: its pid from the server file, else `fuser`.
 fn holder(server: &ServerPaths) -> String {
-    std::fs::read_to_string(&server.server_file)
+    paths::read_server_file(&server.server_file)
         .ok()
         .and_then(|text| ServerFile::parse(&text).ok())
         .map(|file| file.pid)

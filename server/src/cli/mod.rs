@@ -98,10 +98,26 @@ pub fn main(cli: Cli) -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("mcli-server: {err:#}");
+            eprintln!("mcli-server: {}", describe(&err));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error with its causes, as one line: `{err:#}`, without a cause that an error's own
+/// message already quotes (many do, to be whole on their own).
+fn describe(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain().map(ToString::to_string) {
+        if text.contains(&cause) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&cause);
+    }
+    text
 }
 
 /// A daemon with many clients needs more descriptors than the usual soft limit of 1024: take

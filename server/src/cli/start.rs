@@ -68,7 +68,9 @@ fn starter(server: &ServerPaths, file: Option<&Path>, listen: &Listen) -> anyhow
     Ok(starter)
 }
 
-/// Runs the daemon in this process until it shuts down.
+/// Runs the daemon in this process until it shuts down. Started by a starter
+/// (`notify_ready`), a failure to start is also written on the readiness pipe, so that the
+/// starter can say what failed even when the log cannot be written.
 pub(super) fn foreground(
     server: &ServerPaths,
     file: Option<&Path>,
@@ -76,10 +78,33 @@ pub(super) fn foreground(
     notify_ready: bool,
     auto_started: bool,
 ) -> anyhow::Result<ExitCode> {
+    // First of all: what the starter's caller left open is not the daemon's to keep (nor its
+    // commands'), except standard input, output (the readiness pipe) and error (the log).
+    let closed = autostart::close_inherited_descriptors();
+    let served = serve_foreground(server, file, listen, notify_ready, auto_started, closed);
+    if notify_ready && let Err(err) = &served {
+        autostart::report_start_error(&super::describe(err));
+    }
+    served
+}
+
+/// The daemon's life after the descriptors are closed (`closed` says how that went, to be logged
+/// once there is a log): config, log, name lock, then `serve`.
+fn serve_foreground(
+    server: &ServerPaths,
+    file: Option<&Path>,
+    listen: &Listen,
+    notify_ready: bool,
+    auto_started: bool,
+    closed: std::io::Result<()>,
+) -> anyhow::Result<ExitCode> {
     let config = common::load_config(file, listen.debug)?;
     // A detached server's standard error is its log file, which it keeps bounded.
     let log_file = notify_ready.then(|| paths::log_file(&paths::state_dir(paths::process_env), &server.name));
     crate::logging::init(config.api_daemon.debug, log_file);
+    if let Err(err) = closed {
+        tracing::warn!("cannot close the descriptors inherited from the starter: {err}");
+    }
     paths::ensure_runtime_dir(&server.dir)?;
     if !notify_ready && let Some(mut conn) = common::connect(server)? {
         bail!("{}; stop it first with `mcli-server stop`", common::already_running(&mut conn, server)?);

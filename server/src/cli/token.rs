@@ -14,7 +14,7 @@ pub(super) fn run(server: &ServerPaths) -> anyhow::Result<ExitCode> {
         eprintln!("mcli-server: {}", common::not_running(server));
         return Ok(ExitCode::FAILURE);
     }
-    let text = std::fs::read_to_string(&server.server_file)
+    let text = paths::read_server_file(&server.server_file)
         .with_context(|| format!("cannot read the server file {}", server.server_file.display()))?;
     let file = ServerFile::parse(&text)
         .with_context(|| format!("the server file {} is not a server file", server.server_file.display()))?;
