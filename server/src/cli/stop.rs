@@ -16,8 +16,10 @@ pub(super) fn run(server: &ServerPaths) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Asks the server to shut down, then waits until it has let go of its name lock, which it
-/// does only after removing its socket.
+/// Asks the server to shut down, then waits until it is gone: it has let go of its name lock
+/// (which it does only after removing its socket), or its process has ended. The process
+/// counts too because a new server may take the lock the moment the old one lets go of it: a
+/// client that keeps calling starts one.
 pub(super) fn stop(server: &ServerPaths) -> anyhow::Result<()> {
     let Some(mut conn) = common::connect(server)? else {
         println!("mcli-server: {}", common::not_running(server));
@@ -26,18 +28,26 @@ pub(super) fn stop(server: &ServerPaths) -> anyhow::Result<()> {
     let pid = conn.call::<protocol::Status>(&NoParams {})?.pid;
     conn.call::<protocol::Shutdown>(&ShutdownParams { graceful: Some(true) })?;
     let wait = SHUTDOWN_GRACE + Duration::from_secs(5);
-    match lockfile::lock_within(&server.lock, wait)? {
-        Some(_) => {
+    let deadline = Instant::now() + wait;
+    loop {
+        if lockfile::lock_within(&server.lock, Duration::ZERO)?.is_some() {
             // The lock goes last, as the process ends; wait for the very end too.
-            let deadline = Instant::now() + Duration::from_secs(2);
-            while process_alive(pid) && Instant::now() < deadline {
+            let end = Instant::now() + Duration::from_secs(2);
+            while process_alive(pid) && Instant::now() < end {
                 std::thread::sleep(Duration::from_millis(2));
             }
-            println!("mcli-server: stopped the server (pid {pid})");
-            Ok(())
+            break;
         }
-        None => bail!("the server (pid {pid}) did not stop within {}s; `kill {pid}` ends it", wait.as_secs()),
+        if !process_alive(pid) {
+            break;
+        }
+        if Instant::now() >= deadline {
+            bail!("the server (pid {pid}) did not stop within {}s; `kill {pid}` ends it", wait.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
+    println!("mcli-server: stopped the server (pid {pid})");
+    Ok(())
 }
 
 /// Whether process `pid` still runs (a zombie, waiting to be reaped, does not).
