@@ -1,15 +1,15 @@
 //! One client connection on a stream transport (socket, TCP, stdio). A [`Connection`] owns the
 //! framing of what the peer sends and the writer task of what goes back: replies and
 //! notifications leave through one ordered, bounded queue, coalesced into few writes. Each
-//! request runs in a task of its own, with a bound on how many are in flight. A connection's
-//! failure ends that connection only.
+//! message runs in a task of its own, with a bound on how many requests are in flight (a batch
+//! counts as many as it has members). A connection's failure ends that connection only.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
 use jsonrpsee::Methods;
-use mcli_protocol::framing::{DEFAULT_MAX_FRAME, Frame, FrameCodec, Framing, encode_frame};
+use mcli_protocol::framing::{DEFAULT_MAX_FRAME, Frame, FrameCodec, FrameError, Framing, encode_frame};
 use mcli_protocol::{STDIN_NOTIFICATION, StdinParams, code};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Semaphore, mpsc};
@@ -21,8 +21,10 @@ use super::dispatch::{self, error_reply};
 use super::hangup::{HANGUP_CHECK, Hangup};
 use crate::lifecycle::Lifecycle;
 
-/// Requests one connection may have in flight; reading pauses beyond it.
+/// Requests one connection may have in flight, batch members included; reading pauses beyond it.
 const MAX_IN_FLIGHT: usize = 64;
+// A batch takes one permit per member, all at once: it must be able to get them.
+const _: () = assert!(dispatch::MAX_BATCH <= MAX_IN_FLIGHT);
 /// How many queued messages the writer coalesces into one write.
 const WRITE_BATCH_BYTES: usize = 64 * 1024;
 
@@ -73,15 +75,21 @@ where
         self.frames.decoder_mut().set_max(DEFAULT_MAX_FRAME);
     }
 
-    /// The peer's next frame; `None` once the peer has finished sending, its framing broke (it
-    /// is told so), or the server closes connections.
-    pub async fn read(&mut self) -> Option<Frame> {
+    /// The peer's next frame, or how its framing broke; `None` once the peer has finished
+    /// sending or the server closes connections.
+    pub async fn read_frame(&mut self) -> Option<Result<Frame, FrameError>> {
         let next = tokio::select! {
             next = self.frames.next() => next,
             () = self.lifecycle.close_connections.cancelled() => return None,
         };
         self.start_writer();
-        match next? {
+        next
+    }
+
+    /// The peer's next frame; `None` once the peer has finished sending, its framing broke (it
+    /// is told so), or the server closes connections.
+    pub async fn read(&mut self) -> Option<Frame> {
+        match self.read_frame().await? {
             Ok(frame) => Some(frame),
             Err(err) => {
                 tracing::debug!(connection = self.id(), %err, "framing broken; closing");
@@ -104,8 +112,9 @@ where
         }
     }
 
-    /// Reads messages until the peer has finished sending, and runs each request in a task of
-    /// its own, pausing while [`MAX_IN_FLIGHT`] are running.
+    /// Reads messages until the peer has finished sending, and runs each in a task of its own,
+    /// pausing while [`MAX_IN_FLIGHT`] requests are running (a batch waits for a permit per
+    /// member).
     pub async fn serve_messages(&mut self, methods: &Methods) {
         while let Some(frame) = self.read().await {
             let text = match frame {
@@ -119,7 +128,8 @@ where
             if mentions_stdin(&text) && self.deliver_stdin(&text).await {
                 continue;
             }
-            let Ok(permit) = Arc::clone(&self.in_flight).acquire_owned().await else {
+            let requests = u32::try_from(dispatch::requests_in(&text)).unwrap_or(1);
+            let Ok(permit) = Arc::clone(&self.in_flight).acquire_many_owned(requests).await else {
                 break;
             };
             let (ctx, methods) = (Arc::clone(&self.ctx), methods.clone());

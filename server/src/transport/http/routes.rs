@@ -84,7 +84,7 @@ pub async fn history(
     let Ok(Query(HistoryQuery { limit, command, failed })) = query else {
         return error(StatusCode::BAD_REQUEST, "query: limit (a number), command (a name), failed (true or false)");
     };
-    match bridge.call::<History>(HistoryParams { limit, command, failed }).await {
+    match bridge.call::<History>(HistoryParams { limit, command, failed, before: None }).await {
         Ok(result) => axum::Json(result).into_response(),
         Err(err) => rpc_error(err),
     }
