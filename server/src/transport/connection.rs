@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use jsonrpsee::Methods;
-use mcli_protocol::framing::{DEFAULT_MAX_FRAME, Frame, FrameCodec, FrameError, Framing, encode_frame};
+use mcli_protocol::framing::{DEFAULT_MAX_FRAME, Frame, FrameCodec, FrameError, Framing, encode_frame, frame_parts};
 use mcli_protocol::{STDIN_NOTIFICATION, StdinParams, code};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Semaphore, mpsc};
@@ -245,8 +245,10 @@ fn stdin_params(text: &[u8]) -> Option<Result<StdinParams, serde_json::Error>> {
     }
 }
 
-/// Writes queued messages in order, coalescing what is ready into one write. A failed write means
-/// the peer is gone: its requests are cancelled.
+/// Writes queued messages in order, coalescing what is ready into one write. A message of
+/// [`WRITE_BATCH_BYTES`] or more is written as it is, not copied: the buffer stays small, and a
+/// large reply is not held twice. A failed write means the peer is gone: its requests are
+/// cancelled.
 async fn write_loop<W: AsyncWrite + Unpin>(
     mut writer: W,
     mut rx: mpsc::Receiver<Bytes>,
@@ -254,19 +256,40 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     cancel: CancellationToken,
 ) {
     let mut buf = Vec::with_capacity(8 * 1024);
-    while let Some(message) = rx.recv().await {
+    let mut next = rx.recv().await;
+    while let Some(message) = next.take() {
         buf.clear();
-        encode_frame(framing, &message, &mut buf);
-        while buf.len() < WRITE_BATCH_BYTES {
-            match rx.try_recv() {
-                Ok(message) => encode_frame(framing, &message, &mut buf),
-                Err(_) => break,
+        let written = if message.len() >= WRITE_BATCH_BYTES {
+            write_large(&mut writer, framing, &message).await
+        } else {
+            encode_frame(framing, &message, &mut buf);
+            while buf.len() < WRITE_BATCH_BYTES {
+                match rx.try_recv() {
+                    Ok(large) if large.len() >= WRITE_BATCH_BYTES => {
+                        next = Some(large);
+                        break;
+                    }
+                    Ok(message) => encode_frame(framing, &message, &mut buf),
+                    Err(_) => break,
+                }
             }
-        }
-        if writer.write_all(&buf).await.is_err() || writer.flush().await.is_err() {
+            writer.write_all(&buf).await
+        };
+        if written.is_err() || writer.flush().await.is_err() {
             cancel.cancel();
             return;
         }
+        if next.is_none() {
+            next = rx.recv().await;
+        }
     }
     let _ = writer.shutdown().await;
+}
+
+/// Writes one message framed as `framing`: what goes before it, the message, what goes after.
+async fn write_large<W: AsyncWrite + Unpin>(writer: &mut W, framing: Framing, message: &[u8]) -> std::io::Result<()> {
+    let (before, after) = frame_parts(framing, message.len());
+    writer.write_all(&before).await?;
+    writer.write_all(message).await?;
+    writer.write_all(after).await
 }

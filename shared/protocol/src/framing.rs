@@ -223,15 +223,18 @@ impl Decoder for FrameCodec {
 /// Appends `payload` framed as `framing` to `out`. The payload must be compact JSON (no raw
 /// newline), which is what serde_json writes.
 pub fn encode_frame(framing: Framing, payload: &[u8], out: &mut Vec<u8>) {
+    let (before, after) = frame_parts(framing, payload.len());
+    out.extend_from_slice(&before);
+    out.extend_from_slice(payload);
+    out.extend_from_slice(after);
+}
+
+/// What goes before and after a payload of `len` bytes framed as `framing`, for a writer that
+/// sends a large payload as it is instead of copying it into a frame.
+pub fn frame_parts(framing: Framing, len: usize) -> (Vec<u8>, &'static [u8]) {
     match framing {
-        Framing::Lines => {
-            out.extend_from_slice(payload);
-            out.push(b'\n');
-        }
-        Framing::Headers => {
-            out.extend_from_slice(format!("Content-Length: {}\r\n\r\n", payload.len()).as_bytes());
-            out.extend_from_slice(payload);
-        }
+        Framing::Lines => (Vec::new(), b"\n"),
+        Framing::Headers => (format!("Content-Length: {len}\r\n\r\n").into_bytes(), b""),
     }
 }
 
