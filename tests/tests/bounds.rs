@@ -279,3 +279,29 @@ fn over_http_rpc_a_batch_has_the_same_bounds() {
     let peak = memory_kib(pid, "VmHWM");
     assert!(peak < rss_before + 128 * 1024, "the server grew from {rss_before} KiB to a peak of {peak} KiB");
 }
+
+#[test]
+fn a_captured_result_over_the_reply_limit_is_an_error_that_says_how_to_get_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut env = TestEnv::new();
+    env.use_config("[server]\nmax_captured_output = 20971520\n");
+    let dir = env.config_home.join("mcli/commands");
+    std::fs::create_dir_all(&dir).expect("create the commands dir");
+    let script = dir.join("big");
+    std::fs::write(&script, "#!/bin/sh\nhead -c 17000000 /dev/zero | tr '\\0' a\n").expect("write the script");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    env.foreground_server(&[]);
+
+    let run = env.client(&["--json", "big"]);
+    run.expect_code(1);
+    assert_eq!(
+        run.stderr,
+        format!(
+            "mcli-client: reply too large: the reply to `execute` is over the limit of {MAX_REPLY} bytes; the command ran and is in `history`: stream its output (`stream: true`) to get all of it\n"
+        )
+    );
+    // Streamed, the same output comes whole.
+    let run = env.client(&["big"]);
+    run.expect_code(0);
+    assert_eq!(run.stdout.len(), 17_000_000);
+}
