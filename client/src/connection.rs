@@ -14,7 +14,7 @@ use bytes::BytesMut;
 use mcli_protocol::framing::{DEFAULT_MAX_FRAME, Frame, FrameCodec, FrameError, Framing, encode_frame};
 use mcli_protocol::{
     AUTHENTICATE_METHOD, CANCEL_REQUEST_NOTIFICATION, ErrorObject, Execute, ExecuteParams, ExecuteResult, Incoming,
-    Method, OUTPUT_NOTIFICATION, OutputParams, Request, ServerFile,
+    Method, OUTPUT_NOTIFICATION, OutputParams, Request, ServerFile, code,
 };
 use mcli_shared::paths::{self, ServerPaths};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -34,6 +34,9 @@ pub enum ConnectError {
     /// What listens on the socket is not this user's server (see [`Connection::connect_server`]).
     #[error("refusing the server on {path}: {reason}")]
     NotTheServer { path: String, reason: String },
+    /// The server serves as many connections as it may; its message says so.
+    #[error("{0}")]
+    Busy(String),
 }
 
 /// Why a call failed.
@@ -301,7 +304,11 @@ impl Connection {
         conn.set_read_timeout(Some(Duration::from_secs(10)))
             .map_err(|source| ConnectError::Io { path: place(), source })?;
         let id = conn.send(AUTHENTICATE_METHOD, &Auth { token }).map_err(ConnectError::Auth)?;
-        conn.wait_result::<Ok>(id, |_| Ok(())).map_err(ConnectError::Auth)?;
+        // A server at its connection limit answers the first message with -32002 and closes.
+        conn.wait_result::<Ok>(id, |_| Ok(())).map_err(|err| match err {
+            CallError::Rpc(busy) if busy.code == code::SERVER_BUSY => ConnectError::Busy(busy.message),
+            other => ConnectError::Auth(other),
+        })?;
         conn.set_read_timeout(None).map_err(|source| ConnectError::Io { path: place(), source })?;
         Ok(conn)
     }

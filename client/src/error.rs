@@ -105,6 +105,7 @@ impl ClientError {
     pub fn exit_status(&self) -> i32 {
         match self {
             ClientError::NoCommand | ClientError::CwdNotUtf8(_) | ClientError::Cwd(_) => exit::USAGE,
+            ClientError::Connect(ConnectError::Busy(_)) => exit::TEMPFAIL,
             ClientError::ServerFile(_)
             | ClientError::RuntimeDir(_)
             | ClientError::NoServer

@@ -468,6 +468,13 @@ pub fn last_id(path: &Path) -> Result<u64, HistoryError> {
 /// Reads entries, newest first, without writing anything (also with no server running). A
 /// missing database is an empty history.
 pub fn query(path: &Path, filter: &HistoryParams) -> Result<Vec<HistoryEntry>, HistoryError> {
+    query_page(path, filter, usize::MAX)
+}
+
+/// [`query`], stopping before the entry that would take the page past `max_bytes` of JSON (the
+/// first entry always comes, so that paging with `before` always moves on): a page of a few
+/// huge rows is as bounded as a page of many small ones.
+pub fn query_page(path: &Path, filter: &HistoryParams, max_bytes: usize) -> Result<Vec<HistoryEntry>, HistoryError> {
     if !path.exists() {
         return Ok(Vec::new());
     }
@@ -484,16 +491,17 @@ pub fn query(path: &Path, filter: &HistoryParams) -> Result<Vec<HistoryEntry>, H
         return Ok(Vec::new());
     }
     let limit = filter.limit.unwrap_or(50).min(MAX_LIMIT);
+    let before = filter.before.map(|id| i64::try_from(id).unwrap_or(i64::MAX));
     let mut stmt = conn
         .prepare(
             "SELECT id, command, args, cwd, transport, started, duration_ms, status, exit_code, signal, cached
              FROM executions
-             WHERE (?1 IS NULL OR command = ?1) AND (?2 = 0 OR status != 'completed')
+             WHERE (?1 IS NULL OR command = ?1) AND (?2 = 0 OR status != 'completed') AND (?4 IS NULL OR id < ?4)
              ORDER BY id DESC LIMIT ?3",
         )
         .map_err(sqlite)?;
     let rows = stmt
-        .query_map(params![filter.command, filter.failed.unwrap_or(false), limit], |r| {
+        .query_map(params![filter.command, filter.failed.unwrap_or(false), limit, before], |r| {
             let args: String = r.get(2)?;
             Ok(HistoryEntry {
                 id: r.get::<_, i64>(0)? as u64,
@@ -510,7 +518,34 @@ pub fn query(path: &Path, filter: &HistoryParams) -> Result<Vec<HistoryEntry>, H
             })
         })
         .map_err(sqlite)?;
-    rows.collect::<Result<_, _>>().map_err(sqlite)
+    let (mut entries, mut bytes) = (Vec::new(), 0usize);
+    for row in rows {
+        let entry = row.map_err(sqlite)?;
+        bytes = bytes.saturating_add(json_len(&entry) + 1);
+        if bytes > max_bytes && !entries.is_empty() {
+            break;
+        }
+        entries.push(entry);
+    }
+    Ok(entries)
+}
+
+/// The length of `entry` as JSON, counted without building the text.
+fn json_len(entry: &HistoryEntry) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing to a counter cannot fail; an entry that could not be written would count as empty.
+    let _ = serde_json::to_writer(&mut count, entry);
+    count.0
 }
 
 /// Formats a time as RFC 3339 in UTC with second precision, as the history and `status` show it.
@@ -562,6 +597,25 @@ mod tests {
         let (history, ids) = History::open(&path, KEEP_ALL).unwrap();
         assert_eq!(ids.start, 1 + ID_BLOCK, "ids go on after a restart, past the block taken before");
         assert_eq!(history.reserve(), Some(1 + 2 * ID_BLOCK..1 + 3 * ID_BLOCK));
+    }
+
+    #[tokio::test]
+    async fn pages_by_id_and_by_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.sqlite3");
+        let (history, _) = History::open(&path, KEEP_ALL).unwrap();
+        for id in 1..=5 {
+            history.record(record(id, "x", ExecStatus::Completed)).await;
+        }
+        let ids = |page: Vec<HistoryEntry>| page.iter().map(|e| e.id).collect::<Vec<_>>();
+        let next = HistoryParams { limit: Some(2), before: Some(4), ..Default::default() };
+        assert_eq!(ids(query(&path, &next).unwrap()), vec![3, 2]);
+        let past_the_end = HistoryParams { before: Some(1), ..Default::default() };
+        assert_eq!(ids(query(&path, &past_the_end).unwrap()), Vec::<u64>::new());
+        let one = json_len(&query(&path, &HistoryParams::default()).unwrap()[0]);
+        let all = HistoryParams::default();
+        assert_eq!(ids(query_page(&path, &all, 2 * one + 2).unwrap()), vec![5, 4], "two entries fit");
+        assert_eq!(ids(query_page(&path, &all, 1).unwrap()), vec![5], "the first entry always comes");
     }
 
     #[tokio::test]

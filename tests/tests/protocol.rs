@@ -482,3 +482,136 @@ fn a_request_that_mentions_mcli_stdin_is_still_a_request() {
         call(&mut conn, json!(1), "execute", json!({"command": "echo", "args": ["mcli/stdin"], "stream": false}));
     assert_eq!(result(&reply)["stdout"], "mcli/stdin\n");
 }
+
+#[test]
+fn params_go_by_name_and_an_array_of_them_is_refused() {
+    let (env, _) = server();
+    let mut conn = connect(&env);
+    let reply = call(&mut conn, json!(1), "execute", json!(["echo", ["pos"]]));
+    let message = error(&reply, &json!(1), -32602);
+    assert!(message.contains("`execute` takes its params by name"), "{message}");
+    let reply = call(&mut conn, json!(2), "history", json!([5]));
+    error(&reply, &json!(2), -32602);
+
+    // Methods without params still take an empty array, and `null`.
+    assert_healthy(&call(&mut conn, json!(3), "health", json!([])), &json!(3));
+    assert_healthy(&call(&mut conn, json!(4), "health", Value::Null), &json!(4));
+    let reply = call(&mut conn, json!(5), "status", json!({}));
+    assert_eq!(result(&reply)["executed_total"], 0, "nothing ran: {reply}");
+}
+
+#[test]
+fn a_batch_member_that_is_not_an_object_is_an_invalid_request() {
+    let (env, _) = server();
+    let mut conn = connect(&env);
+    let health = request(json!(3), "health", json!({}));
+    // A nested batch used to be read as a request, its members taken as fields in order.
+    conn.send(format!("[1,[\"2.0\",7,\"health\"],[{health}],\"x\",null,{health}]\n").as_bytes());
+    let reply = conn.read_json_line();
+    let replies = reply.as_array().unwrap_or_else(|| panic!("not an array: {reply}"));
+    assert_eq!(replies.len(), 6, "{reply}");
+    for member in &replies[..5] {
+        let message = error(member, &Value::Null, -32600);
+        assert!(message.contains("JSON-RPC object"), "{message}");
+    }
+    assert_healthy(&replies[5], &json!(3));
+}
+
+#[test]
+fn a_batch_over_the_limit_is_refused_whole() {
+    let (env, _) = server();
+    let mut conn = connect(&env);
+    let members: Vec<String> = (0..65).map(|i| request(json!(i), "health", json!({}))).collect();
+    conn.send(format!("[{}]\n", members.join(",")).as_bytes());
+    let message = error(&conn.read_json_line(), &Value::Null, -32600);
+    assert!(message.contains("a batch of 65 messages is over the limit of 64"), "{message}");
+    // 64 are fine.
+    conn.send(format!("[{}]\n", members[..64].join(",")).as_bytes());
+    let reply = conn.read_json_line();
+    assert_eq!(reply.as_array().map(Vec::len), Some(64), "{reply}");
+}
+
+#[test]
+fn ids_may_be_negative_and_come_back_as_sent() {
+    let (env, _) = server();
+    let mut conn = connect(&env);
+    for id in [json!(-1), json!(-9_223_372_036_854_775_808i64), json!(u64::MAX), json!("\u{e9}\u{1f600}")] {
+        assert_healthy(&call(&mut conn, id.clone(), "health", json!({})), &id);
+    }
+    // Output and cancellation key on a negative id like on any other.
+    conn.send(&line(json!(-5), "execute", json!({"command": "echo", "args": ["neg"]})));
+    let (notes, reply) = until_response(|| conn.read_json_line(), &json!(-5));
+    assert_eq!(stdout_of(&notes, &json!(-5), &result(&reply)["id"]), "neg\n");
+    // A fraction is still no id.
+    conn.send(b"{\"jsonrpc\":\"2.0\",\"id\":1.5,\"method\":\"health\"}\n");
+    let message = error(&conn.read_json_line(), &Value::Null, -32600);
+    assert!(message.contains("`id` must be a string, an integer or null"), "{message}");
+}
+
+#[test]
+fn a_cwd_that_is_not_a_directory_is_refused_before_anything_runs() {
+    let (env, _) = server();
+    let mut conn = connect(&env);
+    let missing = env.root.path().join("gone");
+    let file = env.root.path().join("a-file");
+    std::fs::write(&file, "x").expect("write a file");
+    let mut id = 0;
+    for command in ["pwd", "echo", "sleep"] {
+        for (cwd, problem) in [(&missing, "does not exist"), (&file, "is not a directory")] {
+            id += 1;
+            let params = json!({"command": command, "args": ["1"], "cwd": cwd});
+            let message = error(&call(&mut conn, json!(id), "execute", params), &json!(id), -32602);
+            assert_eq!(
+                message,
+                format!(
+                    "invalid params: the working directory `{}` (`cwd`) {problem} on the server; nothing was run",
+                    cwd.display()
+                )
+            );
+        }
+    }
+    // A directory that exists is where a built-in runs.
+    let reply = call(&mut conn, json!(99), "execute", json!({"command": "pwd", "cwd": "/", "stream": false}));
+    assert_eq!(result(&reply)["stdout"], "/\n", "{reply}");
+    let reply = call(&mut conn, json!(100), "status", json!({}));
+    assert_eq!(result(&reply)["executed_total"], 1, "only the last one ran: {reply}");
+}
+
+#[test]
+fn env_names_that_cannot_be_passed_on_are_refused() {
+    let (env, _) = server();
+    let mut conn = connect(&env);
+    for (id, (name, value, problem)) in [
+        ("A=B", "c", "`=` in its name"),
+        ("", "c", "an empty name"),
+        ("A\u{0}B", "c", "a NUL byte in its name"),
+        ("OK", "c\u{0}d", "a NUL byte in its value"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let params = json!({"command": "echo", "env": {"PATH": "/bin", name: value}});
+        let message = error(&call(&mut conn, json!(id), "execute", params), &json!(id), -32602);
+        let quoted = serde_json::to_string(name).expect("quote").replace("\\u0000", "\\0");
+        assert!(message.starts_with(&format!("invalid params: `env` variable {quoted} has {problem}")), "{message}");
+    }
+    let reply =
+        call(&mut conn, json!("ok"), "execute", json!({"command": "echo", "env": {"A": "b=c"}, "stream": false}));
+    assert_eq!(result(&reply)["status"], "completed", "a value may hold `=`: {reply}");
+}
+
+#[test]
+fn a_byte_order_mark_before_the_first_message_is_skipped() {
+    let (env, _) = server();
+    let mut conn = connect(&env);
+    let mut bytes = b"\xEF\xBB\xBF".to_vec();
+    bytes.extend_from_slice(&line(json!(1), "health", json!({})));
+    conn.send(&bytes);
+    assert_healthy(&conn.read_json_line(), &json!(1));
+
+    let mut conn = connect(&env);
+    let mut bytes = b"\xEF\xBB\xBF".to_vec();
+    bytes.extend_from_slice(&framed(&request(json!(2), "health", json!({}))));
+    conn.send(&bytes);
+    assert_healthy(&conn.read_json_framed(), &json!(2));
+}

@@ -760,3 +760,34 @@ fn a_tcp_peer_that_closes_entirely_ends_its_silent_command_and_a_half_close_gets
     assert_eq!(entries[0]["status"], "cancelled", "{entries:?}");
     assert_eq!(entries[0]["args"], json!(["300"]), "{entries:?}");
 }
+
+#[test]
+fn before_tcp_authentication_everything_but_authenticate_is_refused_and_no_token_comes_back() {
+    let env = TestEnv::new();
+    let (addr, token) = tcp_server(&env);
+    let auth = request(json!(1), "authenticate", json!({"token": token}));
+    for (first, id) in [
+        // A batch, even of the right request; params by position; a notification.
+        (format!("[{auth}]\n"), json!(null)),
+        (format!("{}\n", json!(["authenticate", {"token": token}])), json!(null)),
+        (format!("{}\n", request(json!(1), "authenticate", json!([token]))), json!(1)),
+        (format!("{}\n", notification("authenticate", json!({"token": token}))), json!(null)),
+        // What is not JSON-RPC at all, nor a frame.
+        ("GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_owned(), json!(null)),
+        // A refused token never comes back as the id.
+        (format!("{}\n", request(json!("guess-1234"), "authenticate", json!({"token": "guess-1234"}))), json!(null)),
+        (format!("{}\n", request(json!({"t": "guess"}), "authenticate", json!({"token": "guess"}))), json!(null)),
+        (format!("{}\n", request(json!(-7), "status", json!({}))), json!(-7)),
+    ] {
+        let mut conn = Tcp::connect(&addr);
+        conn.stream.write_all(first.as_bytes()).expect("write to the server");
+        // What follows the refused message never runs.
+        conn.stream.write_all(request(json!(2), "health", json!({})).as_bytes()).expect("write");
+        let framing = if first.starts_with("GET") { Framing::Headers } else { Framing::Lines };
+        let reply = conn.recv(framing);
+        assert_eq!(reply["id"], id, "{first}: {reply}");
+        assert!(error(&reply, -32003).contains("unauthorized"), "{first}: {reply}");
+        assert!(conn.is_closed(), "{first}: the connection is closed");
+    }
+    assert_eq!(history(&env).len(), 0, "nothing ran");
+}

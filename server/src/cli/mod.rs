@@ -151,9 +151,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Restart { listen } => restart::run(&server, config, &listen),
         Cmd::Status { json } => status::run(&server, json),
         Cmd::Token => token::run(&server),
-        Cmd::History { limit, command, failed, json } => {
-            history::run(&server, HistoryParams { limit: Some(limit), command, failed: Some(failed) }, json)
-        }
+        Cmd::History { limit, command, failed, json } => history::run(
+            &server,
+            HistoryParams { limit: Some(limit), command, failed: Some(failed), before: None },
+            json,
+        ),
         Cmd::Commands { json } => commands::run(&server, config, json),
     }
 }

@@ -1,9 +1,12 @@
 //! `execute`: run a named command, streaming its output as `mcli/output` notifications ahead of
 //! the result, or capturing it (up to a limit) into the result when not streaming.
 //!
-//! On the way: the protocol and shutdown checks, the lookup, the result cache for manifests with
-//! a `[cache]` table, and a slot among `max_concurrent_commands` (waiting in a bounded queue).
+//! On the way: the protocol and shutdown checks, the checks of `cwd` and `env` (whatever kind of
+//! command it is, so a built-in is refused where a program could not start), the lookup, the
+//! result cache for manifests with a `[cache]` table, and a slot among `max_concurrent_commands`
+//! (waiting in a bounded queue).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -41,6 +44,8 @@ pub async fn execute(
         return Err(shutting_down());
     }
     let timeout = requested_timeout(params.timeout)?;
+    check_env(params.env.as_ref())?;
+    check_cwd(params.cwd.as_deref()).await?;
     let stdin = stdin_source(&params, &request)?;
     let (registry, generation) = state.commands.current().await;
     let spec = registry.get(&params.command).map_err(lookup_error)?;
@@ -135,6 +140,46 @@ fn requested_timeout(timeout: Option<f64>) -> Result<Option<Duration>, ErrorObje
 fn no_id(err: IdsError) -> ErrorObjectOwned {
     tracing::error!("{err}");
     error(code::INTERNAL_ERROR, format!("{err}; free space for the history or the runtime dir and run it again"))
+}
+
+/// Refuses an environment that cannot be passed on as it was sent: a variable whose name is
+/// empty or holds `=` (the child would see another name, or none), or that holds a NUL byte.
+fn check_env(env: Option<&BTreeMap<String, String>>) -> Result<(), ErrorObjectOwned> {
+    for (name, value) in env.into_iter().flatten() {
+        let problem = if name.is_empty() {
+            "an empty name"
+        } else if name.contains('=') {
+            "`=` in its name"
+        } else if name.contains('\0') {
+            "a NUL byte in its name"
+        } else if value.contains('\0') {
+            "a NUL byte in its value"
+        } else {
+            continue;
+        };
+        return Err(error(
+            code::INVALID_PARAMS,
+            format!(
+                "invalid params: `env` variable {name:?} has {problem}; a name must be non-empty, without `=` or NUL, and a value without NUL"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a `cwd` that is not a directory, before anything runs, for every kind of command.
+async fn check_cwd(cwd: Option<&str>) -> Result<(), ErrorObjectOwned> {
+    let Some(cwd) = cwd else { return Ok(()) };
+    let problem = match tokio::fs::metadata(cwd).await {
+        Ok(meta) if meta.is_dir() => return Ok(()),
+        Ok(_) => "is not a directory".to_owned(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => "does not exist".to_owned(),
+        Err(e) => format!("cannot be used ({e})"),
+    };
+    Err(error(
+        code::INVALID_PARAMS,
+        format!("invalid params: the working directory `{cwd}` (`cwd`) {problem} on the server; nothing was run"),
+    ))
 }
 
 /// The error for a command that cannot be run by its name.

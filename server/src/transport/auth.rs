@@ -1,6 +1,9 @@
 //! The first step of a connection on a transport that needs a token (TCP): its first message
 //! must be the request `authenticate {token}` with the token of the server file, small, and
-//! within a few seconds. Nothing runs before it; anything else closes the connection.
+//! within a few seconds. Nothing runs before it: anything else (another method, a batch, a
+//! notification, a message that is not JSON-RPC, a broken frame) is answered `-32003` and closes
+//! the connection. A refused message's id is echoed only when it is a valid id that does not
+//! carry the token presented, so that a reply never hands a token back.
 
 use std::time::Duration;
 
@@ -9,7 +12,7 @@ use mcli_protocol::{AUTHENTICATE_METHOD, code};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::connection::Connection;
-use super::dispatch::error_reply;
+use super::dispatch::{error_reply, valid_id};
 use super::hangup::Hangup;
 
 /// The largest message a peer may send before it has authenticated.
@@ -29,18 +32,18 @@ where
 {
     let id = connection.id();
     connection.restrict_frames(MAX_FRAME_BEFORE_AUTH);
-    let Ok(first) = tokio::time::timeout(AUTH_WINDOW, connection.read()).await else {
+    let Ok(first) = tokio::time::timeout(AUTH_WINDOW, connection.read_frame()).await else {
         tracing::debug!(connection = id, "no authentication in time; closing");
         return false;
     };
     let text = match first {
         None => return false,
-        Some(Frame::TooLarge { .. }) => {
-            tracing::warn!(connection = id, "oversized message before authentication; closing");
+        Some(Ok(Frame::Message(text))) => text,
+        Some(Ok(Frame::TooLarge { .. }) | Err(_)) => {
+            tracing::warn!(connection = id, "oversized or broken message before authentication; closing");
             connection.send(error_reply("null", code::UNAUTHORIZED, REFUSED)).await;
             return false;
         }
-        Some(Frame::Message(text)) => text,
     };
     let (reply, ok) = check(&text, token);
     connection.send(reply).await;
@@ -52,31 +55,29 @@ where
     true
 }
 
-/// Checks a first message: it must be the request `authenticate {token}` with the server's
-/// token (compared in constant time). Returns the reply and whether it passed.
+/// Checks a first message: it must be the request `authenticate {token}` (a JSON-RPC object
+/// with `jsonrpc`, an id, and params by name) with the server's token, compared in constant time.
+/// Returns the reply and whether it passed.
 fn check(text: &[u8], token: &str) -> (Vec<u8>, bool) {
+    use serde_json::Value;
     use subtle::ConstantTimeEq as _;
-    #[derive(serde::Deserialize)]
-    struct Auth {
-        method: String,
-        params: Option<AuthParams>,
-    }
-    #[derive(serde::Deserialize)]
-    struct AuthParams {
-        token: String,
-    }
-    #[derive(serde::Deserialize)]
-    struct IdOnly<'a> {
-        #[serde(borrow)]
-        id: Option<&'a serde_json::value::RawValue>,
-    }
-    // The id is read on its own, so that even a refused message gets its reply matched.
-    let raw_id =
-        serde_json::from_slice::<IdOnly<'_>>(text).ok().and_then(|m| m.id).map_or("null", |id| id.get()).to_owned();
-    let auth = serde_json::from_slice::<Auth>(text).ok();
-    let given = auth.filter(|a| a.method == AUTHENTICATE_METHOD).and_then(|a| a.params).map(|p| p.token);
+    let message = match serde_json::from_slice::<Value>(text) {
+        Ok(Value::Object(message)) => message,
+        _ => return (error_reply("null", code::UNAUTHORIZED, REFUSED), false),
+    };
+    let given = message.get("params").and_then(|p| p.get("token")).and_then(Value::as_str);
+    let id = message.get("id").filter(|id| valid_id(id));
+    // The id goes back only when it is one, and never with the token in it.
+    let echoed = match id {
+        Some(Value::String(id)) if given.is_some_and(|t| !t.is_empty() && id.contains(t)) => None,
+        other => other,
+    };
+    let raw_id = echoed.map_or_else(|| "null".to_owned(), Value::to_string);
+    let request = message.get("jsonrpc").and_then(Value::as_str) == Some("2.0")
+        && message.get("method").and_then(Value::as_str) == Some(AUTHENTICATE_METHOD)
+        && id.is_some();
     match given {
-        Some(given) if bool::from(given.as_bytes().ct_eq(token.as_bytes())) => {
+        Some(given) if request && bool::from(given.as_bytes().ct_eq(token.as_bytes())) => {
             (format!(r#"{{"jsonrpc":"2.0","id":{raw_id},"result":{{"ok":true}}}}"#).into_bytes(), true)
         }
         _ => (error_reply(&raw_id, code::UNAUTHORIZED, REFUSED), false),
@@ -85,6 +86,8 @@ fn check(text: &[u8], token: &str) -> (Vec<u8>, bool) {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]
@@ -97,12 +100,41 @@ mod tests {
             &br#"{"jsonrpc":"2.0","id":"a","method":"authenticate","params":{"token":"wrong"}}"#[..],
             br#"{"jsonrpc":"2.0","id":"a","method":"status","params":{"token":"s3cret"}}"#,
             br#"{"jsonrpc":"2.0","id":"a","method":"authenticate"}"#,
+            br#"{"jsonrpc":"2.0","id":"a","method":"authenticate","params":["s3cret"]}"#,
+            br#"{"id":"a","method":"authenticate","params":{"token":"s3cret"}}"#,
         ] {
             let (reply, passed) = check(bad, "s3cret");
-            assert!(!passed);
+            assert!(!passed, "{}", String::from_utf8_lossy(bad));
             let reply: serde_json::Value = serde_json::from_slice(&reply).expect("a JSON reply");
             assert_eq!(reply["id"], "a", "{reply}");
             assert_eq!(reply["error"]["code"], code::UNAUTHORIZED, "{reply}");
+        }
+    }
+
+    #[test]
+    fn what_is_not_an_authenticate_request_is_refused_and_no_token_comes_back() {
+        for (bad, id) in [
+            // Not a request: a notification, a batch, params by position, no object at all.
+            (&br#"{"jsonrpc":"2.0","method":"authenticate","params":{"token":"s3cret"}}"#[..], json!(null)),
+            (br#"[{"jsonrpc":"2.0","id":1,"method":"authenticate","params":{"token":"s3cret"}}]"#, json!(null)),
+            (br#"["authenticate",{"token":"s3cret"}]"#, json!(null)),
+            (b"GET / HTTP/1.1", json!(null)),
+            // Ids that would carry the token back, or are no ids.
+            (
+                br#"{"jsonrpc":"2.0","id":"wrong-token","method":"authenticate","params":{"token":"wrong-token"}}"#,
+                json!(null),
+            ),
+            (
+                br#"{"jsonrpc":"2.0","id":{"token":"guess"},"method":"authenticate","params":{"token":"guess"}}"#,
+                json!(null),
+            ),
+            (br#"{"jsonrpc":"2.0","id":[1],"method":"status"}"#, json!(null)),
+            (br#"{"jsonrpc":"2.0","id":-3,"method":"status"}"#, json!(-3)),
+        ] {
+            let (reply, passed) = check(bad, "s3cret");
+            assert!(!passed, "{}", String::from_utf8_lossy(bad));
+            let reply: serde_json::Value = serde_json::from_slice(&reply).expect("a JSON reply");
+            assert_eq!((&reply["id"], &reply["error"]["code"]), (&id, &json!(code::UNAUTHORIZED)), "{reply}");
         }
     }
 }

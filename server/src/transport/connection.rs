@@ -1,15 +1,15 @@
 //! One client connection on a stream transport (socket, TCP, stdio). A [`Connection`] owns the
 //! framing of what the peer sends and the writer task of what goes back: replies and
 //! notifications leave through one ordered, bounded queue, coalesced into few writes. Each
-//! request runs in a task of its own, with a bound on how many are in flight. A connection's
-//! failure ends that connection only.
+//! message runs in a task of its own, with a bound on how many requests are in flight (a batch
+//! counts as many as it has members). A connection's failure ends that connection only.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
 use jsonrpsee::Methods;
-use mcli_protocol::framing::{DEFAULT_MAX_FRAME, Frame, FrameCodec, Framing, encode_frame};
+use mcli_protocol::framing::{DEFAULT_MAX_FRAME, Frame, FrameCodec, FrameError, Framing, encode_frame, frame_parts};
 use mcli_protocol::{STDIN_NOTIFICATION, StdinParams, code};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Semaphore, mpsc};
@@ -21,8 +21,10 @@ use super::dispatch::{self, error_reply};
 use super::hangup::{HANGUP_CHECK, Hangup};
 use crate::lifecycle::Lifecycle;
 
-/// Requests one connection may have in flight; reading pauses beyond it.
+/// Requests one connection may have in flight, batch members included; reading pauses beyond it.
 const MAX_IN_FLIGHT: usize = 64;
+// A batch takes one permit per member, all at once: it must be able to get them.
+const _: () = assert!(dispatch::MAX_BATCH <= MAX_IN_FLIGHT);
 /// How many queued messages the writer coalesces into one write.
 const WRITE_BATCH_BYTES: usize = 64 * 1024;
 
@@ -73,15 +75,21 @@ where
         self.frames.decoder_mut().set_max(DEFAULT_MAX_FRAME);
     }
 
-    /// The peer's next frame; `None` once the peer has finished sending, its framing broke (it
-    /// is told so), or the server closes connections.
-    pub async fn read(&mut self) -> Option<Frame> {
+    /// The peer's next frame, or how its framing broke; `None` once the peer has finished
+    /// sending or the server closes connections.
+    pub async fn read_frame(&mut self) -> Option<Result<Frame, FrameError>> {
         let next = tokio::select! {
             next = self.frames.next() => next,
             () = self.lifecycle.close_connections.cancelled() => return None,
         };
         self.start_writer();
-        match next? {
+        next
+    }
+
+    /// The peer's next frame; `None` once the peer has finished sending, its framing broke (it
+    /// is told so), or the server closes connections.
+    pub async fn read(&mut self) -> Option<Frame> {
+        match self.read_frame().await? {
             Ok(frame) => Some(frame),
             Err(err) => {
                 tracing::debug!(connection = self.id(), %err, "framing broken; closing");
@@ -104,8 +112,9 @@ where
         }
     }
 
-    /// Reads messages until the peer has finished sending, and runs each request in a task of
-    /// its own, pausing while [`MAX_IN_FLIGHT`] are running.
+    /// Reads messages until the peer has finished sending, and runs each in a task of its own,
+    /// pausing while [`MAX_IN_FLIGHT`] requests are running (a batch waits for a permit per
+    /// member).
     pub async fn serve_messages(&mut self, methods: &Methods) {
         while let Some(frame) = self.read().await {
             let text = match frame {
@@ -119,7 +128,8 @@ where
             if mentions_stdin(&text) && self.deliver_stdin(&text).await {
                 continue;
             }
-            let Ok(permit) = Arc::clone(&self.in_flight).acquire_owned().await else {
+            let requests = u32::try_from(dispatch::requests_in(&text)).unwrap_or(1);
+            let Ok(permit) = Arc::clone(&self.in_flight).acquire_many_owned(requests).await else {
                 break;
             };
             let (ctx, methods) = (Arc::clone(&self.ctx), methods.clone());
@@ -235,8 +245,10 @@ fn stdin_params(text: &[u8]) -> Option<Result<StdinParams, serde_json::Error>> {
     }
 }
 
-/// Writes queued messages in order, coalescing what is ready into one write. A failed write means
-/// the peer is gone: its requests are cancelled.
+/// Writes queued messages in order, coalescing what is ready into one write. A message of
+/// [`WRITE_BATCH_BYTES`] or more is written as it is, not copied: the buffer stays small, and a
+/// large reply is not held twice. A failed write means the peer is gone: its requests are
+/// cancelled.
 async fn write_loop<W: AsyncWrite + Unpin>(
     mut writer: W,
     mut rx: mpsc::Receiver<Bytes>,
@@ -244,19 +256,40 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     cancel: CancellationToken,
 ) {
     let mut buf = Vec::with_capacity(8 * 1024);
-    while let Some(message) = rx.recv().await {
+    let mut next = rx.recv().await;
+    while let Some(message) = next.take() {
         buf.clear();
-        encode_frame(framing, &message, &mut buf);
-        while buf.len() < WRITE_BATCH_BYTES {
-            match rx.try_recv() {
-                Ok(message) => encode_frame(framing, &message, &mut buf),
-                Err(_) => break,
+        let written = if message.len() >= WRITE_BATCH_BYTES {
+            write_large(&mut writer, framing, &message).await
+        } else {
+            encode_frame(framing, &message, &mut buf);
+            while buf.len() < WRITE_BATCH_BYTES {
+                match rx.try_recv() {
+                    Ok(large) if large.len() >= WRITE_BATCH_BYTES => {
+                        next = Some(large);
+                        break;
+                    }
+                    Ok(message) => encode_frame(framing, &message, &mut buf),
+                    Err(_) => break,
+                }
             }
-        }
-        if writer.write_all(&buf).await.is_err() || writer.flush().await.is_err() {
+            writer.write_all(&buf).await
+        };
+        if written.is_err() || writer.flush().await.is_err() {
             cancel.cancel();
             return;
         }
+        if next.is_none() {
+            next = rx.recv().await;
+        }
     }
     let _ = writer.shutdown().await;
+}
+
+/// Writes one message framed as `framing`: what goes before it, the message, what goes after.
+async fn write_large<W: AsyncWrite + Unpin>(writer: &mut W, framing: Framing, message: &[u8]) -> std::io::Result<()> {
+    let (before, after) = frame_parts(framing, message.len());
+    writer.write_all(&before).await?;
+    writer.write_all(message).await?;
+    writer.write_all(after).await
 }

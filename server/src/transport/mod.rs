@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use jsonrpsee::Methods;
 use mcli_protocol::code;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Semaphore;
 
 use self::connection::Connection;
@@ -49,10 +49,19 @@ pub struct Transports {
     last_id: Arc<AtomicUsize>,
 }
 
+/// Refused connections whose input is read to its end before they are closed (the rest are
+/// closed as soon as they are told).
+const MAX_REFUSING: usize = 64;
+/// How long, and how many bytes of a refused connection's input are read before it is closed.
+const REFUSE_DRAIN: Duration = Duration::from_secs(2);
+const REFUSE_DRAIN_BYTES: usize = 64 * 1024;
+
 /// How many connections a listener serves at once, and what a connection over that gets.
 #[derive(Debug, Clone, Copy)]
 pub enum Limit {
     /// Accept it, answer one `server busy` error line, and close it: a JSON-RPC client learns why.
+    /// What the client sent is read first: closing a socket with unread input resets the
+    /// connection, and a reset throws away the answer before the client reads it.
     Refuse(usize),
     /// Accept nothing until a slot is free: further connections wait in the kernel's backlog.
     Wait(usize),
@@ -60,7 +69,7 @@ pub enum Limit {
 
 /// A listener that the accept loop takes connections from.
 pub trait Listen: Send {
-    type Stream: AsyncWrite + Unpin + Send + 'static;
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
 
     /// The next connection. It must be cancel-safe: the loop drops it when the server stops.
     fn accept(&mut self) -> impl Future<Output = io::Result<Self::Stream>> + Send;
@@ -97,6 +106,7 @@ impl Transports {
             Limit::Refuse(max) | Limit::Wait(max) => max,
         };
         let slots = Arc::new(Semaphore::new(max));
+        let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
         loop {
             let waited = match limit {
                 Limit::Refuse(_) => None,
@@ -126,7 +136,7 @@ impl Transports {
             };
             let Some(slot) = waited.or_else(|| Arc::clone(&slots).try_acquire_owned().ok()) else {
                 tracing::warn!(transport, limit = max, "connection refused: too many connections");
-                tokio::spawn(refuse_busy(stream, max));
+                tokio::spawn(refuse_busy(stream, max, Arc::clone(&refusing).try_acquire_owned().ok()));
                 continue;
             };
             let served = serve(stream, self.next_id());
@@ -138,12 +148,31 @@ impl Transports {
     }
 }
 
-/// Tells a connection over the limit so (one error line), then closes it.
-async fn refuse_busy<S: AsyncWrite + Unpin>(mut stream: S, limit: usize) {
-    let message = format!("server busy: too many connections (limit {limit})");
+/// Tells a connection over the limit so (one error line) and ends its sending side; then, with
+/// a `drain` permit, reads what the client sends until it closes (bounded in time and bytes),
+/// so that closing does not reset the connection before the client has read the answer.
+async fn refuse_busy<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    limit: usize,
+    drain: Option<tokio::sync::OwnedSemaphorePermit>,
+) {
+    let message = format!("server busy: too many connections (limit {limit}); try again later");
     let mut reply = error_reply("null", code::SERVER_BUSY, &message);
     reply.push(b'\n');
-    let _ = stream.write_all(&reply).await;
+    if stream.write_all(&reply).await.is_err() || stream.shutdown().await.is_err() || drain.is_none() {
+        return;
+    }
+    let mut buf = [0u8; 4096];
+    let mut left = REFUSE_DRAIN_BYTES;
+    let read_to_end = async {
+        while left > 0 {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(REFUSE_DRAIN, read_to_end).await;
 }
 
 /// Who is at the other end of a stream connection, and what its transport asks of it.

@@ -2,7 +2,9 @@
 //!
 //! A connection's first non-blank byte picks the framing for its whole life: `{` or `[` means one
 //! JSON text per line; anything else means LSP-style `Content-Length:` headers, as Emacs
-//! `jsonrpc.el`, Neovim and vscode-jsonrpc send. Replies use the framing the peer chose.
+//! `jsonrpc.el`, Neovim and vscode-jsonrpc send. Replies use the framing the peer chose. A UTF-8
+//! byte order mark before the first message (some Windows tools write one) is skipped, so that it
+//! is neither taken for a header nor for part of the first JSON text.
 //!
 //! The decoder never allocates more than its limit for one message: an over-long line, or a
 //! `Content-Length` above the limit, is skipped as it arrives and reported as
@@ -15,6 +17,8 @@ use tokio_util::codec::Decoder;
 pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
 /// A header section longer than this is not a header section.
 const MAX_HEADER_BYTES: usize = 8 * 1024;
+/// The UTF-8 byte order mark, skipped before a connection's first message.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Framing {
@@ -177,6 +181,10 @@ impl Decoder for FrameCodec {
             Some(framing) => framing,
             None => {
                 skip_blank(src);
+                if !skip_bom(src) {
+                    return Ok(None);
+                }
+                skip_blank(src);
                 match src.first() {
                     None => return Ok(None),
                     Some(b'{' | b'[') => *self.framing.insert(Framing::Lines),
@@ -215,20 +223,33 @@ impl Decoder for FrameCodec {
 /// Appends `payload` framed as `framing` to `out`. The payload must be compact JSON (no raw
 /// newline), which is what serde_json writes.
 pub fn encode_frame(framing: Framing, payload: &[u8], out: &mut Vec<u8>) {
+    let (before, after) = frame_parts(framing, payload.len());
+    out.extend_from_slice(&before);
+    out.extend_from_slice(payload);
+    out.extend_from_slice(after);
+}
+
+/// What goes before and after a payload of `len` bytes framed as `framing`, for a writer that
+/// sends a large payload as it is instead of copying it into a frame.
+pub fn frame_parts(framing: Framing, len: usize) -> (Vec<u8>, &'static [u8]) {
     match framing {
-        Framing::Lines => {
-            out.extend_from_slice(payload);
-            out.push(b'\n');
-        }
-        Framing::Headers => {
-            out.extend_from_slice(format!("Content-Length: {}\r\n\r\n", payload.len()).as_bytes());
-            out.extend_from_slice(payload);
-        }
+        Framing::Lines => (Vec::new(), b"\n"),
+        Framing::Headers => (format!("Content-Length: {len}\r\n\r\n").into_bytes(), b""),
     }
 }
 
 fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
     memchr::memchr(needle, haystack)
+}
+
+/// Skips a byte order mark at the start of `src`. False while `src` holds only the start of
+/// one, so that the caller waits for the rest before choosing the framing.
+fn skip_bom(src: &mut BytesMut) -> bool {
+    if src.starts_with(BOM) {
+        src.advance(BOM.len());
+        return true;
+    }
+    src.is_empty() || !BOM.starts_with(src)
 }
 
 fn skip_blank(src: &mut BytesMut) {
@@ -317,6 +338,26 @@ mod tests {
         let frames = decode_all(&mut codec, b"\n {\"a\":1}\r\n\n[1]\n{\"partial\"");
         assert_eq!(codec.framing(), Some(Framing::Lines));
         assert_eq!(frames, vec![msg("{\"a\":1}"), msg("[1]")]);
+    }
+
+    #[test]
+    fn a_byte_order_mark_before_the_first_message_is_skipped() {
+        let mut codec = FrameCodec::detect(1024);
+        let mut buf = BytesMut::from(&b"\xEF\xBB"[..]);
+        assert_eq!(codec.decode(&mut buf).unwrap(), None, "half a mark waits for the rest");
+        assert_eq!(codec.framing(), None);
+        buf.extend_from_slice(b"\xBF{\"a\":1}\n");
+        assert_eq!(codec.decode(&mut buf).unwrap(), Some(msg("{\"a\":1}")));
+        assert_eq!(codec.framing(), Some(Framing::Lines));
+
+        let mut codec = FrameCodec::detect(1024);
+        let frames = decode_all(&mut codec, b"\xEF\xBB\xBFContent-Length: 2\r\n\r\n{}");
+        assert_eq!((codec.framing(), frames), (Some(Framing::Headers), vec![msg("{}")]));
+
+        // Only before the first message: later, the mark is part of what the peer sent.
+        let mut codec = FrameCodec::detect(1024);
+        let frames = decode_all(&mut codec, b"{}\n\xEF\xBB\xBF{}\n");
+        assert_eq!(frames, vec![msg("{}"), msg("\u{feff}{}")]);
     }
 
     #[test]

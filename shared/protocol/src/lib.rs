@@ -128,8 +128,11 @@ pub mod code {
     pub const INCOMPATIBLE_PROTOCOL: i32 = -32005;
     /// The command exists but cannot run: its manifest is broken. The message says why.
     pub const COMMAND_BROKEN: i32 = -32006;
+    /// The reply would be larger than the server sends in one message; the message names the
+    /// limit and how to ask for less.
+    pub const REPLY_TOO_LARGE: i32 = -32007;
     /// A `reload` found errors in the config and kept the old one; `data.errors` lists them.
-    pub const CONFIG_INVALID: i32 = -32007;
+    pub const CONFIG_INVALID: i32 = -32008;
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -375,6 +378,10 @@ pub struct HistoryParams {
     /// Only executions that did not complete with status 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed: Option<bool>,
+    /// Only executions with a smaller id: the cursor of the next page is the id of the last
+    /// entry of the one before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -440,7 +447,9 @@ pub struct ErrorObject {
 /// `method`). Decoded loosely so that a client can skip what it does not know.
 #[derive(Debug, Deserialize)]
 pub struct Incoming {
-    #[serde(default)]
+    /// `None` for a notification; `Some(Value::Null)` for a response with `"id": null`, such as
+    /// the refusal of a connection over the server's limit, which concerns the request sent.
+    #[serde(default, deserialize_with = "present")]
     pub id: Option<serde_json::Value>,
     #[serde(default)]
     pub method: Option<String>,
@@ -452,9 +461,24 @@ pub struct Incoming {
     pub error: Option<ErrorObject>,
 }
 
+/// Keeps a present field, `null` included, as `Some`: only an absent field is `None`.
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<serde_json::Value>, D::Error> {
+    serde_json::Value::deserialize(deserializer).map(Some)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_null_id_is_a_response_and_no_id_a_notification() {
+        let busy: Incoming =
+            serde_json::from_str(r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32002,"message":"busy"}}"#).unwrap();
+        assert_eq!(busy.id, Some(serde_json::Value::Null));
+        assert_eq!(busy.error.map(|e| e.code), Some(code::SERVER_BUSY));
+        let note: Incoming = serde_json::from_str(r#"{"jsonrpc":"2.0","method":"mcli/output","params":{}}"#).unwrap();
+        assert_eq!(note.id, None);
+    }
 
     #[test]
     fn execute_request_has_the_documented_shape() {

@@ -71,13 +71,15 @@ pub async fn commands(State(bridge): State<Bridge>) -> Response {
 }
 
 /// The query keys `GET /history` knows, as the `history` method's params.
-const HISTORY_KEYS: [&str; 3] = ["limit", "command", "failed"];
+const HISTORY_KEYS: [&str; 4] = ["limit", "command", "failed", "before"];
 
 #[derive(Deserialize)]
 pub struct HistoryQuery {
     limit: Option<u32>,
     command: Option<String>,
     failed: Option<bool>,
+    /// Entries older than this execution id: the next page.
+    before: Option<u64>,
 }
 
 pub async fn history(State(bridge): State<Bridge>, uri: Uri) -> Response {
@@ -101,10 +103,11 @@ fn history_params(uri: &Uri) -> Result<HistoryParams, String> {
     if let Some((key, _)) = pairs.iter().find(|(key, _)| !HISTORY_KEYS.contains(&key.as_str())) {
         return Err(format!("unknown query key `{key}` for GET /history; the known keys are {}", known()));
     }
-    let Query(HistoryQuery { limit, command, failed }) = Query::try_from_uri(uri).map_err(|_| {
-        "query: limit (a number), command (a name), failed (true or false), each at most once".to_owned()
+    let Query(HistoryQuery { limit, command, failed, before }) = Query::try_from_uri(uri).map_err(|_| {
+        "query: limit (a number), command (a name), failed (true or false), before (an execution id), each at most once"
+            .to_owned()
     })?;
-    Ok(HistoryParams { limit, command, failed })
+    Ok(HistoryParams { limit, command, failed, before })
 }
 
 /// The original's `POST /execute`: `{command_name (or command), args, timeout}`, answering
