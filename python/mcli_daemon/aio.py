@@ -108,7 +108,11 @@ class AsyncDaemonClient:
 
     async def is_running(self) -> bool:
         try:
-            await self._call("health", None, self.config.timeout, start=False, attempts=1)
+            if self._http is not None:
+                http = self._http
+                await asyncio.to_thread(lambda: http.health(1))
+            else:
+                await self._call("health", None, self.config.timeout, start=False, attempts=1)
             return True
         except (errors.DaemonError, ValueError):
             return False
