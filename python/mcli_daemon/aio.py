@@ -293,7 +293,7 @@ class AsyncDaemonClient:
             raise errors.DaemonUnavailable(f"cannot connect to {socket.path}: {error or 'timed out'}") from None
         return _AsyncConnection(socket.path, reader, writer)
 
-    async def _start_server(self, cause: errors.DaemonUnavailable) -> None:
+    async def _start_server(self, cause: errors.DaemonError) -> None:
         assert self._socket is not None
         program = self._socket.server_program()
         if program is None:

@@ -131,7 +131,8 @@ def _echo(result: Dict[str, Any]) -> None:
         encoded = result.get(f"{name}_b64")
         if encoded:
             stream.flush()
-            getattr(stream, "buffer", stream).write(base64.b64decode(encoded))
+            binary: Any = getattr(stream, "buffer", stream)
+            binary.write(base64.b64decode(encoded))
         elif result.get(name):
             stream.write(result[name])
         stream.flush()

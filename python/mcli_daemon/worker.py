@@ -33,13 +33,13 @@ import signal
 import sys
 import threading
 import traceback
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Dict, Optional, TypeVar
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 __all__ = ["command", "serve"]
 
-_COMMANDS = {}
+_COMMANDS: Dict[str, Callable[..., Any]] = {}
 _SEND_LOCK = threading.Lock()
 
 # From the import on, the protocol has descriptors of its own: file descriptor 1 becomes standard
@@ -249,7 +249,7 @@ def serve() -> None:
         _interruptible = True
     except ValueError:
         pass  # not the main thread: a cancelled call runs on, and the server ends the worker
-    calls = queue.Queue()
+    calls: "queue.Queue[Optional[Dict[str, Any]]]" = queue.Queue()
     threading.Thread(target=_read_requests, args=(calls,), name="mcli-requests", daemon=True).start()
     while True:
         message = calls.get()
