@@ -81,7 +81,7 @@ impl WorkerError {
 
 /// The Python helper for writing workers (`from mcli_worker import command, serve`), built into
 /// mcli so that a worker runs from any commands dir with the binaries alone.
-pub const HELPER_SOURCE: &str = include_str!("../../scripts/mcli_worker.py");
+pub const HELPER_SOURCE: &str = include_str!("../../python/mcli_daemon/worker.py");
 
 /// The directory holding this release's `mcli_worker.py`, written once per version into the
 /// runtime dir (`RUNTIME/python-VERSION/`, private to the user) on first use; `None` (and a
