@@ -236,7 +236,10 @@ fn a_socket_of_another_uid_is_refused_by_the_client_stop_and_status() {
 
 #[test]
 fn a_socket_of_this_uid_that_is_not_the_named_server_is_refused() {
-    assert!(Command::new("python3").arg("--version").output().is_ok(), "this test needs python3: scripts/test.sh installs it");
+    assert!(
+        Command::new("python3").arg("--version").output().is_ok(),
+        "this test needs python3: scripts/test.sh installs it"
+    );
     let env = TestEnv::new();
     env.create_runtime_dir();
     // A server file that names another live process (this test) than the one on the socket.

@@ -18,7 +18,8 @@ const NAME_LOCK_WAIT: Duration = Duration::from_secs(15);
 
 /// Loads the config and applies the command-line flags on top (flag > env > file > default).
 pub(super) fn load_config(file: Option<&Path>, debug: bool) -> anyhow::Result<Config> {
-    let loaded = config::load(file, paths::process_env)?;
+    // Every error at once, so that one edit can fix them all.
+    let loaded = config::load_all(file, paths::process_env)?;
     for warning in &loaded.warnings {
         eprintln!("mcli-server: warning: {warning}");
     }

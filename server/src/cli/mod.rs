@@ -5,7 +5,9 @@
 
 mod commands;
 mod common;
+mod config;
 mod history;
+mod reload;
 mod restart;
 mod start;
 mod status;
@@ -84,9 +86,36 @@ enum Cmd {
     },
     /// Print the running server's token (for HTTP and TCP clients)
     Token,
+    /// Make the running server read its config again (as SIGHUP does) and say what changed
+    Reload {
+        /// Print what changed as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a config file, or show the effective configuration (no server needed)
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
     /// List the commands the server can run
     Commands {
         /// Print the list as JSON
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigAction {
+    /// List every error of a config file (FILE, else --config, else the default); exit status 1
+    /// when there is any
+    Check {
+        /// The config file to check
+        file: Option<PathBuf>,
+    },
+    /// Print every setting in effect and where its value comes from (default, file, environment)
+    Show {
+        /// Print the settings as JSON
         #[arg(long)]
         json: bool,
     },
@@ -151,6 +180,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Restart { listen } => restart::run(&server, config, &listen),
         Cmd::Status { json } => status::run(&server, json),
         Cmd::Token => token::run(&server),
+        Cmd::Reload { json } => reload::run(&server, config, json),
+        Cmd::Config { action: ConfigAction::Check { file } } => self::config::check(file.as_deref().or(config)),
+        Cmd::Config { action: ConfigAction::Show { json } } => self::config::show(config, json),
         Cmd::History { limit, command, failed, json } => history::run(
             &server,
             HistoryParams { limit: Some(limit), command, failed: Some(failed), before: None },

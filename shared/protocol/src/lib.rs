@@ -132,7 +132,8 @@ pub mod code {
     /// limit and how to ask for less.
     pub const REPLY_TOO_LARGE: i32 = -32007;
     /// A `reload` found errors in the config and kept the old one; `data.errors` lists them.
-    pub const CONFIG_INVALID: i32 = -32008;
+    /// (Not -32008: jsonrpsee uses that for a reply over its size limit.)
+    pub const CONFIG_INVALID: i32 = -32020;
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
