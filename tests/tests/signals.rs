@@ -57,3 +57,42 @@ fn sigint_to_a_stdio_session_ends_its_running_command() {
 fn sighup_to_a_stdio_session_ends_its_running_command() {
     stdio_session_ends_its_command_on(Signal::SIGHUP);
 }
+
+#[test]
+fn shutdown_not_graceful_then_exit_ends_a_stdio_session_and_its_command_at_once() {
+    let env = TestEnv::new();
+    let pidfile = env.root.path().join("command.pid");
+    long_command(&env, &pidfile);
+    let mut server = env.server_cmd(&["--stdio"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let stdin = server.stdin.as_mut().unwrap();
+    stdin
+        .write_all(
+            b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"execute\",\"params\":{\"command\":\"long\",\"args\":[]}}\n",
+        )
+        .unwrap();
+    let command = read_pid(&pidfile);
+    let started = std::time::Instant::now();
+    stdin
+        .write_all(b"{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"shutdown\",\"params\":{\"graceful\":false}}\n")
+        .unwrap();
+    stdin.write_all(b"{\"jsonrpc\":\"2.0\",\"method\":\"exit\"}\n").unwrap();
+    let session = Run::wait(server);
+    assert_eq!(session.code, Some(0), "{session:?}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(8),
+        "well within the 10 s grace: {:?}",
+        started.elapsed()
+    );
+    wait_until("the session's command is ended", || process_gone(command));
+}
+
+#[test]
+fn sighup_to_the_daemon_does_not_end_it() {
+    let env = TestEnv::new();
+    env.server(&["start"]).expect_code(0);
+    let pid = env.status_json()["pid"].as_u64().unwrap() as i32;
+    kill(Pid::from_raw(pid), Signal::SIGHUP).unwrap();
+    wait_until("the reload after SIGHUP is logged", || env.log("server").contains("SIGHUP: reloaded"));
+    env.client(&["-q", "hello"]).expect_code(0);
+    assert_eq!(env.status_json()["pid"].as_u64(), Some(pid as u64));
+}
