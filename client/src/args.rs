@@ -11,7 +11,9 @@ use mcli_shared::paths;
     about = "Run a command through the mcli server and exit with its status",
     after_help = "Options after COMMAND belong to COMMAND.\n\
                   Exit status: the command's own; 128+N when signal N ended it; 124 timed out; \
-                  130 interrupted; 127 unknown command; 69 no server and none could be started; 2 usage error."
+                  130 interrupted; 127 unknown command; 126 the command's manifest is broken; \
+                  75 the server is busy; 69 no server and none could be started; 141 standard output \
+                  was closed; 2 usage error; 1 any other error of the client."
 )]
 pub struct Cli {
     /// When no server answers: empty starts one, `local` runs the command in this process,

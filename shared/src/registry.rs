@@ -103,11 +103,17 @@ pub struct NotFound {
     pub name: String,
     /// Near names, nearest first.
     pub suggestions: Vec<String>,
+    /// A file of that name in a commands dir that is not executable (so not a command).
+    pub not_executable: Option<PathBuf>,
 }
 
 impl fmt::Display for NotFound {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "unknown command `{}`", self.name)?;
+        if let Some(file) = &self.not_executable {
+            let file = file.display();
+            return write!(f, ": {file} is not executable; make it a command with `chmod +x {file}`");
+        }
         match self.suggestions.as_slice() {
             [] => write!(f, "; `mcli-server commands` lists the commands"),
             [one] => write!(f, "; did you mean `{one}`?"),
@@ -126,6 +132,8 @@ impl std::error::Error for NotFound {}
 pub struct Registry {
     commands: BTreeMap<String, Arc<CommandSpec>>,
     broken: BTreeMap<String, Broken>,
+    /// Files in the commands dirs that would be commands if they were executable, by stem.
+    not_executable: BTreeMap<String, PathBuf>,
 }
 
 impl Default for Registry {
@@ -148,7 +156,7 @@ impl Registry {
                 (spec.name.clone(), Arc::new(spec))
             })
             .collect();
-        Registry { commands, broken: BTreeMap::new() }
+        Registry { commands, broken: BTreeMap::new(), not_executable: BTreeMap::new() }
     }
 
     /// The built-ins and the commands found in `dirs` (missing dirs are skipped).
@@ -166,6 +174,9 @@ impl Registry {
                         registry.commands.remove(&broken.name);
                         registry.broken.insert(broken.name.clone(), broken);
                     }
+                    Found::NotExecutable(name, path) => {
+                        registry.not_executable.insert(name, path);
+                    }
                 }
             }
         }
@@ -181,7 +192,11 @@ impl Registry {
             return Err(LookupError::Broken(broken.clone()));
         }
         let names = self.commands.keys().chain(self.broken.keys()).map(String::as_str);
-        Err(LookupError::NotFound(NotFound { name: name.to_owned(), suggestions: suggest(name, names) }))
+        Err(LookupError::NotFound(NotFound {
+            name: name.to_owned(),
+            suggestions: suggest(name, names),
+            not_executable: self.not_executable.get(name).cloned(),
+        }))
     }
 
     /// The runnable commands, by name.
@@ -217,6 +232,8 @@ impl Registry {
 enum Found {
     Command(CommandSpec),
     Broken(Broken),
+    /// A plain file (no manifest) that lacks its executable bit.
+    NotExecutable(String, PathBuf),
 }
 
 /// The commands in one directory: manifests, and executable files that are not manifests.
@@ -224,6 +241,7 @@ fn scan_dir(dir: &Path) -> Vec<Found> {
     let Ok(entries) = fs::read_dir(dir) else { return Vec::new() };
     let mut scripts = BTreeMap::new();
     let mut manifests = BTreeMap::new();
+    let mut plain = BTreeMap::new();
     for entry in entries.flatten() {
         let path = entry.path();
         let Some(file_name) = path.file_name().and_then(|n| n.to_str()) else { continue };
@@ -241,9 +259,15 @@ fn scan_dir(dir: &Path) -> Vec<Found> {
         } else if meta.permissions().mode() & 0o111 != 0 {
             // Two scripts with one stem (`x.sh`, `x.py`): the first by file name wins.
             scripts.entry(stem.to_owned()).or_insert(path);
+        } else {
+            plain.entry(stem.to_owned()).or_insert(path);
         }
     }
-    let mut found = Vec::new();
+    let mut found: Vec<Found> = plain
+        .into_iter()
+        .filter(|(name, _)| !scripts.contains_key(name) && !manifests.contains_key(name))
+        .map(|(name, path)| Found::NotExecutable(name, path))
+        .collect();
     for (name, path) in scripts {
         if manifests.contains_key(&name) {
             continue;

@@ -1259,3 +1259,39 @@ fn a_server_started_from_inside_a_command_outlives_the_commands_timeout() {
     env.client(&["-q", "-s", "inner", "hello", "again"]).expect_code(0);
     env.server(&["-s", "inner", "stop"]).expect_code(0);
 }
+
+#[test]
+fn a_file_that_is_not_executable_gets_a_chmod_hint_by_its_name() {
+    let env = TestEnv::new();
+    let dir = commands_dir(&env);
+    let file = dir.join("deploy.sh");
+    std::fs::write(&file, "#!/bin/sh\necho deployed\n").unwrap();
+    let want = format!(
+        "mcli-client: unknown command `deploy`: {} is not executable; make it a command with `chmod +x {}`",
+        file.display(),
+        file.display()
+    );
+    let run = env.client(&["-q", "deploy"]);
+    run.expect_code(127);
+    assert!(run.stderr.contains(&want), "{}", run.stderr);
+    let mut local = env.client_cmd(&["deploy"]);
+    let local = Run::of(local.env("MCLI_DAEMON_ROUTING", "false"));
+    local.expect_code(127);
+    assert!(local.stderr.contains(&want), "{}", local.stderr);
+}
+
+#[test]
+fn a_busy_server_says_how_many_run_in_good_english() {
+    let mut env = TestEnv::new();
+    env.use_config("[api_daemon]\nmax_concurrent_commands = 1\n[server]\nmax_queued_commands = 0\n");
+    let mut running =
+        env.client_cmd(&["-q", "sleep", "30"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    env.wait_for_active(Active::Any);
+    let busy = env.client(&["-q", "echo", "x"]);
+    busy.expect_code(75);
+    assert!(busy.stderr.contains("server busy: 1 command running and 0 waiting"), "{}", busy.stderr);
+    // The client hanging up cancels its command.
+    running.kill().unwrap();
+    let _ = running.wait();
+    env.wait_for_active(Active::Count(0));
+}

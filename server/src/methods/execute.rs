@@ -136,6 +136,11 @@ fn requested_timeout(timeout: Option<f64>) -> Result<Option<Duration>, ErrorObje
         .transpose()
 }
 
+/// `1 command`, `2 commands`.
+fn plural(count: usize, noun: &str) -> String {
+    if count == 1 { format!("1 {noun}") } else { format!("{count} {noun}s") }
+}
+
 /// The error for a call that could not get an execution id.
 fn no_id(err: IdsError) -> ErrorObjectOwned {
     tracing::error!("{err}");
@@ -287,7 +292,8 @@ fn refused(refusal: Refusal) -> ErrorObjectOwned {
         Refusal::Busy { running, queued } => error(
             code::SERVER_BUSY,
             format!(
-                "server busy: {running} commands are running and {queued} are waiting (max_concurrent_commands, max_queued_commands); try again later"
+                "server busy: {} running and {queued} waiting (max_concurrent_commands, max_queued_commands); try again later",
+                plural(running, "command")
             ),
         ),
         Refusal::ShuttingDown => shutting_down(),
