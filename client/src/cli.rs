@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::args::Cli;
-use crate::error::{ClientError, report};
+use crate::error::{ClientError, report_for};
 use crate::exit;
 use crate::target::Target;
 use crate::{bridge, local, remote};
@@ -36,7 +36,7 @@ pub fn run(cli: Cli) -> i32 {
         // The bridge connects quietly, starting a local server on demand.
         return bridge::run(|framing| Target::from_cli(&cli)?.connect(true, true, framing));
     }
-    run_command(&cli).unwrap_or_else(|err| report(&err))
+    run_command(&cli).unwrap_or_else(|err| report_for(cli.json, &err))
 }
 
 /// What to do when no server answers.

@@ -148,6 +148,20 @@ impl ClientError {
     }
 }
 
+/// As [`report`], and with `json` (`--json`) also as one JSON line on standard output, of a
+/// stable shape: `{"error": {"code": C, "message": M}}`, where `code` is the server's JSON-RPC
+/// error code when the server refused the call, else the client's exit status.
+pub fn report_for(json: bool, err: &ClientError) -> i32 {
+    if json {
+        let code = match err {
+            ClientError::Rpc(rpc) => rpc.code,
+            other => other.exit_status(),
+        };
+        println!("{}", serde_json::json!({ "error": { "code": code, "message": err.to_string() } }));
+    }
+    report(err)
+}
+
 /// Prints `err` on standard error (unless its status says it all) and returns its exit status.
 pub fn report(err: &ClientError) -> i32 {
     if !err.is_silent() {

@@ -14,23 +14,23 @@ use mcli_shared::runner::{Chunk, Invocation, Stdin};
 use tokio_util::sync::CancellationToken;
 
 use crate::args::Cli;
-use crate::error::{ClientError, report};
+use crate::error::{ClientError, report_for};
 use crate::exit::{self, exit_status};
 use crate::stdin::stdin_is_forwarded;
 
 pub fn run(name: &str, args: &[String], cli: &Cli) -> i32 {
     let config = match config::load(None, paths::process_env) {
         Ok(loaded) => loaded.config,
-        Err(err) => return report(&ClientError::Config(err)),
+        Err(err) => return report_for(cli.json, &ClientError::Config(err)),
     };
     let registry = Registry::scan(&config.commands_dirs(paths::process_env));
     let spec = match registry.get(name) {
         Ok(spec) => spec,
-        Err(err) => return report(&ClientError::Lookup(err)),
+        Err(err) => return report_for(cli.json, &ClientError::Lookup(err)),
     };
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
-        Err(source) => return report(&ClientError::LocalRuntime { command: name.to_owned(), source }),
+        Err(source) => return report_for(cli.json, &ClientError::LocalRuntime { command: name.to_owned(), source }),
     };
     let invocation = Invocation {
         args: args.to_vec(),
@@ -57,7 +57,7 @@ pub fn run(name: &str, args: &[String], cli: &Cli) -> i32 {
             capture.attach_to(&mut result);
             match serde_json::to_string(&result) {
                 Ok(text) => println!("{text}"),
-                Err(err) => return report(&ClientError::PrintResult(err)),
+                Err(err) => return report_for(cli.json, &ClientError::PrintResult(err)),
             }
         }
         LocalOutput::BrokenPipe => return exit::BROKEN_PIPE,

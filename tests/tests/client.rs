@@ -184,3 +184,20 @@ fn fake_server(
         answer(&stream, serde_json::from_str(&line).unwrap());
     })
 }
+
+#[test]
+fn json_errors_are_json_on_stdout_besides_the_message_on_stderr() {
+    let env = TestEnv::new();
+    let unknown = env.client(&["-q", "--json", "helo"]);
+    unknown.expect_code(127);
+    let error: serde_json::Value = serde_json::from_str(unknown.stdout.trim()).unwrap();
+    assert_eq!(error["error"]["code"], -32001);
+    assert!(error["error"]["message"].as_str().unwrap().contains("did you mean `hello`?"), "{error}");
+    assert!(unknown.stderr.contains("mcli-client: unknown command `helo`"), "{}", unknown.stderr);
+    env.server(&["stop"]).expect_code(0);
+    let status = env.server(&["status", "--json"]);
+    status.expect_code(1);
+    let error: serde_json::Value = serde_json::from_str(status.stdout.trim()).unwrap();
+    assert_eq!(error["error"]["code"], 1);
+    assert!(error["error"]["message"].as_str().unwrap().contains("no server named `server` is running"), "{error}");
+}

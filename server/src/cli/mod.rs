@@ -124,11 +124,29 @@ enum ConfigAction {
 /// Runs the command line `cli` and returns the exit status; a failure is printed here.
 pub fn main(cli: Cli) -> ExitCode {
     raise_fd_limit();
+    let json = cli.command.as_ref().is_some_and(Cmd::wants_json);
     match run(cli) {
         Ok(code) => code,
-        Err(err) => {
-            eprintln!("mcli-server: {}", describe(&err));
-            ExitCode::FAILURE
+        Err(err) => fail(json, &describe(&err)),
+    }
+}
+
+/// Reports a failure: the message on standard error and, for a subcommand given `--json`, also
+/// `{"error": {"code": 1, "message": ...}}` on standard output; exit status 1.
+pub(crate) fn fail(json: bool, message: &str) -> ExitCode {
+    if json {
+        println!("{}", serde_json::json!({ "error": { "code": 1, "message": message } }));
+    }
+    eprintln!("mcli-server: {message}");
+    ExitCode::FAILURE
+}
+
+impl Cmd {
+    fn wants_json(&self) -> bool {
+        match self {
+            Cmd::Status { json } | Cmd::History { json, .. } | Cmd::Commands { json } | Cmd::Reload { json } => *json,
+            Cmd::Config { action: ConfigAction::Show { json } } => *json,
+            _ => false,
         }
     }
 }

@@ -20,8 +20,7 @@ pub(super) fn run(server: &ServerPaths, config: Option<&Path>, json: bool) -> an
         return Ok(ExitCode::from(2));
     }
     let Some(mut conn) = common::connect(server)? else {
-        eprintln!("mcli-server: {}", common::not_running(server));
-        return Ok(ExitCode::FAILURE);
+        return Ok(super::fail(json, &common::not_running(server)));
     };
     match conn.call::<Reload>(&NoParams {}) {
         Ok(report) => {

@@ -10,8 +10,7 @@ use super::common;
 
 pub(super) fn run(server: &ServerPaths, json: bool) -> anyhow::Result<ExitCode> {
     let Some(mut conn) = common::connect(server)? else {
-        eprintln!("mcli-server: {}", common::not_running(server));
-        return Ok(ExitCode::FAILURE);
+        return Ok(super::fail(json, &common::not_running(server)));
     };
     let status = conn.call::<protocol::Status>(&NoParams {})?;
     if json {
