@@ -547,15 +547,21 @@ class Tally:
     tried: int = 0
     crashes: int = 0
     hangs: int = 0
+    # A reply was due and the server closed the connection (or the session exited) without it.
+    unanswered: int = 0
     left_open: int = 0
     examples: list[str] = field(default_factory=list)
 
     def fault(self, kind: str, name: str) -> None:
         if kind == "crash":
             self.crashes += 1
-        else:
+        elif kind == "hang":
             self.hangs += 1
-        if len(self.examples) < 4:
+        else:
+            self.unanswered += 1
+        # One example of each reason (the part in brackets), a few at most.
+        reason = name.split(" (", 1)[-1]
+        if len(self.examples) < 4 and not any(e.endswith(reason) for e in self.examples):
             self.examples.append(f"{kind}: {name}")
 
 
@@ -615,8 +621,8 @@ def hostile_stream(env: Env, transport: str, items: list[Item], bound: float, de
         except OSError as e:
             got, ended = b"", True
             faults.append(("hang", f"{item.name}: {e}"))
-        if item.expect_reply and not got and not ended:
-            faults.append(("hang", item.name))
+        if item.expect_reply and not got:
+            faults.append(("hang" if not ended else "unanswered", item.name))
         if not holder.check(generation):
             faults.append(("crash", item.name))
         with tally_lock:
@@ -681,8 +687,9 @@ def hostile_stdio(env: Env, items: list[Item], bound: float, deadline: float, wo
         if ended and (child.returncode < 0 or panicked):
             faults.append(("crash", f"{item.name} (exit {child.returncode})"))
         elif item.expect_reply and not out:
-            why = first_line(err.decode(errors="replace").removeprefix("mcli-server: "))
-            faults.append(("hang", f"{item.name} (no reply, exit {child.returncode}: {why[:120]})"))
+            why = short(err.decode(errors="replace"), env.sandbox.root)
+            kind = "unanswered" if ended else "hang"
+            faults.append((kind, f"{item.name} (no reply, exit {child.returncode}: {why})"))
         with tally_lock:
             tally.tried += 1
             tally.left_open += 0 if ended else 1
@@ -850,8 +857,8 @@ def kill_rounds(env: Env, rounds: int, clients: int, round_seconds: float) -> di
             try:
                 os.kill(pid, signal.SIGKILL)
                 kills += 1
-            except OSError:
-                pass
+            except OSError as e:
+                log(f"kill -9: server {pid} was already gone ({e})")
             wait_gone(pid, 10)
         # The last round's executions, then the end of the load.
         time.sleep(round_seconds)
@@ -869,12 +876,16 @@ def kill_rounds(env: Env, rounds: int, clients: int, round_seconds: float) -> di
 
 
 def wait_for_server_pid(env: Env, bound: float) -> int | None:
+    """The pid of the server that answers on the socket now (from `status`), waiting for one."""
     deadline = time.monotonic() + bound
     while time.monotonic() < deadline:
-        info = env.server_file()
-        if info and Path(f"/proc/{info['pid']}").exists() and health_on_socket(env, 2):
-            return int(info["pid"])
-        time.sleep(0.05)
+        try:
+            with connect_unix(env.socket_path, 2) as s:
+                s.sendall(lines(req("status", id_="pid")))
+                reply = json.loads(read_line(s, 2) or b"null")
+                return int(reply["result"]["pid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            time.sleep(0.05)
     return None
 
 
@@ -948,9 +959,13 @@ def full_disk(env: Env, size: str) -> dict:
     try:
         return full_disk_phases(env, mount_point)
     finally:
+        # Nothing may keep the mount busy: end this section's processes first.
         for pid in env.sandbox.our_pids():
-            if f"{env.runtime}".encode() in Path(f"/proc/{pid}/environ").read_bytes():
-                os.kill(pid, signal.SIGKILL)
+            try:
+                if f"MCLI_RUNTIME_DIR={env.runtime}\0".encode() in Path(f"/proc/{pid}/environ").read_bytes():
+                    os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
         time.sleep(0.2)
         subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)
         env.sandbox.mounts.remove(mount_point)
@@ -969,11 +984,12 @@ def full_disk_phases(env: Env, mount_point: Path) -> dict:
                 acked.append((phase, int(json.loads(done.stdout)["id"])))
             last = done
         env.run("mcli-server", ["stop"], timeout=30)
-        detail = f"start exit {start.returncode}" + (f": {short(start.stderr)}" if start.returncode else "")
+        root = env.sandbox.root
+        detail = f"start exit {start.returncode}" + (f": {short(start.stderr, root)}" if start.returncode else "")
         if served < count:
             detail += f"; client exit {last.returncode}"
-            if short(last.stderr) != short(start.stderr):
-                detail += f": {short(last.stderr)}"
+            if short(last.stderr, root) != short(start.stderr, root):
+                detail += f": {short(last.stderr, root)}"
         return served, detail
 
     # A history with rows, as a user has; then the disk fills up.
@@ -1006,9 +1022,11 @@ def full_disk_phases(env: Env, mount_point: Path) -> dict:
             "ids_unique": len(ids) == len(set(ids)), "duplicates": len(ids) - len(set(ids)), "acked": len(ids)}
 
 
-def short(text: str) -> str:
-    """The first line of an error, without the program's name and the sandbox's paths."""
-    return first_line(text).split(": ", 1)[-1].split(" /tmp/")[0][:100]
+def short(text: str, root: Path | None = None) -> str:
+    """The first line of an error, without the program's name, with the sandbox's dir as `$TMP`."""
+    line = first_line(text)
+    line = line.split(": ", 1)[-1] if line.startswith("mcli-") else line
+    return (line.replace(str(root), "$TMP") if root else line)[:200]
 
 
 def first_line(text: str) -> str:
@@ -1134,9 +1152,9 @@ def table(results: dict, args) -> str:
     for transport, tally in results.get("hostile", {}).items():
         examples = f" ({'; '.join(tally.examples)})" if tally.examples else ""
         rows.append(
-            f"| 1 | hostile inputs | {transport} | {tally.tried} tried, {tally.crashes} crashes, {tally.hangs} hangs"
-            f", {tally.left_open} left open after EOF{examples} | 0 crashes, 0 hangs | "
-            f"{verdict(tally.crashes == 0 and tally.hangs == 0)} |")
+            f"| 1 | hostile inputs | {transport} | {tally.tried} tried, {tally.crashes} crashes, {tally.hangs} hangs, "
+            f"{tally.unanswered} closed unanswered, {tally.left_open} left open after EOF{examples} | 0 crashes, 0 hangs, "
+            f"0 unanswered | {verdict(tally.crashes == 0 and tally.hangs == 0 and tally.unanswered == 0)} |")
     if "fuzz" in results:
         f = results["fuzz"]
         rows.append(
@@ -1148,7 +1166,7 @@ def table(results: dict, args) -> str:
         k = results["kill"]
         extra = f"; e.g. {k['missing_examples']}" if k["missing_examples"] else ""
         rows.append(
-            f"| 3 | `kill -9` rounds | {k['rounds']} rounds, {k['clients']} looping clients | {k['acknowledged']:,} "
+            f"| 3 | `kill -9` rounds | {k['rounds']} of {args.kill_rounds} rounds, {k['clients']} looping clients | {k['acknowledged']:,} "
             f"acknowledged, {k['missing']} missing, {k['duplicate_ids']} duplicate ids ({k['failed_calls']} calls "
             f"failed, not acknowledged; history read by {k['history_read']}){extra} | 0 missing, 0 duplicates | "
             f"{verdict(k['missing'] == 0 and k['duplicate_ids'] == 0 and k['acknowledged'] > 0)} |")
