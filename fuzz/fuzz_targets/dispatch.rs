@@ -38,10 +38,24 @@ fn check_response(reply: &Value) {
     assert!(object.contains_key("result") != object.contains_key("error"), "{reply}");
 }
 
+/// Whether `data` is one well-formed notification: an object with `jsonrpc` "2.0", a string
+/// `method`, no `id`, and `params` (if any) an object or an array.
+fn is_notification(data: &[u8]) -> bool {
+    let Ok(Value::Object(message)) = serde_json::from_slice::<Value>(data) else { return false };
+    message.get("jsonrpc") == Some(&Value::from("2.0"))
+        && message.get("method").is_some_and(Value::is_string)
+        && !message.contains_key("id")
+        && message.get("params").is_none_or(|p| p.is_object() || p.is_array())
+}
+
 fuzz_target!(|data: &[u8]| {
     let lifecycle = Arc::new(Lifecycle::default());
     let (conn, _outgoing) = ConnectionCtx::new(&lifecycle, 1, "fuzz", true);
-    let Some(reply) = RUNTIME.block_on(handle_message(&TABLE, &conn, data)) else { return };
+    let reply = RUNTIME.block_on(handle_message(&TABLE, &conn, data));
+    if is_notification(data) {
+        assert!(reply.is_none(), "a reply to a notification: {:?}", reply.as_deref().map(String::from_utf8_lossy));
+    }
+    let Some(reply) = reply else { return };
     let reply: Value = serde_json::from_slice(&reply).expect("a reply is JSON");
     match &reply {
         Value::Array(replies) => {
