@@ -377,9 +377,15 @@ fn open_writable(path: &Path) -> Result<Connection, HistoryError> {
     // Checkpoints are the writer thread's (see `Writer::maintain`), never a commit's.
     conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(sqlite)?;
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
-        let tx = conn.transaction().map_err(sqlite)?;
-        tx.execute_batch(sql).map_err(sqlite)?;
-        tx.pragma_update(None, "user_version", index as i64 + 1).map_err(sqlite)?;
+        // Several processes may open a new history at once (a daemon and editors' --stdio
+        // sessions): each migration runs under the write lock and only if no other process
+        // applied it meanwhile.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(sqlite)?;
+        let applied: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(sqlite)?;
+        if applied <= index as i64 {
+            tx.execute_batch(sql).map_err(sqlite)?;
+            tx.pragma_update(None, "user_version", index as i64 + 1).map_err(sqlite)?;
+        }
         tx.commit().map_err(sqlite)?;
     }
     Ok(conn)

@@ -371,3 +371,32 @@ fn a_full_state_disk_serves_without_recording_and_never_reuses_an_id() {
     assert_eq!(ids.len(), 3, "only what was recorded: {history}");
     env.server(&["stop"]).expect_code(0);
 }
+
+#[test]
+fn stdio_sessions_that_start_together_on_a_new_history_all_serve() {
+    use std::io::{BufRead, Write};
+    let env = TestEnv::new();
+    // Eight editors open mcli at once, before any history exists: each creates or migrates it.
+    let mut sessions: Vec<_> = (0..8)
+        .map(|_| env.server_cmd(&["--stdio"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap())
+        .collect();
+    for session in &mut sessions {
+        let request = b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"execute\",\"params\":{\"command\":\"echo\",\"args\":[\"hi\"]}}\n";
+        session.stdin.as_mut().unwrap().write_all(request).unwrap();
+    }
+    for session in &mut sessions {
+        let mut reader = std::io::BufReader::new(session.stdout.take().unwrap());
+        let reply = loop {
+            let mut line = String::new();
+            assert_ne!(reader.read_line(&mut line).unwrap(), 0, "the session ended without answering");
+            if line.contains("\"result\"") {
+                break line;
+            }
+        };
+        assert!(reply.contains("\"status\":\"completed\""), "{reply}");
+        drop(session.stdin.take());
+        assert!(session.wait().unwrap().success());
+    }
+    let history = json(&env.server(&["history", "--json"]));
+    assert_eq!(history["entries"].as_array().unwrap().len(), 8, "{history}");
+}
