@@ -68,17 +68,20 @@ pub struct FrameCodec {
     state: State,
     /// How much of the buffer is known to hold no newline, so a long line is searched once.
     scanned: usize,
+    /// Whitespace at the start of the current line, already dropped from the buffer (a long run
+    /// of blanks is not kept), but still counted in the line's length.
+    blanks: usize,
 }
 
 impl FrameCodec {
     /// A codec that detects the framing from the first byte it sees.
     pub fn detect(max: usize) -> Self {
-        FrameCodec { framing: None, max, state: State::Start, scanned: 0 }
+        FrameCodec { framing: None, max, state: State::Start, scanned: 0, blanks: 0 }
     }
 
     /// A codec with a fixed framing, as a client that chose it uses.
     pub fn with_framing(framing: Framing, max: usize) -> Self {
-        FrameCodec { framing: Some(framing), max, state: State::Start, scanned: 0 }
+        FrameCodec { framing: Some(framing), max, state: State::Start, scanned: 0, blanks: 0 }
     }
 
     /// Changes the size limit for the messages still to come (a peer that has authenticated
@@ -109,9 +112,16 @@ impl FrameCodec {
                     let from = self.scanned.min(src.len());
                     let Some(end) = memchr(b'\n', &src[from..]).map(|at| from + at) else {
                         self.scanned = src.len();
-                        if src.len() > self.max {
+                        // A `\r` at the end may be the first half of the line's `\r\n`.
+                        let pending = src.len() - usize::from(src.last() == Some(&b'\r'));
+                        if src.len() > self.max && src.iter().all(u8::is_ascii_whitespace) {
+                            // Blanks only, so far: a blank line is skipped however long it is.
+                            self.blanks += src.len();
                             src.clear();
                             self.scanned = 0;
+                        } else if self.blanks + pending > self.max {
+                            src.clear();
+                            (self.scanned, self.blanks) = (0, 0);
                             self.state = State::SkipLine;
                             return Some(Frame::TooLarge { len: None, limit: self.max });
                         }
@@ -123,11 +133,12 @@ impl FrameCodec {
                     if line.last() == Some(&b'\r') {
                         line.truncate(end - 1);
                     }
+                    let len = std::mem::take(&mut self.blanks) + line.len();
                     if line.iter().all(u8::is_ascii_whitespace) {
                         continue;
                     }
-                    if line.len() > self.max {
-                        return Some(Frame::TooLarge { len: Some(line.len()), limit: self.max });
+                    if len > self.max {
+                        return Some(Frame::TooLarge { len: Some(len), limit: self.max });
                     }
                     return Some(Frame::Message(line.freeze()));
                 }
@@ -180,11 +191,18 @@ impl Decoder for FrameCodec {
         let framing = match self.framing {
             Some(framing) => framing,
             None => {
-                skip_blank(src);
-                if !skip_bom(src) {
-                    return Ok(None);
+                // Blanks and byte order marks before the first message, however many and however
+                // they arrive, are skipped alike.
+                loop {
+                    skip_blank(src);
+                    let before = src.len();
+                    if !skip_bom(src) {
+                        return Ok(None);
+                    }
+                    if src.len() == before {
+                        break;
+                    }
                 }
-                skip_blank(src);
                 match src.first() {
                     None => return Ok(None),
                     Some(b'{' | b'[') => *self.framing.insert(Framing::Lines),

@@ -297,19 +297,6 @@ const CODECS: [fn(usize) -> FrameCodec; 3] = [
     |max| FrameCodec::with_framing(Framing::Headers, max),
 ];
 
-/// Whether the stream has a shape on which splitting is known to change the result (see
-/// `known_divergences` below): a line of blanks longer than the limit, or a line whose text is
-/// exactly the limit long before its `\r\n`.
-fn has_known_divergence(input: &[u8], max: usize) -> bool {
-    input.split(|b| *b == b'\n').any(|line| {
-        let blank_and_long = line.len() > max && line.iter().all(u8::is_ascii_whitespace);
-        // Leading blanks of the first line are skipped while the framing is detected.
-        let text = line.trim_ascii_start();
-        let at_limit_before_cr = (line.len() == max + 1 || text.len() == max + 1) && line.last() == Some(&b'\r');
-        blank_and_long || at_limit_before_cr
-    })
-}
-
 fn cases() -> (u64, usize) {
     let env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
     (env("MCLI_PROP_SEED").unwrap_or(0x6d63_6c69), env("MCLI_PROP_CASES").map_or(1000, |n| n as usize))
@@ -332,9 +319,6 @@ fn any_split_decodes_like_the_whole_stream() {
         let max = *rng.pick(&[16, 64, 100, 512, 4096]);
         let input = stream(&mut rng, max);
         let cuts = cuts(&mut rng, input.len());
-        if has_known_divergence(&input, max) {
-            continue;
-        }
         for (which, make) in CODECS.iter().enumerate() {
             let whole = decode_events(make(max), &input, &[]);
             let split = decode_events(make(max), &input, &cuts);
@@ -407,10 +391,8 @@ fn a_huge_declared_length_is_skipped_without_being_allocated() {
     }
 }
 
-// Shapes on which the decoder's answer depends on where the stream was split: small
-// inconsistencies of the decoder, kept here so that they are seen (the properties above skip
-// these shapes; `has_known_divergence` names them). Run with `--ignored` to see whether they are
-// still there; once one is fixed, drop its `#[ignore]` and its clause in `has_known_divergence`.
+// Shapes on which the decoder's answer once depended on where the stream was split, fixed since:
+// kept as regressions.
 
 fn assert_split_like_whole(input: &[u8], cuts: &[usize]) {
     let whole = decode_events(FrameCodec::detect(8), input, &[]);
@@ -421,7 +403,6 @@ fn assert_split_like_whole(input: &[u8], cuts: &[usize]) {
 /// Whole, a line of blanks is skipped; in pieces, its first `max + 1` bytes are taken for an
 /// over-long message.
 #[test]
-#[ignore = "known divergence of FrameCodec: a blank line longer than the limit"]
 fn a_long_blank_line_is_skipped_however_it_arrives() {
     assert_split_like_whole(b"{}\n                    \n{}\n", &[6, 16]);
 }
@@ -429,7 +410,6 @@ fn a_long_blank_line_is_skipped_however_it_arrives() {
 /// Whole, the `\r` of `\r\n` is not counted in the line's length; cut between the two, it is,
 /// and a line of exactly the limit becomes too large.
 #[test]
-#[ignore = "known divergence of FrameCodec: the `\\r` of a line at the limit, cut before its `\\n`"]
 fn a_line_at_the_limit_fits_however_it_arrives() {
     assert_split_like_whole(b"{\"a\":10}\r\n{}\n", &[9]);
 }
