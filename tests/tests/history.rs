@@ -400,3 +400,35 @@ fn stdio_sessions_that_start_together_on_a_new_history_all_serve() {
     let history = json(&env.server(&["history", "--json"]));
     assert_eq!(history["entries"].as_array().unwrap().len(), 8, "{history}");
 }
+
+#[test]
+fn mcli_server_history_pages_with_before() {
+    let env = TestEnv::new();
+    for word in ["one", "two", "three"] {
+        env.client(&["-q", "echo", word]).expect_code(0);
+    }
+    let ids = |run: &Run| -> Vec<u64> {
+        json(run)["entries"].as_array().unwrap().iter().map(|e| e["id"].as_u64().unwrap()).collect()
+    };
+    let all = ids(&env.server(&["history", "--json"]));
+    assert_eq!(all.len(), 3);
+    let older = ids(&env.server(&["history", "--json", "--before", &all[0].to_string()]));
+    assert_eq!(older, all[1..].to_vec());
+}
+
+#[test]
+fn the_history_table_marks_cached_results_in_a_column_with_a_legend() {
+    let env = TestEnv::new();
+    let dir = env.config_home.join("mcli/commands");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("stamp.toml"), "run = [\"date\", \"+%N\"]\n[cache]\nttl = 60\n").unwrap();
+    env.client(&["-q", "stamp"]).expect_code(0);
+    env.client(&["-q", "stamp"]).expect_code(0);
+    let table = env.server(&["history"]);
+    table.expect_code(0);
+    let lines: Vec<&str> = table.stdout.lines().collect();
+    assert!(lines[0].contains("CACHED"), "{}", table.stdout);
+    assert!(!lines[1].contains(" yes "), "the first run ran: {}", table.stdout);
+    assert!(lines[2].contains(" yes "), "the newest, at the bottom, came from the cache: {}", table.stdout);
+    assert!(table.stdout.contains("CACHED yes: the result came from the result cache"), "{}", table.stdout);
+}

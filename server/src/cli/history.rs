@@ -1,5 +1,5 @@
-//! `mcli-server history`: past executions, newest first, read from the history database (no
-//! server needed).
+//! `mcli-server history`: past executions, read from the history database (no server needed):
+//! as a table, the newest at the bottom (as a shell's `history`); as JSON, newest first.
 
 use std::process::ExitCode;
 
@@ -17,20 +17,29 @@ pub(super) fn run(server: &ServerPaths, filter: HistoryParams, json: bool) -> an
         println!("no executions recorded in {}", path.display());
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:>6}  {:20}  {:>9}  {:9}  {:>4}  COMMAND", "ID", "STARTED", "DURATION", "STATUS", "EXIT");
+    println!(
+        "{:>6}  {:20}  {:>9}  {:9}  {:>4}  {:6}  COMMAND",
+        "ID", "STARTED", "DURATION", "STATUS", "EXIT", "CACHED"
+    );
     for e in entries.iter().rev() {
         let exit = match (e.exit_code, e.signal) {
             (Some(code), _) => code.to_string(),
             (None, Some(signal)) => format!("sig{signal}"),
             (None, None) => "-".to_owned(),
         };
-        let status = if e.cached { format!("{} *", e.status) } else { e.status.clone() };
+        let cached = if e.cached { "yes" } else { "" };
         let mut line = e.command.clone();
         for arg in &e.args {
             line.push(' ');
             line.push_str(&quote(arg));
         }
-        println!("{:>6}  {:20}  {:>7}ms  {:9}  {:>4}  {line}", e.id, e.started, e.duration_ms, status, exit);
+        println!(
+            "{:>6}  {:20}  {:>7}ms  {:9}  {:>4}  {cached:6}  {line}",
+            e.id, e.started, e.duration_ms, e.status, exit
+        );
+    }
+    if entries.iter().any(|e| e.cached) {
+        println!("CACHED yes: the result came from the result cache; the command did not run again");
     }
     Ok(ExitCode::SUCCESS)
 }

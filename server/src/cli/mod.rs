@@ -69,7 +69,8 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Show past executions, newest first (reads the history database; no server needed)
+    /// Show past executions: a table with the newest at the bottom, or JSON newest first (reads
+    /// the history database; no server needed)
     History {
         /// Show at most N entries
         #[arg(long, value_name = "N", default_value_t = 20)]
@@ -80,6 +81,9 @@ enum Cmd {
         /// Only executions that did not complete with status 0
         #[arg(long)]
         failed: bool,
+        /// Only executions older than this execution id (the next page after the last id shown)
+        #[arg(long, value_name = "ID")]
+        before: Option<u64>,
         /// Print the entries as JSON
         #[arg(long)]
         json: bool,
@@ -201,11 +205,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Reload { json } => reload::run(&server, config, json),
         Cmd::Config { action: ConfigAction::Check { file } } => self::config::check(file.as_deref().or(config)),
         Cmd::Config { action: ConfigAction::Show { json } } => self::config::show(config, json),
-        Cmd::History { limit, command, failed, json } => history::run(
-            &server,
-            HistoryParams { limit: Some(limit), command, failed: Some(failed), before: None },
-            json,
-        ),
+        Cmd::History { limit, command, failed, before, json } => {
+            history::run(&server, HistoryParams { limit: Some(limit), command, failed: Some(failed), before }, json)
+        }
         Cmd::Commands { json } => commands::run(&server, config, json),
     }
 }
