@@ -98,9 +98,9 @@ impl Client {
 
     /// Runs `command` and returns its output once it has ended. A command that fails is not an
     /// error: see [`Output::status`] and [`Output::exit_code`].
-    pub fn run(&mut self, command: &Command) -> Result<Output, Error> {
+    pub fn execute(&mut self, command: &Command) -> Result<Output, Error> {
         let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-        let mut output = self.run_streaming(command, |stream, data| match stream {
+        let mut output = self.execute_streaming(command, |stream, data| match stream {
             Stream::Stdout => stdout.extend_from_slice(data),
             Stream::Stderr => stderr.extend_from_slice(data),
         })?;
@@ -110,7 +110,7 @@ impl Client {
 
     /// Runs `command`, handing each piece of its output to `on_output` as the command writes
     /// it (stdout and stderr apart, byte-exact), and returns how it ended.
-    pub fn run_streaming(
+    pub fn execute_streaming(
         &mut self,
         command: &Command,
         mut on_output: impl FnMut(Stream, &[u8]),
@@ -221,7 +221,7 @@ impl Command {
     }
 }
 
-/// How a command ended, and (from [`Client::run`]) what it wrote.
+/// How a command ended, and (from [`Client::execute`]) what it wrote.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Output {
     /// The execution id, as `status`, `cancel` and `history` know it.
@@ -234,9 +234,9 @@ pub struct Output {
     pub duration: Duration,
     /// The result came from the server's cache.
     pub cached: bool,
-    /// Everything the command wrote on stdout ([`Client::run`] only; empty when streamed).
+    /// Everything the command wrote on stdout ([`Client::execute`] only; empty when streamed).
     pub stdout: Vec<u8>,
-    /// Everything the command wrote on stderr ([`Client::run`] only; empty when streamed).
+    /// Everything the command wrote on stderr ([`Client::execute`] only; empty when streamed).
     pub stderr: Vec<u8>,
 }
 

@@ -6,19 +6,19 @@
 //! # fn main() -> Result<(), mcli_client::Error> {
 //! // The default server (`$MCLI_SOCKET_NAME`, else `server`), started when none runs.
 //! let mut client = Client::connect_or_start("server")?;
-//! let output = client.run(Command::new("hello").arg("World").arg("--verbose"))?;
+//! let output = client.execute(Command::new("hello").arg("World").arg("--verbose"))?;
 //! assert!(output.success());
 //! print!("{}", String::from_utf8_lossy(&output.stdout)); // Hello World! (verbose mode)
 //!
 //! // Output as it comes, for long commands.
-//! let done = client.run_streaming(Command::new("echo").arg("streamed"), |stream, data| {
+//! let done = client.execute_streaming(Command::new("echo").arg("streamed"), |stream, data| {
 //!     eprintln!("{stream:?}: {} bytes", data.len());
 //! })?;
 //! std::process::exit(done.exit_status());
 //! # }
 //! ```
 //!
-//! - [`Client`]: `connect`, `connect_default`, `connect_or_start`; `run`, `run_streaming`,
+//! - [`Client`]: `connect`, `connect_default`, `connect_or_start`; `execute`, `execute_streaming`,
 //!   `status`, `list`, `history`, `cancel`. Errors are one enum, [`Error`].
 //! - [`Command`]: a command with its arguments, directory, environment, input and timeout.
 //! - [`route`]: run a subcommand of your program through the daemon when routing is on, else

@@ -33,7 +33,7 @@ pub fn route(command: &str, args: &[String], local: impl FnOnce() -> i32) -> i32
     };
     let mut call = Command::new(command);
     call.args(args.iter().cloned());
-    let routed = client.run_streaming(&call, |stream, data| {
+    let routed = client.execute_streaming(&call, |stream, data| {
         // Like a direct run, output whose reader went away is dropped; the status still counts.
         let _ = match stream {
             Stream::Stdout => std::io::stdout().lock().write_all(data).and_then(|()| std::io::stdout().flush()),
