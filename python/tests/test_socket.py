@@ -231,6 +231,8 @@ def test_a_server_that_goes_away_mid_call(mcli):
     caller = threading.Thread(target=call)
     caller.start()
     wait_until(lambda: client.status()["active_commands"], "the command to run")
+    # Its process has started (and said so) before the server goes: it outlives a kill -9.
+    wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), "the command's pid")
     pid = mcli.server_file()["pid"]
     os.kill(pid, 9)
     caller.join(30)
