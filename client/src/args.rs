@@ -15,6 +15,7 @@ use mcli_shared::paths;
                   75 the server is busy; 69 no server and none could be started; 141 standard output \
                   was closed; 2 usage error; 1 any other error of the client."
 )]
+/// The parsed command line of `mcli-client`.
 pub struct Cli {
     /// When no server answers: empty starts one, `local` runs the command in this process,
     /// anything else is a program run with COMMAND and ARGS

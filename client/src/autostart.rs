@@ -29,23 +29,49 @@ use crate::connection::{ConnectError, Connection};
 /// overrides it.
 pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// Why a server could not be found or started.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The runtime dir cannot be created, or is unsafe to use.
     #[error(transparent)]
     Path(#[from] PathError),
+    /// Connecting failed for another reason than no server listening (before or after the start).
     #[error(transparent)]
     Connect(#[from] ConnectError),
+    /// A step of the start failed with an I/O error.
     #[error("cannot start the server: {step}: {source}")]
-    Io { step: StartStep, source: io::Error },
+    Io {
+        /// The step that failed.
+        step: StartStep,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// Another starter held the start lock (`NAME.start.lock`) longer than the start timeout plus
+    /// 5 seconds; it carries the start timeout and the lock's path.
     #[error("another client has been starting the server for over {0:?}; see {1}")]
     LockTimeout(Duration, PathBuf),
+    /// The new server wrote no readiness line within the start timeout; it was killed.
     #[error("the server did not become ready within {timeout:?}{}", log_tail(.log))]
-    NotReady { timeout: Duration, log: PathBuf },
+    NotReady {
+        /// The start timeout that ran out.
+        timeout: Duration,
+        /// The server log, whose tail the message shows.
+        log: PathBuf,
+    },
+    /// The new server exited (or closed its standard output) without a readiness line or a reason.
     #[error("the server exited before it was ready{}", log_tail(.log))]
-    Failed { log: PathBuf },
+    Failed {
+        /// The server log, whose tail the message shows.
+        log: PathBuf,
+    },
     /// The server said why it could not start, on the readiness pipe.
     #[error("the server exited before it was ready: {reason} (its log: {})", .log.display())]
-    Refused { reason: String, log: PathBuf },
+    Refused {
+        /// The reason the server gave.
+        reason: String,
+        /// The server log.
+        log: PathBuf,
+    },
 }
 
 /// What starts the line a server that cannot start writes on the readiness pipe, instead of
@@ -58,9 +84,13 @@ const START_ERROR_MAX_BYTES: u64 = 16 * 1024;
 /// The step of a start that failed, as the message names it.
 #[derive(Debug)]
 pub enum StartStep {
+    /// Taking the start lock, `NAME.start.lock`.
     TakeLock,
+    /// Opening (or rotating) the server log at this path.
     OpenLog(PathBuf),
+    /// Making the runtime dir's path absolute, for the new server.
     ResolveRuntimeDir,
+    /// Running the `mcli-server` program at this path.
     Spawn(PathBuf),
 }
 
@@ -108,6 +138,8 @@ pub struct Starter {
     pub on_demand: bool,
     /// Where the server log goes.
     pub log: PathBuf,
+    /// How long to wait for the readiness line ([`DEFAULT_START_TIMEOUT`] unless
+    /// `MCLI_START_TIMEOUT` says otherwise); the start lock is waited for 5 seconds longer.
     pub timeout: Duration,
 }
 
@@ -132,7 +164,9 @@ impl Starter {
 /// A server that was started: its readiness line and pid.
 #[derive(Debug, Clone)]
 pub struct Started {
+    /// The readiness line the server printed (`... listening on ...`), without its newline.
     pub line: String,
+    /// The server's process id.
     pub pid: u32,
 }
 

@@ -19,7 +19,10 @@ use crate::connection::{CallError, ConnectError, Connection};
 pub enum Error {
     /// No server runs under this name (and none was to be started).
     #[error("no mcli server is running as `{name}`; start one with `mcli-server start`")]
-    NoServer { name: String },
+    NoServer {
+        /// The server name that was tried.
+        name: String,
+    },
     /// The runtime dir or the server name cannot be used.
     #[error(transparent)]
     Paths(#[from] PathError),
@@ -32,6 +35,7 @@ pub enum Error {
     /// The server has no command of that name.
     #[error("{message}")]
     CommandNotFound {
+        /// The server's message, which names the command.
         message: String,
         /// Near names the server suggests.
         suggestions: Vec<String>,
@@ -41,7 +45,12 @@ pub enum Error {
     Busy(String),
     /// Any other error the server answered with: its JSON-RPC code and message.
     #[error("{message} (code {code})")]
-    Server { code: i32, message: String },
+    Server {
+        /// The JSON-RPC error code (see `mcli_protocol::code`).
+        code: i32,
+        /// The server's message.
+        message: String,
+    },
     /// The connection failed, or the server sent something this client does not understand.
     #[error(transparent)]
     Call(CallError),
@@ -226,11 +235,13 @@ impl Command {
 pub struct Output {
     /// The execution id, as `status`, `cancel` and `history` know it.
     pub id: u64,
+    /// How it ended: completed (exit code 0), failed, timed out or cancelled.
     pub status: ExecStatus,
     /// The exit code, when the command exited (not killed by a signal, not timed out).
     pub exit_code: Option<i32>,
     /// The signal that ended it, if one did.
     pub signal: Option<i32>,
+    /// How long it ran, as the server measured it (to the millisecond).
     pub duration: Duration,
     /// The result came from the server's cache.
     pub cached: bool,

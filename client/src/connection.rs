@@ -26,14 +26,29 @@ use tokio_util::codec::Decoder;
 pub enum ConnectError {
     /// Nothing listens: no socket file, or a stale one left by a dead server.
     #[error("no server is listening on {path}")]
-    NoServer { path: String },
+    NoServer {
+        /// Where: the socket's path, or `TCP ADDR`.
+        path: String,
+    },
+    /// Connecting failed for another reason (permissions, an address that does not resolve).
     #[error("cannot connect to {path}: {source}")]
-    Io { path: String, source: io::Error },
+    Io {
+        /// Where: the socket's path, or `TCP ADDR`.
+        path: String,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// Authenticating over TCP failed: a wrong token, or no answer within 10 seconds.
     #[error("the server refused this client: {0}")]
     Auth(#[source] CallError),
     /// What listens on the socket is not this user's server (see [`Connection::connect_server`]).
     #[error("refusing the server on {path}: {reason}")]
-    NotTheServer { path: String, reason: String },
+    NotTheServer {
+        /// The socket's path.
+        path: String,
+        /// What listens there instead, and what to do about it.
+        reason: String,
+    },
     /// The server serves as many connections as it may; its message says so.
     #[error("{0}")]
     Busy(String),
@@ -42,14 +57,20 @@ pub enum ConnectError {
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
+    /// The server answered the call with a JSON-RPC error.
     #[error("the server answered with an error: {} (code {})", .0.message, .0.code)]
     Rpc(ErrorObject),
+    /// The server closed the connection before the reply came.
     #[error("the server closed the connection before answering")]
     Closed,
+    /// No reply came within the read timeout (see [`Connection::set_read_timeout`]), which it
+    /// carries.
     #[error("the server did not answer within {0:?}")]
     TimedOut(Duration),
+    /// Reading from or writing to the connection failed.
     #[error("cannot talk to the server: {0}")]
     Io(#[from] io::Error),
+    /// What the server sent is not a valid message of the protocol.
     #[error("the server sent something this client does not understand: {0}")]
     BadReply(#[source] BadReply),
     /// A request that cannot be put in JSON (it cannot happen with the protocol's own types).
@@ -69,10 +90,16 @@ pub enum CallError {
 /// What is wrong with what the server sent.
 #[derive(Debug, thiserror::Error)]
 pub enum BadReply {
+    /// A message that is not the JSON expected.
     #[error(transparent)]
     Json(#[from] serde_json::Error),
+    /// A message larger than the connection accepts.
     #[error("a message over {limit} bytes")]
-    TooLarge { limit: usize },
+    TooLarge {
+        /// The largest message accepted, in bytes.
+        limit: usize,
+    },
+    /// Bytes that do not follow the connection's framing.
     #[error(transparent)]
     Framing(#[from] FrameError),
 }
@@ -83,6 +110,8 @@ pub enum BadReply {
 #[error("the server sent more than was asked for")]
 pub struct ReadAhead;
 
+/// A blocking connection to a server: requests go out and replies are read on the calling
+/// thread, one call at a time; other threads send notifications through a [`Notifier`].
 pub struct Connection {
     stream: Stream,
     /// Writes go through this lock, shared with [`Notifier`]s on other threads, so that
@@ -109,6 +138,7 @@ pub struct Notifier {
 }
 
 impl Notifier {
+    /// Sends a notification (a message without reply), waiting until the connection is free.
     pub fn notify<P: Serialize>(&self, method: &str, params: &P) -> io::Result<()> {
         let line = notification_line(method, params)?;
         self.writer.lock().unwrap_or_else(|p| p.into_inner()).write_all(&line)
@@ -148,7 +178,9 @@ fn notification_line<P: Serialize>(method: &str, params: &P) -> io::Result<Vec<u
 
 /// The byte stream under a connection: the local socket, or TCP.
 pub enum Stream {
+    /// A server's local socket.
     Unix(UnixStream),
+    /// A server's TCP address (see [`Connection::connect_tcp`]).
     Tcp(TcpStream),
 }
 

@@ -18,13 +18,16 @@ use crate::exit;
 /// A failure of the client. `Display` is the message printed after `mcli-client: `.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// The command line names no command to run.
     #[error("no command given")]
     NoCommand,
     /// The command runs in the client's directory, which must travel as JSON text.
     #[error("the current directory {0:?} is not valid UTF-8")]
     CwdNotUtf8(OsString),
+    /// The current directory cannot be read (it was removed, for one).
     #[error("cannot read the current directory: {0}")]
     Cwd(#[source] io::Error),
+    /// The server file of `--server-file` cannot be used.
     #[error(transparent)]
     ServerFile(#[from] ServerFileError),
     /// The runtime directory is unsafe to use, or the server name is not a valid one.
@@ -33,16 +36,30 @@ pub enum ClientError {
     /// Nothing answers, and nothing was to be started: the alternate editor's turn.
     #[error("no server answers")]
     NoServer,
+    /// Nothing answers on the TCP address of a `--server-file`; unlike a local server, a remote
+    /// one is never started.
     #[error("no server answers on TCP {addr} (from {}); a remote server is not started on demand", .file.display())]
-    NoRemoteServer { addr: String, file: PathBuf },
+    NoRemoteServer {
+        /// The TCP address the server file gives.
+        addr: String,
+        /// The server file.
+        file: PathBuf,
+    },
+    /// Connecting to the server failed (a busy server exits with 75, anything else with 69).
     #[error(transparent)]
     Connect(#[from] ConnectError),
+    /// No server was running and starting one failed.
     #[error(transparent)]
     Start(#[from] StartError),
+    /// The server was shutting down at every attempt; a later try may reach its successor.
     #[error("the server kept shutting down; try again")]
     KeptShuttingDown,
+    /// The server closed the connection before the command's result came.
     #[error("the server closed the connection while `{command}` ran")]
-    ConnectionLost { command: String },
+    ConnectionLost {
+        /// The command that was running.
+        command: String,
+    },
     /// A call failed in a way that has no variant of its own (see [`ClientError::from_call`]).
     #[error(transparent)]
     Call(CallError),
@@ -55,38 +72,75 @@ pub enum ClientError {
     /// The bridge cannot get a second handle on the connection's byte stream.
     #[error("{0}")]
     Bridge(#[source] io::Error),
+    /// The `--stdio` bridge's connection to the server failed while bytes were passing.
     #[error("the connection to the server failed: {0}")]
     BridgeLost(#[source] io::Error),
+    /// No server answers and the `--alternate-editor` program cannot be run.
     #[error("no server is running and the alternate editor `{program}` cannot run: {source}")]
-    AlternateEditor { program: String, source: io::Error },
+    AlternateEditor {
+        /// The alternate editor program.
+        program: String,
+        /// Why it cannot run.
+        source: io::Error,
+    },
     /// Writing the command's output here failed (a closed pipe is reported as a shell would).
     #[error("cannot write the output of `{command}`: {source}")]
-    Output { command: String, source: io::Error },
+    Output {
+        /// The command whose output it was.
+        command: String,
+        /// The write error.
+        source: io::Error,
+    },
+    /// The result cannot be printed as JSON (`--json`).
     #[error("cannot print the result: {0}")]
     PrintResult(#[source] serde_json::Error),
     /// A second SIGINT gave up on the command.
     #[error("interrupted")]
     Interrupted,
+    /// The configuration cannot be loaded (to run a command in the client, `-a local`).
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The command is unknown or its manifest is broken (to run it in the client, `-a local`).
     #[error(transparent)]
     Lookup(#[from] LookupError),
+    /// The runtime that runs a command in the client (`-a local`) cannot be created.
     #[error("cannot run `{command}` locally: {source}")]
-    LocalRuntime { command: String, source: io::Error },
+    LocalRuntime {
+        /// The command that was to run.
+        command: String,
+        /// Why the runtime cannot be created.
+        source: io::Error,
+    },
 }
 
 /// Why the server file of `--server-file` cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerFileError {
+    /// The file cannot be read.
     #[error("cannot read server file {}: {source}", .path.display())]
-    Read { path: PathBuf, source: io::Error },
+    Read {
+        /// The server file.
+        path: PathBuf,
+        /// The read error.
+        source: io::Error,
+    },
+    /// The file is not the JSON of a server file.
     #[error("{} is not a server file ({source}); give the `NAME.json` of a running server", .path.display())]
-    Parse { path: PathBuf, source: serde_json::Error },
+    Parse {
+        /// The file given as a server file.
+        path: PathBuf,
+        /// Why its JSON is not a server file's.
+        source: serde_json::Error,
+    },
+    /// The server listens on its local socket only, so its file has no TCP address and token.
     #[error(
         "server file {} has no TCP address and token; start the server with `mcli-server start --tcp ADDR`",
         .path.display()
     )]
-    NoTcp { path: PathBuf },
+    NoTcp {
+        /// The server file.
+        path: PathBuf,
+    },
 }
 
 impl ClientError {

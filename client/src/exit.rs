@@ -3,14 +3,24 @@
 
 use mcli_protocol::{ExecStatus, ExecuteResult};
 
+/// Any other failure of the client, and a command that ended with neither an exit code nor a
+/// signal.
 pub const FAILURE: i32 = 1;
+/// A usage error: bad flags, no command, or a current directory that cannot be read or sent.
 pub const USAGE: i32 = 2;
+/// No server answers and none could be started, or the connection to it failed (sysexits'
+/// `EX_UNAVAILABLE`).
 pub const UNAVAILABLE: i32 = 69;
+/// The server is busy (at its connection limit, or its queue is full): try again later (sysexits'
+/// `EX_TEMPFAIL`).
 pub const TEMPFAIL: i32 = 75;
+/// The command's timeout ended it, as `timeout(1)` reports it.
 pub const TIMED_OUT: i32 = 124;
 /// The command exists but cannot run (a broken manifest), as a shell's 126.
 pub const CANNOT_RUN: i32 = 126;
+/// No command of that name exists, as a shell's 127.
 pub const NOT_FOUND: i32 = 127;
+/// The command was cancelled or the client interrupted, as a shell reports SIGINT (128 + 2).
 pub const INTERRUPTED: i32 = 130;
 /// Standard output was closed by its reader, as a shell reports SIGPIPE.
 pub const BROKEN_PIPE: i32 = 141;

@@ -29,6 +29,8 @@
 //! typed methods ([`connection`]), finding or starting a server race-free ([`autostart`]), and
 //! the `mcli-client` command line ([`cli`]). `mcli-server`'s own subcommands use them.
 
+#![warn(missing_docs)]
+
 pub mod args;
 pub mod autostart;
 mod bridge;
