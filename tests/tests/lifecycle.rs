@@ -318,3 +318,21 @@ fn the_server_log_is_written_by_a_detached_server() {
     assert!(log.contains("listening on"), "{log}");
     assert!(log.contains("method=\"execute\"") || log.contains("method=execute"), "debug request lines: {log}");
 }
+
+#[test]
+fn restart_keeps_the_tcp_and_http_listeners_the_server_was_started_with() {
+    let env = TestEnv::new();
+    env.server(&["start", "--tcp", "127.0.0.1:0", "--http", "127.0.0.1:0"]).expect_code(0);
+    let before = env.status_json();
+    let (tcp, http) = (before["tcp"].as_str().unwrap().to_owned(), before["http"].as_str().unwrap().to_owned());
+    let restart = env.server(&["restart"]);
+    restart.expect_code(0);
+    assert!(
+        restart.stdout.contains(&format!("restarting with --tcp {tcp} --http {http}, as the server ran")),
+        "{}",
+        restart.stdout
+    );
+    let after = env.status_json();
+    assert_ne!(after["pid"], before["pid"], "a new server");
+    assert_eq!((after["tcp"].as_str(), after["http"].as_str()), (Some(tcp.as_str()), Some(http.as_str())));
+}

@@ -18,14 +18,14 @@ use crate::{ServeOptions, serve};
 pub(super) struct Listen {
     /// Log at debug level
     #[arg(long)]
-    debug: bool,
+    pub(super) debug: bool,
     /// Also listen on this TCP address (loopback unless told otherwise; port 0 picks one);
     /// connections must authenticate with the token of the server file
     #[arg(long, value_name = "ADDR")]
-    tcp: Option<String>,
+    pub(super) tcp: Option<String>,
     /// Serve the HTTP bridge, on ADDR or on `[api_daemon] host` and `port` (loopback by default)
     #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "")]
-    http: Option<String>,
+    pub(super) http: Option<String>,
 }
 
 /// Starts a detached server, unless one answers already.
