@@ -22,7 +22,6 @@ pub mod workers;
 
 use std::fs::File;
 use std::io::{self, Write};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -72,9 +71,11 @@ pub async fn serve(options: ServeOptions, name_lock: File) -> anyhow::Result<Opt
     let (rebound_tx, rebound_rx) = tokio::sync::mpsc::channel(1);
     tokio::spawn(transport::socket::serve(transports, listener, rebound_rx));
     let guard = tokio::spawn(guard_name(state.clone(), name, rebound_tx));
-    tokio::spawn(watch_signals(state.clone()));
+    tokio::spawn(watch_signals(state.clone(), Signals::install()?));
     tokio::spawn(exit_when_idle(state.clone(), auto_started));
-    tokio::spawn(reload_on_config_change(state.clone()));
+    if let Some((watcher, changes)) = watch_config(&state) {
+        tokio::spawn(reload_on_config_change(state.clone(), watcher, changes));
+    }
     tokio::spawn(reap_workers(state.clone()));
     announce_ready(&readiness_line(&state), notify_ready)?;
 
@@ -173,7 +174,7 @@ pub async fn serve_stdio(config: Config, paths: ServerPaths) -> anyhow::Result<(
     let methods = methods::table(state.clone());
     tokio::spawn(reap_workers(state.clone()));
     let session = transport::stdio::serve(transport::Transports::new(Arc::clone(&state.lifecycle), methods));
-    tokio::spawn(end_session_on_signals(state.clone()));
+    tokio::spawn(end_session_on_signals(state.clone(), Signals::install()?));
     tokio::select! {
         () = session => tracing::debug!("standard input closed"),
         () = state.lifecycle.stop.cancelled() => {}
@@ -278,19 +279,9 @@ async fn reap_workers(state: state::State) {
 /// SIGTERM, SIGINT or SIGHUP end a `--stdio` session as its editor or a process manager means
 /// them: its running commands are ended (each whole tree, with the kill grace) before it exits,
 /// so none is left behind under pid 1.
-async fn end_session_on_signals(state: state::State) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let kinds = [SignalKind::terminate(), SignalKind::interrupt(), SignalKind::hangup()];
-    let mut streams = Vec::new();
-    for kind in kinds {
-        match signal(kind) {
-            Ok(stream) => streams.push(stream),
-            Err(err) => tracing::warn!(%err, "cannot install a signal handler"),
-        }
-    }
-    if streams.is_empty() {
-        return;
-    }
+async fn end_session_on_signals(state: state::State, signals: Signals) {
+    let Signals { term, int, hup } = signals;
+    let mut streams = [term, int, hup];
     let any = futures_util::future::select_all(streams.iter_mut().map(|s| Box::pin(s.recv())));
     tokio::select! {
         _ = any => {
@@ -327,16 +318,14 @@ async fn exit_when_idle(state: state::State, auto_started: bool) {
     }
 }
 
-/// Reloads the config when its file changes (written in place or replaced), a moment after the
-/// last change, so that an editor's several writes make one reload.
-async fn reload_on_config_change(state: state::State) {
+/// Watches the config file, from before the server says it is ready: a change right after a
+/// start must not be missed. `None` when it cannot be watched (no config dir yet: SIGHUP and
+/// `mcli-server reload` still work).
+fn watch_config(state: &state::State) -> Option<(notify::RecommendedWatcher, tokio::sync::mpsc::Receiver<()>)> {
     use notify::Watcher as _;
     let path = mcli_shared::config::config_path(state.config().file.as_deref(), &mcli_shared::paths::process_env).0;
-    let (Some(dir), Some(name)) = (path.parent().map(Path::to_path_buf), path.file_name().map(ToOwned::to_owned))
-    else {
-        return;
-    };
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+    let (dir, name) = (path.parent()?.to_path_buf(), path.file_name()?.to_owned());
+    let (tx, rx) = tokio::sync::mpsc::channel::<()>(1);
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if event.is_ok_and(|e| !e.kind.is_access() && e.paths.iter().any(|p| p.file_name() == Some(&name))) {
             let _ = tx.try_send(());
@@ -344,21 +333,35 @@ async fn reload_on_config_change(state: state::State) {
     });
     let mut watcher = match watcher {
         Ok(watcher) => watcher,
-        Err(err) => return tracing::warn!(%err, "cannot watch the config file; use `mcli-server reload`"),
+        Err(err) => {
+            tracing::warn!(%err, "cannot watch the config file; use `mcli-server reload`");
+            return None;
+        }
     };
     if let Err(err) = watcher.watch(&dir, notify::RecursiveMode::NonRecursive) {
-        // No config dir yet: SIGHUP and `mcli-server reload` still work.
-        return tracing::debug!(dir = %dir.display(), %err, "not watching the config file");
+        tracing::debug!(dir = %dir.display(), %err, "not watching the config file");
+        return None;
     }
+    Some((watcher, rx))
+}
+
+/// Reloads the config when its watched file changes (written in place or replaced), a moment
+/// after the last change, so that an editor's several writes make one reload.
+async fn reload_on_config_change(
+    state: state::State,
+    watcher: notify::RecommendedWatcher,
+    mut changes: tokio::sync::mpsc::Receiver<()>,
+) {
     loop {
         tokio::select! {
-            changed = rx.recv() => if changed.is_none() { return },
-            () = state.lifecycle.stop.cancelled() => return,
+            changed = changes.recv() => if changed.is_none() { break },
+            () = state.lifecycle.stop.cancelled() => break,
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
-        while rx.try_recv().is_ok() {}
+        while changes.try_recv().is_ok() {}
         log_reload(&state, "the config file changed").await;
     }
+    drop(watcher);
 }
 
 /// Reloads the config for `why` and says in the log what happened.
@@ -372,22 +375,34 @@ async fn log_reload(state: &state::State, why: &str) {
     }
 }
 
+/// The daemon's signal handlers, installed before it says it is ready: a signal sent right
+/// after a start must not find the default action (which would end the process, files left).
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            hup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
+        })
+    }
+}
+
 /// SIGTERM or SIGINT starts a graceful shutdown; a second one skips the grace period. SIGHUP
 /// reloads the config (it never ends the daemon).
-async fn watch_signals(state: state::State) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
-        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
-    else {
-        tracing::warn!("cannot install signal handlers");
-        return;
-    };
+async fn watch_signals(state: state::State, mut signals: Signals) {
     let mut graceful = true;
     loop {
         tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-            _ = hup.recv() => {
+            _ = signals.term.recv() => {}
+            _ = signals.int.recv() => {}
+            _ = signals.hup.recv() => {
                 log_reload(&state, "SIGHUP").await;
                 continue;
             }
