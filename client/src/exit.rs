@@ -25,6 +25,24 @@ pub const INTERRUPTED: i32 = 130;
 /// Standard output was closed by its reader, as a shell reports SIGPIPE.
 pub const BROKEN_PIPE: i32 = 141;
 
+/// On a terminal (standard error), says why a command ended early: its time limit and what set
+/// it, or that it was cancelled. Nothing goes to standard output, and `quiet` says nothing.
+pub fn say_why_it_ended(result: &ExecuteResult, quiet: bool) {
+    use std::io::IsTerminal as _;
+    if quiet || !std::io::stderr().is_terminal() {
+        return;
+    }
+    let name = &result.command;
+    match (result.status, &result.time_limit) {
+        (ExecStatus::TimedOut, Some(limit)) => {
+            eprintln!("mcli-client: `{name}` timed out after {} s ({})", limit.secs, limit.set_by)
+        }
+        (ExecStatus::TimedOut, None) => eprintln!("mcli-client: `{name}` timed out"),
+        (ExecStatus::Cancelled, _) => eprintln!("mcli-client: `{name}` was cancelled"),
+        _ => {}
+    }
+}
+
 /// The client's exit status for a command's result.
 pub fn exit_status(result: &ExecuteResult) -> i32 {
     match result.status {

@@ -41,6 +41,7 @@ pub fn run(name: &str, args: &[String], cli: &Cli) -> i32 {
         ..Invocation::default()
     };
     let execution = Execution::new(spec, invocation, &config);
+    let limit = execution.time_limit();
     let mut output = if cli.json { LocalOutput::Captured(Capture::new(usize::MAX)) } else { LocalOutput::Written };
     let cancel = CancellationToken::new();
     let outcome = runtime.block_on(async {
@@ -52,6 +53,10 @@ pub fn run(name: &str, args: &[String], cli: &Cli) -> i32 {
         outcome
     });
     let mut result = outcome.to_result(0, name.to_owned(), false);
+    if result.status == mcli_protocol::ExecStatus::TimedOut {
+        result.time_limit = limit;
+    }
+    crate::exit::say_why_it_ended(&result, cli.quiet);
     match output {
         LocalOutput::Captured(capture) => {
             capture.attach_to(&mut result);

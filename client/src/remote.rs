@@ -44,7 +44,7 @@ pub fn run(target: &Target, params: &ExecuteParams, start: bool, cli: &Cli) -> R
                 std::thread::sleep(Duration::from_millis(20 << attempt));
                 continue;
             }
-            result => return finish(result, &params.command, cli.json),
+            result => return finish(result, &params.command, cli),
         }
     }
     Err(ClientError::KeptShuttingDown)
@@ -102,9 +102,10 @@ fn execute(conn: &mut Connection, params: &ExecuteParams, json: bool) -> Result<
 }
 
 /// Turns a call's result into output (with `--json`) and an exit status.
-fn finish(result: Result<ExecuteResult, CallError>, name: &str, json: bool) -> Result<i32, ClientError> {
+fn finish(result: Result<ExecuteResult, CallError>, name: &str, cli: &Cli) -> Result<i32, ClientError> {
     let result = result.map_err(|err| ClientError::from_call(name, err))?;
-    if json {
+    crate::exit::say_why_it_ended(&result, cli.quiet);
+    if cli.json {
         println!("{}", serde_json::to_string(&result).map_err(ClientError::PrintResult)?);
     }
     Ok(exit_status(&result))

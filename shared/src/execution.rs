@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use mcli_protocol::{ExecuteResult, Stream};
+use mcli_protocol::{ExecuteResult, Stream, TimeLimit};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -50,15 +50,24 @@ pub trait WorkerSource: Sync {
 pub struct Execution {
     spec: Arc<CommandSpec>,
     inv: Invocation,
+    /// What set the time limit, for a result that timed out.
+    limit_set_by: Option<String>,
 }
 
 impl Execution {
     /// `inv.timeout` is the call's own limit, if it set one; the execution's limit is that, else
     /// the manifest's `timeout`, else `command_timeout` (0: none). The kill grace is the config's.
     pub fn new(spec: Arc<CommandSpec>, mut inv: Invocation, config: &Config) -> Execution {
-        inv.timeout = runner::effective_timeout(inv.timeout, &spec, config.api_daemon.command_timeout);
+        let limit = runner::time_limit(inv.timeout, &spec, config);
+        inv.timeout = limit.as_ref().map(|(limit, _)| *limit);
         inv.kill_grace = config.server.kill_grace.duration();
-        Execution { spec, inv }
+        Execution { spec, inv, limit_set_by: limit.map(|(_, set_by)| set_by) }
+    }
+
+    /// The time limit and what set it, for the result of a call that timed out.
+    pub fn time_limit(&self) -> Option<TimeLimit> {
+        let (limit, set_by) = (self.inv.timeout?, self.limit_set_by.clone()?);
+        Some(TimeLimit { secs: limit.as_secs_f64(), set_by })
     }
 
     pub fn spec(&self) -> &CommandSpec {
@@ -72,7 +81,7 @@ impl Execution {
         sink: &mut impl OutputSink,
         cancel: &CancellationToken,
     ) -> Outcome {
-        let Execution { spec, inv } = self;
+        let Execution { spec, inv, .. } = self;
         let (tx, mut rx) = mpsc::channel::<Chunk>(OUTPUT_QUEUE);
         let run = async move {
             let started = Instant::now();

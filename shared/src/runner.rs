@@ -17,10 +17,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::Config;
 use crate::manifest::Manifest;
 use crate::registry::{CommandKind, CommandSpec};
 use crate::tree::{TAG_VAR, Tree};
-use mcli_protocol::{ExecStatus, ExecuteResult, Seconds, Stream, encode_output};
+use mcli_protocol::{ExecStatus, ExecuteResult, Stream, encode_output};
 
 /// How long output may still drain after the command's main process has exited. A background
 /// process the command left behind may hold the pipes open for ever.
@@ -96,6 +97,7 @@ impl Outcome {
             stdout_b64: None,
             stderr_b64: None,
             truncated: None,
+            time_limit: None,
         }
     }
 
@@ -121,18 +123,23 @@ impl Outcome {
     }
 }
 
-/// The time limit of a run: the call's own, else the manifest's, else `command_timeout` (0
-/// meaning none).
-pub fn effective_timeout(
-    requested: Option<Duration>,
-    spec: &CommandSpec,
-    command_timeout: Seconds,
-) -> Option<Duration> {
-    let manifest = match &spec.kind {
-        CommandKind::Manifest(manifest) => manifest.timeout,
-        _ => None,
+/// The time limit of a run and what set it: the call's own, else the manifest's, else
+/// `command_timeout` of `config` (0 meaning none).
+pub fn time_limit(requested: Option<Duration>, spec: &CommandSpec, config: &Config) -> Option<(Duration, String)> {
+    if let Some(limit) = requested {
+        return Some((limit, "the call's timeout (-t)".to_owned()));
+    }
+    if let CommandKind::Manifest(manifest) = &spec.kind
+        && let Some(limit) = manifest.timeout
+    {
+        return Some((limit, format!("`timeout` in {}", manifest.file.display())));
+    }
+    let limit = Some(config.api_daemon.command_timeout).filter(|s| !s.is_zero())?.duration();
+    let set_by = match &config.file {
+        Some(file) => format!("command_timeout in {}", file.display()),
+        None => "command_timeout, the default".to_owned(),
     };
-    requested.or(manifest).or_else(|| Some(command_timeout).filter(|s| !s.is_zero()).map(Seconds::duration))
+    Some((limit, set_by))
 }
 
 /// Never ends without a limit; with one, ends when it has passed.

@@ -201,3 +201,31 @@ fn json_errors_are_json_on_stdout_besides_the_message_on_stderr() {
     assert_eq!(error["error"]["code"], 1);
     assert!(error["error"]["message"].as_str().unwrap().contains("no server named `server` is running"), "{error}");
 }
+
+/// Runs `mcli-client ARGS` on a pseudo-terminal (with `script`), returning what the terminal
+/// showed and the client's exit status.
+fn on_a_terminal(env: &TestEnv, args: &str) -> (String, Option<i32>) {
+    let line = format!("{} {args}", env.bin("mcli-client").display());
+    let out = env.command("script").args(["-qec", &line, "/dev/null"]).output().expect("script (util-linux) runs");
+    (String::from_utf8_lossy(&out.stdout).into_owned(), out.status.code())
+}
+
+#[test]
+fn on_a_terminal_the_client_says_why_a_command_ended_early() {
+    let env = TestEnv::new();
+    let (shown, code) = on_a_terminal(&env, "-t 0.3 sleep 5");
+    assert_eq!(code, Some(124), "{shown}");
+    assert!(shown.contains("mcli-client: `sleep` timed out after 0.3 s (the call's timeout (-t))"), "{shown}");
+    // From the config, with the file named; and not a word with -q, nor when stderr is no terminal.
+    let config = env.config_home.join("mcli/config.toml");
+    std::fs::create_dir_all(config.parent().unwrap()).unwrap();
+    std::fs::write(&config, "[api_daemon]\ncommand_timeout = 0.3\n").unwrap();
+    env.server(&["stop"]).expect_code(0);
+    let (shown, _) = on_a_terminal(&env, "sleep 5");
+    assert!(shown.contains(&format!("timed out after 0.3 s (command_timeout in {})", config.display())), "{shown}");
+    let (shown, _) = on_a_terminal(&env, "-q sleep 5");
+    assert!(!shown.contains("timed out"), "{shown}");
+    let piped = env.client(&["sleep", "5"]);
+    piped.expect_code(124);
+    assert!(!piped.stderr.contains("timed out"), "{}", piped.stderr);
+}

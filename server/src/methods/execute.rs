@@ -68,6 +68,7 @@ pub async fn execute(
         ..Invocation::default()
     };
     let execution = Execution::new(spec, invocation, &state.config());
+    let time_limit = execution.time_limit();
     let running = state.executions.begin(&execution.spec().name, request.cancel.clone()).await.map_err(no_id)?;
     let (id, started_at) = (running.id, SystemTime::now());
     tracing::debug!(execution = id, command = %execution.spec().name, "started");
@@ -82,7 +83,10 @@ pub async fn execute(
     {
         state.cache.put(key, ttl, outcome.exit_code, kept);
     }
-    let result = sink.result(id, params.command.clone(), outcome, false);
+    let mut result = sink.result(id, params.command.clone(), outcome, false);
+    if result.status == ExecStatus::TimedOut {
+        result.time_limit = time_limit;
+    }
     Ok(recorded(&state, &request, &params, started_at, result).await)
 }
 

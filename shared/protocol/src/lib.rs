@@ -218,6 +218,18 @@ pub struct ExecuteResult {
     /// Set when the captured output was cut at the server's limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub truncated: Option<bool>,
+    /// For a call that timed out: the time limit it had, and what set it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_limit: Option<TimeLimit>,
+}
+
+/// A call's time limit and where it came from, so that a client can say why a command ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimeLimit {
+    pub secs: f64,
+    /// What set it: `the call's timeout (-t)`, `` `timeout` in FILE `` (a manifest), or
+    /// `command_timeout in FILE` (the config; `command_timeout, the default` without a file).
+    pub set_by: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -527,6 +539,7 @@ mod tests {
             stdout_b64: None,
             stderr_b64: None,
             truncated: None,
+            time_limit: None,
         };
         assert_eq!(
             serde_json::to_string(&result).unwrap(),
