@@ -254,22 +254,38 @@ impl Connection {
     /// socket, so a live server's file always names it; a missing or unreadable file leaves only
     /// the user check (the server puts its file back within a second).
     pub fn connect_server(server: &ServerPaths) -> Result<Self, ConnectError> {
+        match Self::connect_named(server)? {
+            Ok(conn) => Ok(conn),
+            // The server may have been replaced between the connect and the read of its file
+            // (a restart): look once more before calling it an impostor.
+            Err(_) => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                Self::connect_named(server)?
+                    .map_err(|reason| ConnectError::NotTheServer { path: server.socket.display().to_string(), reason })
+            }
+        }
+    }
+
+    /// Connects and compares the peer's pid with the server file's: the inner `Err` says why
+    /// they differ.
+    fn connect_named(server: &ServerPaths) -> Result<Result<Self, String>, ConnectError> {
         let (conn, peer_pid) = Self::connect_checked(&server.socket)?;
         let named = paths::read_server_file(&server.server_file).ok().and_then(|t| ServerFile::parse(&t).ok());
-        // A pid of 0 is a peer in another pid namespace, whose pid this one cannot see.
+        // A pid of 0 is a peer in another pid namespace, whose pid this one cannot see; a peer
+        // in a namespace below this one has another pid there than the one it wrote.
         if let Some(file) = named
             && peer_pid != 0
             && file.pid != peer_pid
+            && same_pid_namespace(peer_pid)
         {
             let socket = server.socket.display();
-            let reason = format!(
+            return Ok(Err(format!(
                 "the process listening there (pid {peer_pid}) is not the server that owns the name (pid {} in {}); remove the socket (`rm {socket}`) so that a server can take its place",
                 file.pid,
                 server.server_file.display()
-            );
-            return Err(ConnectError::NotTheServer { path: socket.to_string(), reason });
+            )));
         }
-        Ok(conn)
+        Ok(Ok(conn))
     }
 
     /// Connects to the socket at `path`, checking that the process listening there runs as
@@ -539,5 +555,16 @@ impl Connection {
             };
             self.buf.extend_from_slice(&chunk[..n]);
         }
+    }
+}
+
+/// Whether process `pid` is in this process's pid namespace (when that cannot be told, it is
+/// taken to be: the check then stays strict).
+fn same_pid_namespace(pid: u32) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let ns = |path: String| std::fs::metadata(path).map(|m| (m.dev(), m.ino()));
+    match (ns("/proc/self/ns/pid".to_owned()), ns(format!("/proc/{pid}/ns/pid"))) {
+        (Ok(mine), Ok(theirs)) => mine == theirs,
+        _ => true,
     }
 }

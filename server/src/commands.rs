@@ -78,9 +78,12 @@ impl Commands {
     pub async fn current(&self) -> (Arc<Registry>, u64) {
         let shared = &self.shared;
         let deadline = tokio::time::Instant::now() + RESCAN_WAIT;
+        // The changes seen when this call came, not those that keep coming (a file written
+        // steadily in a commands dir must not hold every lookup up).
+        let target = shared.changes.load(Ordering::SeqCst);
         loop {
             let rescanned = shared.rescanned.notified();
-            if shared.covered.load(Ordering::SeqCst) >= shared.changes.load(Ordering::SeqCst) {
+            if shared.covered.load(Ordering::SeqCst) >= target {
                 break;
             }
             if tokio::time::timeout_at(deadline, rescanned).await.is_err() {

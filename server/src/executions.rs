@@ -20,8 +20,9 @@ pub struct Executions {
     /// One permit per command allowed to run at once (`max_concurrent_commands`).
     slots: Arc<Semaphore>,
     /// Permits to take out of service as running commands end, after the limit was lowered
-    /// below what runs.
-    debt: Arc<AtomicUsize>,
+    /// below what runs. Its lock also orders giving a slot back against changing the limit, so
+    /// no slot slips back into use in between.
+    debt: Arc<Mutex<usize>>,
     max_running: AtomicUsize,
     max_queued: AtomicUsize,
     /// Calls waiting for a slot.
@@ -52,15 +53,19 @@ pub enum Refusal {
 /// A slot among `max_concurrent_commands`, held while the command runs.
 pub struct Slot {
     permit: Option<OwnedSemaphorePermit>,
-    debt: Arc<AtomicUsize>,
+    debt: Arc<Mutex<usize>>,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        // A lowered limit takes the slot out of service instead of handing it on.
-        let owed = self.debt.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |d| d.checked_sub(1)).is_ok();
-        if let (true, Some(permit)) = (owed, self.permit.take()) {
+        let mut debt = self.debt.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(permit) = self.permit.take() else { return };
+        if *debt > 0 {
+            // A lowered limit takes the slot out of service instead of handing it on.
+            *debt -= 1;
             permit.forget();
+        } else {
+            drop(permit);
         }
     }
 }
@@ -71,7 +76,7 @@ impl Executions {
             lifecycle,
             ids,
             slots: Arc::new(Semaphore::new(max_running)),
-            debt: Arc::new(AtomicUsize::new(0)),
+            debt: Arc::new(Mutex::new(0)),
             max_running: AtomicUsize::new(max_running),
             max_queued: AtomicUsize::new(max_queued),
             queued: AtomicUsize::new(0),
@@ -122,18 +127,17 @@ impl Executions {
     /// end; running commands are never ended for it.
     pub fn set_limits(&self, max_running: usize, max_queued: usize) {
         self.max_queued.store(max_queued, Ordering::SeqCst);
+        let mut debt = self.debt.lock().unwrap_or_else(|p| p.into_inner());
         let old = self.max_running.swap(max_running, Ordering::SeqCst);
         if max_running > old {
-            let mut add = max_running - old;
             // Slots still owed from a lower limit are simply not taken out any more.
-            while add > 0 && self.debt.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |d| d.checked_sub(1)).is_ok() {
-                add -= 1;
-            }
-            self.slots.add_permits(add);
+            let add = max_running - old;
+            let forgiven = add.min(*debt);
+            *debt -= forgiven;
+            self.slots.add_permits(add - forgiven);
         } else if max_running < old {
             let cut = old - max_running;
-            let forgotten = self.slots.forget_permits(cut);
-            self.debt.fetch_add(cut - forgotten, Ordering::SeqCst);
+            *debt += cut - self.slots.forget_permits(cut);
         }
     }
 

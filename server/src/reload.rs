@@ -37,6 +37,10 @@ pub type Report = mcli_protocol::ReloadResult;
 /// Reads the config again, as it was found at start (the same file, the environment of the
 /// server), and puts it in force; or refuses it whole with every error.
 pub async fn reload(state: &State) -> Result<Report, ConfigErrors> {
+    // One reload at a time (the method, SIGHUP and the file watcher may race): each applies the
+    // difference from the config in force, which must not change under it.
+    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _turn = ONE_AT_A_TIME.lock().await;
     let old = state.config();
     let file = old.file.clone();
     let loaded = tokio::task::spawn_blocking(move || config::load_all(file.as_deref(), paths::process_env))

@@ -15,7 +15,7 @@ use mcli_protocol::{ExecStatus, Stream, WorkerStatus};
 use mcli_shared::execution::WorkerSource;
 use mcli_shared::manifest::{Manifest, WorkerPolicy};
 use mcli_shared::registry::{CommandKind, Registry};
-use mcli_shared::runner::{Chunk, Invocation, Outcome};
+use mcli_shared::runner::{self, Chunk, Invocation, Outcome};
 use mcli_shared::worker::{self, Call, Worker, WorkerError};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -168,10 +168,16 @@ impl WorkerSource for Workers {
             Ok(stdin) => stdin,
             Err(outcome) => return outcome,
         };
+        // The wait for a free worker counts against the call's time limit, as a queued process
+        // would be timed from its start.
+        let waiting = Instant::now();
         let permit = tokio::select! {
             permit = Arc::clone(&pool.slots).acquire_owned() => permit,
             () = cancel.cancelled() => return Outcome::ended(ExecStatus::Cancelled, started),
+            () = runner::deadline(inv.timeout) => return Outcome::ended(ExecStatus::TimedOut, started),
         };
+        let waited = waiting.elapsed();
+        inv.timeout = inv.timeout.map(|limit| limit.saturating_sub(waited));
         let Ok(_permit) = permit else {
             return failed(out, "the worker pool is closed", started).await;
         };

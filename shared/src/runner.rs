@@ -143,7 +143,7 @@ pub fn time_limit(requested: Option<Duration>, spec: &CommandSpec, config: &Conf
 }
 
 /// Never ends without a limit; with one, ends when it has passed.
-pub(crate) async fn deadline(timeout: Option<Duration>) {
+pub async fn deadline(timeout: Option<Duration>) {
     match timeout {
         Some(limit) => tokio::time::sleep(limit).await,
         None => std::future::pending().await,
@@ -235,8 +235,8 @@ pub async fn run_process(
     cancel: &CancellationToken,
     started: Instant,
 ) -> Outcome {
-    let mut tree = TreeGuard(Tree::new());
-    let mut child = match command(&program, &inv, tree.0.tag()).spawn() {
+    let tree = Tree::new();
+    let mut child = match command(&program, &inv, tree.tag()).spawn() {
         Ok(child) => child,
         Err(err) => {
             let code = if err.kind() == io::ErrorKind::NotFound { 127 } else { 126 };
@@ -248,6 +248,9 @@ pub async fn run_process(
             return Outcome::exited(code, started);
         }
     };
+    // Declared after the child, so dropped before it: a dropped execution ends the tree while
+    // its leader is not yet reaped (and its ids cannot have been reused).
+    let mut tree = TreeGuard(tree);
     tree.0.set_leader(child.id().map(|id| Pid::from_raw(id as i32)));
     let stdin_task = child.stdin.take().map(|pipe| tokio::spawn(feed_stdin(pipe, inv.stdin)));
     let mut pumps = tokio::spawn(pump_output(child.stdout.take(), child.stderr.take(), out.clone()));
@@ -330,9 +333,14 @@ async fn end_tree(child: &mut tokio::process::Child, tree: &mut Tree, grace: Dur
             child.wait().await
         }
     };
-    // What is left of its group and its tagged descendants goes too.
+    // What is left of its group and its tagged descendants goes too; again while a pass still
+    // finds some (one may have forked meanwhile), a few times at most.
     tree.leader_reaped();
-    tree.signal(Signal::SIGKILL);
+    for _ in 0..3 {
+        if tree.signal(Signal::SIGKILL) == 0 {
+            break;
+        }
+    }
     status
 }
 

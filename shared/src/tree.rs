@@ -60,17 +60,20 @@ impl Tree {
         self.tag.clear();
     }
 
-    /// Sends `signal` to every process of the tree.
-    pub fn signal(&self, signal: Signal) {
+    /// Sends `signal` to every process of the tree; returns how many it found besides the
+    /// leader's group.
+    pub fn signal(&self, signal: Signal) -> usize {
         if let Some(group) = self.group {
             let _ = killpg(group, signal);
         }
         if self.tag.is_empty() {
-            return;
+            return 0;
         }
-        for pid in self.members() {
-            let _ = kill(pid, signal);
+        let members = self.members();
+        for pid in &members {
+            let _ = kill(*pid, signal);
         }
+        members.len()
     }
 
     /// The processes of the tree now, besides the leader's group.

@@ -1262,3 +1262,18 @@ fn a_flood_of_idle_connections_does_not_delay_other_clients() {
     assert!(p99 < Duration::from_secs(1), "p99 {p99:?} under the flood (p50 {p50:?}, max {max:?})");
     assert_eq!(env.server_pids().len(), 1, "the server is still running");
 }
+
+#[test]
+fn an_open_endpoint_answers_without_waiting_for_a_body_it_does_not_take() {
+    let (_env, bridge) = bridge();
+    // Headers that promise a large body, and only a few bytes of it: no token, so the bridge
+    // must not wait for (and hold) the rest before it answers.
+    let request = format!(
+        "GET /health HTTP/1.1\r\nHost: {}\r\nContent-Length: 1000000\r\nConnection: close\r\n\r\n{{}}",
+        bridge.addr
+    );
+    let started = std::time::Instant::now();
+    let response = send(&bridge.addr, request.as_bytes());
+    assert_eq!(response.status, 200, "{response:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "answered at once: {:?}", started.elapsed());
+}

@@ -532,3 +532,15 @@ fn the_workers_of_a_removed_manifest_stop_as_soon_as_they_are_idle() {
     wait_until("the idle worker of the removed manifests is stopped", || process_gone(pid));
     assert_eq!(status(&env)["workers"], serde_json::json!([]));
 }
+
+#[test]
+fn waiting_for_a_free_worker_counts_against_the_time_limit() {
+    let env = TestEnv::new();
+    setup(&env, "max_workers = 1");
+    let mut first = env.client_cmd(&["-q", "slow", "4"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    first_line(&mut first);
+    let started = Instant::now();
+    env.client(&["-q", "-t", "1", "counter"]).expect_code(124);
+    assert!(started.elapsed() < Duration::from_millis(3500), "timed out while waiting: {:?}", started.elapsed());
+    Run::wait(first).expect_code(0);
+}

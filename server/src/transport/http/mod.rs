@@ -88,10 +88,8 @@ pub async fn serve(transports: Transports, listener: TcpListener, token: Option<
 
 /// The endpoints behind their checks.
 fn router(bridge: Bridge) -> Router {
-    let open = Router::new()
-        .route("/", get(routes::root))
-        .route("/health", get(routes::health))
-        .route_layer(middleware::from_fn(body::read_body));
+    let open = Router::new().route("/", get(routes::root)).route("/health", get(routes::health));
+    // The open endpoints take no body: none is read (buffered) for a client without the token.
     // The token is checked before the body is read: a client without it gets nothing buffered.
     let guarded = Router::new()
         .route("/status", get(routes::status))
@@ -141,7 +139,9 @@ async fn serve_connection(shared: Shared, stream: TcpStream, id: usize) {
         })
     };
     let mut builder = http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    // Headers are small: 64 KiB of them (hyper's default is about 400 KiB) bounds what a
+    // connection without a token can make the server hold.
+    builder.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).max_buf_size(64 * 1024);
     let connection = builder.serve_connection(TokioIo::new(stream), service);
     let served = tokio::select! {
         served = drive(connection, &shared.lifecycle) => served,
