@@ -190,9 +190,26 @@ impl WorkerSource for Workers {
         };
         let pid = worker.pid().unwrap_or(0);
         pool.state().busy.insert(pid, (name.to_owned(), worker.calls));
+        // Listed as busy until the call is over, even if this future is dropped mid-call (the
+        // worker itself is then killed by its own drop).
+        let listed = BusyEntry { pool: Arc::clone(&pool), pid };
         let outcome = worker.call(&Call::of(name, inv, stdin), out, cancel).await;
+        // Off the busy list before it is idle again: once idle, another call may list it anew.
+        drop(listed);
         pool.put_back(pid, worker, name);
         outcome
+    }
+}
+
+/// Takes a worker off the pool's busy list when dropped.
+struct BusyEntry {
+    pool: Arc<Pool>,
+    pid: u32,
+}
+
+impl Drop for BusyEntry {
+    fn drop(&mut self) {
+        self.pool.state().busy.remove(&self.pid);
     }
 }
 

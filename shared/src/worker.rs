@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -87,19 +87,19 @@ pub const HELPER_SOURCE: &str = include_str!("../../python/mcli_daemon/worker.py
 /// runtime dir (`RUNTIME/python-VERSION/`, private to the user) on first use; `None` (and a
 /// worker without it) when it cannot be written.
 pub fn helper_dir() -> Option<PathBuf> {
-    static DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
-    DIR.get_or_init(|| {
+    // Only a success is kept: a runtime dir that could not be written is tried again by the
+    // next worker.
+    static DIR: Mutex<Option<PathBuf>> = Mutex::new(None);
+    let mut written = DIR.lock().unwrap_or_else(|p| p.into_inner());
+    if written.is_none() {
         let runtime = crate::paths::runtime_dir(crate::paths::process_env);
         let dir = runtime.join(format!("python-{}", crate::VERSION));
         match write_helper(&runtime, &dir) {
-            Ok(()) => Some(dir),
-            Err(err) => {
-                eprintln!("mcli: cannot provide mcli_worker.py in {}: {err}", dir.display());
-                None
-            }
+            Ok(()) => *written = Some(dir),
+            Err(err) => eprintln!("mcli: cannot provide mcli_worker.py in {}: {err}", dir.display()),
         }
-    })
-    .clone()
+    }
+    written.clone()
 }
 
 /// Writes `mcli_worker.py` into `dir` (in the checked runtime dir `runtime`) unless it is there
