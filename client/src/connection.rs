@@ -14,7 +14,7 @@ use bytes::BytesMut;
 use mcli_protocol::framing::{DEFAULT_MAX_FRAME, Frame, FrameCodec, FrameError, Framing, encode_frame};
 use mcli_protocol::{
     AUTHENTICATE_METHOD, CANCEL_REQUEST_NOTIFICATION, ErrorObject, Execute, ExecuteParams, ExecuteResult, Incoming,
-    Method, OUTPUT_NOTIFICATION, OutputParams, Request, ServerFile, code,
+    Method, OUTPUT_NOTIFICATION, OutputParams, QUEUED_NOTIFICATION, Request, ServerFile, code,
 };
 use mcli_shared::paths::{self, ServerPaths};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -129,6 +129,8 @@ pub struct Connection {
     /// Whether the server has sent anything, or a cancel has been sent: then a failed call may
     /// have started on the server and must not be sent again.
     engaged: bool,
+    /// Told, with the number of calls ahead, when an `execute` waits for a free slot.
+    on_queued: Option<Box<dyn FnMut(u64) + Send>>,
 }
 
 /// Sends notifications on a connection from any thread.
@@ -381,6 +383,7 @@ impl Connection {
             interrupts: None,
             input_pending: Arc::new(AtomicBool::new(false)),
             engaged: false,
+            on_queued: None,
         })
     }
 
@@ -435,21 +438,40 @@ impl Connection {
         self.wait_execute(id, on_output)
     }
 
+    /// Calls `notice` with the number of calls ahead whenever an `execute` on this connection
+    /// has to wait for a free slot on the server (`mcli/queued`).
+    pub fn on_queued(&mut self, notice: impl FnMut(u64) + Send + 'static) {
+        self.on_queued = Some(Box::new(notice));
+    }
+
     /// Waits for the result of the `execute` request `id`, handing it streamed output.
     pub fn wait_execute(
         &mut self,
         id: u64,
         mut on_output: impl FnMut(&OutputParams) -> io::Result<()>,
     ) -> Result<ExecuteResult, CallError> {
-        self.wait_result::<ExecuteResult>(id, |incoming| {
-            if incoming.method.as_deref() == Some(OUTPUT_NOTIFICATION) {
-                let params = incoming.params.as_ref().map_or("null", |p| p.get());
-                let output: OutputParams =
-                    serde_json::from_str(params).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-                on_output(&output)?;
+        let mut on_queued = self.on_queued.take();
+        let result = self.wait_result::<ExecuteResult>(id, |incoming| {
+            let params = incoming.params.as_ref().map_or("null", |p| p.get());
+            match incoming.method.as_deref() {
+                Some(OUTPUT_NOTIFICATION) => {
+                    let output: OutputParams =
+                        serde_json::from_str(params).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                    on_output(&output)?;
+                }
+                Some(QUEUED_NOTIFICATION) => {
+                    if let Some(notice) = on_queued.as_mut() {
+                        let ahead =
+                            serde_json::from_str::<serde_json::Value>(params).ok().and_then(|p| p["ahead"].as_u64());
+                        notice(ahead.unwrap_or(0));
+                    }
+                }
+                _ => {}
             }
             Ok(())
-        })
+        });
+        self.on_queued = on_queued;
+        result
     }
 
     /// Whether a call that failed on this connection certainly did not reach a server that

@@ -27,6 +27,12 @@ pub fn run(target: &Target, params: &ExecuteParams, start: bool, cli: &Cli) -> R
     for attempt in 0..RETRIES {
         let may_retry = attempt + 1 < RETRIES && !params.stdin_stream;
         let mut conn = target.connect(start, cli.quiet, Framing::Lines)?;
+        if !cli.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            conn.on_queued(|ahead| {
+                let ahead = if ahead == 0 { "none".to_owned() } else { ahead.to_string() };
+                eprintln!("mcli-client: waiting for a free slot, {ahead} ahead");
+            });
+        }
         match execute(&mut conn, params, cli.json) {
             // A retry is safe only if no input was consumed for the first attempt.
             Err(CallError::Rpc(err)) if err.code == code::SHUTTING_DOWN && may_retry => {

@@ -118,6 +118,19 @@ impl Executions {
         }
     }
 
+    /// A slot if one is free now (and the server is not shutting down), without queueing.
+    pub fn try_admit(&self) -> Option<Slot> {
+        if self.lifecycle.is_shutting_down() {
+            return None;
+        }
+        Arc::clone(&self.slots).try_acquire_owned().ok().map(|permit| self.slot(permit))
+    }
+
+    /// Whether a call that finds no free slot would be queued (rather than refused as busy).
+    pub fn queue_has_room(&self) -> bool {
+        self.queued.load(Ordering::SeqCst) < self.max_queued.load(Ordering::SeqCst)
+    }
+
     fn slot(&self, permit: OwnedSemaphorePermit) -> Slot {
         Slot { permit: Some(permit), debt: Arc::clone(&self.debt) }
     }

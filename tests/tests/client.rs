@@ -229,3 +229,21 @@ fn on_a_terminal_the_client_says_why_a_command_ended_early() {
     piped.expect_code(124);
     assert!(!piped.stderr.contains("timed out"), "{}", piped.stderr);
 }
+
+#[test]
+fn on_a_terminal_the_client_says_when_it_waits_for_a_free_slot() {
+    let mut env = TestEnv::new();
+    env.use_config("[api_daemon]\nmax_concurrent_commands = 1\n");
+    let running = env
+        .client_cmd(&["-q", "sleep", "2"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    env.wait_for_active(mcli_tests::Active::Any);
+    let (shown, code) = on_a_terminal(&env, "echo after the wait");
+    assert_eq!(code, Some(0), "{shown}");
+    assert!(shown.contains("mcli-client: waiting for a free slot, none ahead"), "{shown}");
+    assert!(shown.contains("after the wait"), "{shown}");
+    Run::wait(running).expect_code(0);
+}

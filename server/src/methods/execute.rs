@@ -14,8 +14,8 @@ use base64::Engine as _;
 use bytes::Bytes;
 use jsonrpsee_types::{ErrorObject, ErrorObjectOwned};
 use mcli_protocol::{
-    ExecStatus, ExecuteParams, ExecuteResult, OUTPUT_NOTIFICATION, OutputParams, PROTOCOL_VERSION, Seconds, code,
-    encode_output,
+    ExecStatus, ExecuteParams, ExecuteResult, OUTPUT_NOTIFICATION, OutputParams, PROTOCOL_VERSION, QUEUED_NOTIFICATION,
+    Seconds, code, encode_output,
 };
 use mcli_shared::execution::{Capture, Execution, OutputSink};
 use mcli_shared::registry::{CommandKind, CommandSpec, LookupError};
@@ -24,7 +24,7 @@ use serde::Serialize;
 
 use super::error;
 use crate::cache::{Entry, MAX_ENTRY_BYTES};
-use crate::executions::Refusal;
+use crate::executions::{Refusal, Slot};
 use crate::history::Record;
 use crate::ids::IdsError;
 use crate::state::State;
@@ -56,7 +56,7 @@ pub async fn execute(
     if let Some(hit) = cache.as_ref().and_then(|(key, _)| state.cache.get(key)) {
         return replay(&state, &request, &params, &spec, hit, stream).await;
     }
-    let Some(_slot) = state.executions.admit(&request.cancel).await.map_err(refused)? else {
+    let Some(_slot) = take_slot(&state, &request, stream).await? else {
         return never_ran(&state, &request, &params, &spec, stream).await;
     };
     let invocation = Invocation {
@@ -357,6 +357,28 @@ impl OutputSink for ResultSink<'_> {
         self.capture.keep(&chunk);
         true
     }
+}
+
+/// A slot among `max_concurrent_commands`: at once if one is free, else after a wait in the
+/// queue, which a streaming client is told about. `None` when the call was cancelled waiting.
+async fn take_slot(state: &State, request: &RequestCtx, stream: bool) -> Result<Option<Slot>, ErrorObjectOwned> {
+    if let Some(slot) = state.executions.try_admit() {
+        return Ok(Some(slot));
+    }
+    if stream && state.executions.queue_has_room() {
+        send_queued(request, state.executions.queued()).await;
+    }
+    state.executions.admit(&request.cancel).await.map_err(refused)
+}
+
+/// Tells the client its call waits for a free slot, with `ahead` calls before it.
+async fn send_queued(request: &RequestCtx, ahead: u64) {
+    let message = serde_json::json!({
+        "jsonrpc": "2.0",
+        "method": QUEUED_NOTIFICATION,
+        "params": { "request_id": request.request_id, "ahead": ahead },
+    });
+    let _ = request.outgoing.send(Bytes::from(message.to_string())).await;
 }
 
 /// Queues one `mcli/output` notification; false when the connection is gone.

@@ -104,6 +104,11 @@ pub const OUTPUT_NOTIFICATION: &str = "mcli/output";
 /// The request that must open a TCP connection: `{"token": "..."}` from the server file.
 pub const AUTHENTICATE_METHOD: &str = "authenticate";
 
+/// The notification that tells a client its `execute` waits for a free slot (all of
+/// `max_concurrent_commands` run): params `{request_id, ahead}`, `ahead` being the calls that
+/// wait before it. Sent on stream transports, before any output.
+pub const QUEUED_NOTIFICATION: &str = "mcli/queued";
+
 /// The notification that carries standard input for an `execute` with `stdin_stream`.
 pub const STDIN_NOTIFICATION: &str = "mcli/stdin";
 /// The LSP-style notification a client sends to cancel one of its own requests.
