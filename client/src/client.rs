@@ -273,15 +273,7 @@ impl Output {
     /// The exit status a shell would report, as `mcli-client` exits with it: the exit code,
     /// 128+N for signal N, 124 timed out, 130 cancelled.
     pub fn exit_status(&self) -> i32 {
-        match self.status {
-            ExecStatus::TimedOut => crate::exit::TIMED_OUT,
-            ExecStatus::Cancelled => crate::exit::INTERRUPTED,
-            ExecStatus::Completed | ExecStatus::Failed => match (self.exit_code, self.signal) {
-                (Some(code), _) => code,
-                (None, Some(signal)) => 128 + signal,
-                (None, None) => 1,
-            },
-        }
+        crate::exit::status_of(self.status, self.exit_code, self.signal)
     }
 }
 

@@ -45,10 +45,16 @@ pub fn say_why_it_ended(result: &ExecuteResult, quiet: bool) {
 
 /// The client's exit status for a command's result.
 pub fn exit_status(result: &ExecuteResult) -> i32 {
-    match result.status {
+    status_of(result.status, result.exit_code, result.signal)
+}
+
+/// The exit status for how a command ended, as a shell reports it: its exit code, 128+N for
+/// signal N, 124 timed out, 130 cancelled.
+pub fn status_of(status: ExecStatus, exit_code: Option<i32>, signal: Option<i32>) -> i32 {
+    match status {
         ExecStatus::TimedOut => TIMED_OUT,
         ExecStatus::Cancelled => INTERRUPTED,
-        ExecStatus::Completed | ExecStatus::Failed => match (result.exit_code, result.signal) {
+        ExecStatus::Completed | ExecStatus::Failed => match (exit_code, signal) {
             (Some(code), _) => code,
             (None, Some(signal)) => 128 + signal,
             (None, None) => FAILURE,

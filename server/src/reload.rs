@@ -9,12 +9,10 @@
 //! nothing more. A key that cannot change live (it needs a restart) is reported by name and
 //! keeps its old value.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use mcli_shared::config::{self, Config, ConfigErrors};
 use mcli_shared::paths;
-use serde_json::Value;
 
 use crate::history::Retention;
 use crate::state::State;
@@ -110,20 +108,8 @@ fn keep_restart_only_values(old: &Config, new: &mut Config) {
 
 /// The dotted keys (`server.kill_grace`) whose values differ between `old` and `new`.
 fn changed_keys(old: &Config, new: &Config) -> Vec<String> {
-    let (old, new) = (flatten(old), flatten(new));
+    let (old, new) = (old.keys(), new.keys());
     new.iter().filter(|(key, value)| old.get(*key) != Some(*value)).map(|(key, _)| key.clone()).collect()
-}
-
-fn flatten(config: &Config) -> BTreeMap<String, Value> {
-    let mut keys = BTreeMap::new();
-    let Ok(Value::Object(tables)) = serde_json::to_value(config) else { return keys };
-    for (table, value) in tables {
-        let Value::Object(fields) = value else { continue };
-        for (key, value) in fields {
-            keys.insert(format!("{table}.{key}"), value);
-        }
-    }
-    keys
 }
 
 #[cfg(test)]

@@ -59,9 +59,8 @@ impl Pool {
     }
 
     /// Takes a worker back after a call: idle again if it is still fit to serve.
-    fn put_back(&self, pid: u32, mut worker: Worker, name: &str) {
+    fn put_back(&self, mut worker: Worker, name: &str) {
         let mut state = self.state();
-        state.busy.remove(&pid);
         if worker.healthy && !self.retired.load(std::sync::atomic::Ordering::SeqCst) {
             worker.last_command = name.to_owned();
             state.idle.push((worker, Instant::now()));
@@ -196,7 +195,7 @@ impl WorkerSource for Workers {
         let outcome = worker.call(&Call::of(name, inv, stdin), out, cancel).await;
         // Off the busy list before it is idle again: once idle, another call may list it anew.
         drop(listed);
-        pool.put_back(pid, worker, name);
+        pool.put_back(worker, name);
         outcome
     }
 }

@@ -118,6 +118,20 @@ pub struct Config {
 }
 
 impl Config {
+    /// Every setting as a dotted key (`server.kill_grace`) and its value, in key order: what
+    /// `config show` prints and what a reload compares.
+    pub fn keys(&self) -> BTreeMap<String, serde_json::Value> {
+        let mut keys = BTreeMap::new();
+        let Ok(serde_json::Value::Object(tables)) = serde_json::to_value(self) else { return keys };
+        for (table, value) in tables {
+            let serde_json::Value::Object(fields) = value else { continue };
+            for (key, value) in fields {
+                keys.insert(format!("{table}.{key}"), value);
+            }
+        }
+        keys
+    }
+
     /// The directories searched for commands, in order of precedence.
     pub fn commands_dirs(&self, env: impl Fn(&str) -> Option<OsString>) -> Vec<PathBuf> {
         let mut dirs = vec![paths::config_dir(env).join("commands")];

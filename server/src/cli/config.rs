@@ -63,16 +63,11 @@ pub(super) fn show(file: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> 
 
 /// Each key with its value (as TOML-like text) and its source.
 fn rows(loaded: &Loaded) -> Vec<(String, String, String)> {
-    let Ok(serde_json::Value::Object(tables)) = serde_json::to_value(&loaded.config) else { return Vec::new() };
-    let mut rows = Vec::new();
-    for (table, fields) in tables {
-        let serde_json::Value::Object(fields) = fields else { continue };
-        for (key, value) in fields {
-            let dotted = format!("{table}.{key}");
-            let source = loaded.sources.get(&dotted).map_or_else(|| "default".to_owned(), ToString::to_string);
-            let value = if value.is_null() { "(unset)".to_owned() } else { value.to_string() };
-            rows.push((dotted, value, source));
-        }
-    }
-    rows
+    let keys = loaded.config.keys().into_iter();
+    keys.map(|(key, value)| {
+        let source = loaded.sources.get(&key).map_or_else(|| "default".to_owned(), ToString::to_string);
+        let value = if value.is_null() { "(unset)".to_owned() } else { value.to_string() };
+        (key, value, source)
+    })
+    .collect()
 }
