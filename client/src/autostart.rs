@@ -12,6 +12,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -196,6 +197,28 @@ pub fn start(paths: &ServerPaths, starter: &Starter) -> Result<Option<Started>, 
         Err(other) => return Err(other.into()),
     }
 
+    spawn(paths, starter, &[]).map(Some)
+}
+
+/// Starts the successor of the running server, which hands it `listeners` (each a name and a
+/// listening socket): they become descriptors 3 and up of the new server, announced with
+/// `LISTEN_FDS` and `LISTEN_FDNAMES` as a service manager does. No start lock, no probe: the
+/// caller is the server that answers.
+pub fn start_successor(
+    paths: &ServerPaths,
+    starter: &Starter,
+    listeners: &[(&str, std::os::fd::BorrowedFd<'_>)],
+) -> Result<Started, StartError> {
+    spawn(paths, starter, listeners)
+}
+
+/// Spawns `starter`'s server, detached, with `listeners` passed on, and waits for its readiness.
+fn spawn(
+    paths: &ServerPaths,
+    starter: &Starter,
+    listeners: &[(&str, std::os::fd::BorrowedFd<'_>)],
+) -> Result<Started, StartError> {
+    let io_err = |step: StartStep| move |source| StartError::Io { step, source };
     let log = open_log(&starter.log).map_err(io_err(StartStep::OpenLog(starter.log.clone())))?;
     let mut command = Command::new(&starter.program);
     command
@@ -207,16 +230,55 @@ pub fn start(paths: &ServerPaths, starter: &Starter) -> Result<Option<Started>, 
         // A server started from inside a command is not part of that command's process tree:
         // ending the command must not end the daemon.
         .env_remove(mcli_shared::tree::TAG_VAR)
+        .env_remove("LISTEN_PID")
+        .env_remove("LISTEN_FDS")
+        .env_remove("LISTEN_FDNAMES")
         .current_dir("/")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log);
-    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    if !listeners.is_empty() {
+        let names: Vec<&str> = listeners.iter().map(|(name, _)| *name).collect();
+        command.env("LISTEN_FDS", listeners.len().to_string()).env("LISTEN_FDNAMES", names.join(":"));
+    }
+    let passed: Vec<RawFd> = listeners.iter().map(|(_, fd)| fd.as_raw_fd()).collect();
+    // SAFETY: between fork and exec only async-signal-safe calls (setsid, fcntl, dup2) run,
+    // on descriptors the caller keeps open, and on a vector allocated before the fork.
     unsafe {
-        command.pre_exec(|| nix::unistd::setsid().map(drop).map_err(io::Error::from));
+        command.pre_exec(move || {
+            nix::unistd::setsid().map_err(io::Error::from)?;
+            pass_descriptors(&passed)
+        });
     }
     let mut child = command.spawn().map_err(io_err(StartStep::Spawn(starter.program.clone())))?;
-    wait_ready(&mut child, starter).map(Some)
+    wait_ready(&mut child, starter)
+}
+
+/// Puts `fds` at 3, 4, ... in a child between fork and exec, without close-on-exec. Each is
+/// first copied above the targets, so that one already at a target number is not overwritten
+/// before it is moved.
+fn pass_descriptors(fds: &[RawFd]) -> io::Result<()> {
+    use nix::libc;
+    const MAX: usize = 8;
+    const ABOVE: libc::c_int = 64;
+    if fds.len() > MAX {
+        return Err(io::Error::other("too many descriptors to pass"));
+    }
+    let mut moved = [0 as libc::c_int; MAX];
+    for (slot, fd) in moved.iter_mut().zip(fds) {
+        // SAFETY: fcntl and dup2 are async-signal-safe and only make new descriptors.
+        *slot = unsafe { libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, ABOVE) };
+        if *slot < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    for (target, fd) in (3..).zip(&moved[..fds.len()]) {
+        // SAFETY: as above; dup2 clears close-on-exec on the target.
+        if unsafe { libc::dup2(*fd, target) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// Reads the readiness line from the new server's standard output, within the timeout.
@@ -275,18 +337,25 @@ fn open_log(path: &Path) -> io::Result<File> {
 /// It must run before this process opens any descriptor of its own, while only the main thread
 /// runs; `mcli-server` calls it before anything else of a serving subcommand.
 pub fn close_inherited_descriptors() -> io::Result<()> {
+    close_descriptors_from(3)
+}
+
+/// [`close_inherited_descriptors`], keeping those below `first` (descriptors 3 and up that a
+/// service manager or a previous server handed over, which the caller has taken).
+pub fn close_descriptors_from(first: u32) -> io::Result<()> {
     use nix::libc;
-    const FIRST: libc::c_uint = 3;
+    const FIRST_INHERITED: libc::c_uint = 3;
+    let first: libc::c_uint = first.max(FIRST_INHERITED);
     // SAFETY: close_range only closes descriptors; by this function's contract none of those
     // from 3 up belongs to anything in this process yet.
-    if unsafe { libc::syscall(libc::SYS_close_range, FIRST, libc::c_uint::MAX, 0 as libc::c_uint) } == 0 {
+    if unsafe { libc::syscall(libc::SYS_close_range, first, libc::c_uint::MAX, 0 as libc::c_uint) } == 0 {
         return Ok(());
     }
     // A kernel before 5.9: close what /proc lists. The listing's own descriptor is closed by
     // the time the list is walked, so closing it again only fails with EBADF.
     let fds: Vec<libc::c_int> = fs::read_dir("/proc/self/fd")?
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
-        .filter(|fd| *fd >= FIRST as libc::c_int)
+        .filter(|fd| libc::c_uint::try_from(*fd).is_ok_and(|fd| fd >= first))
         .collect();
     for fd in fds {
         // SAFETY: as above.

@@ -277,7 +277,7 @@ impl Connection {
         // in a namespace below this one has another pid there than the one it wrote.
         if let Some(file) = named
             && peer_pid != 0
-            && file.pid != peer_pid
+            && !file.is_listener(peer_pid)
             && same_pid_namespace(peer_pid)
         {
             let socket = server.socket.display();

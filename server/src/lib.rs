@@ -8,8 +8,10 @@ pub mod cache;
 pub mod cli;
 pub mod commands;
 pub mod executions;
+pub mod handover;
 pub mod history;
 pub mod ids;
+pub mod inherited;
 pub mod lifecycle;
 pub mod logging;
 pub mod methods;
@@ -22,6 +24,7 @@ pub mod workers;
 
 use std::fs::File;
 use std::io::{self, Write};
+use std::os::fd::AsFd as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,22 +54,30 @@ pub struct ServeOptions {
     pub tcp: Option<String>,
     /// Serve the HTTP bridge on this address (`HOST:PORT`).
     pub http: Option<String>,
+    /// Listeners handed over by a service manager or by the server this one replaces: used in
+    /// place of binding the socket, `tcp` and `http`.
+    pub inherited: inherited::Inherited,
+    /// The pid of the server that handed its listeners over (`restart`): it still holds the
+    /// name lock until it has finished its commands, and this server keeps its token.
+    pub handover_from: Option<u32>,
 }
 
 /// Serves until shutdown. `name_lock` is the held lock on `NAME.lock`: it proves that no other
 /// live server owns the name, so a socket file left behind can be replaced. Returns the lock
 /// (unless another server took the name meanwhile), for the caller to drop last.
-pub async fn serve(options: ServeOptions, name_lock: File) -> anyhow::Result<Option<File>> {
-    let ServeOptions { config, paths, notify_ready, auto_started, tcp, http } = options;
+pub async fn serve(options: ServeOptions, name_lock: Option<File>) -> anyhow::Result<Option<File>> {
+    let ServeOptions { config, paths, notify_ready, auto_started, tcp, http, inherited, handover_from } = options;
     let (history, ids) = open_history(&config, &paths)?;
-    let extra = ExtraListeners::bind(tcp, http).await?;
-    let token: Arc<str> = server_file::new_token()?.into();
+    let extra = ExtraListeners::bind(tcp, http, inherited.tcp, inherited.http).await?;
+    let token = token(&paths, handover_from)?;
     let file = server_file::new(&paths, token.to_string(), extra.listening.tcp.clone(), extra.listening.http.clone());
-    let (name, listener) = NameGuard::bind(paths.clone(), name_lock, file)?;
+    let (name, listener) = take_name(&paths, name_lock, file, inherited.socket, handover_from.is_some())?;
 
     let commands = Commands::new(config.commands_dirs(mcli_shared::paths::process_env));
     let state = Inner::new(config, paths, commands, history, ids, extra.listening.clone());
     let transports = transport::Transports::new(Arc::clone(&state.lifecycle), methods::table(state.clone()));
+    state.listeners.keep(inherited::SOCKET, listener.as_fd());
+    state.listeners.set_auto_started(auto_started);
     extra.serve(&state, &transports, token);
     let (rebound_tx, rebound_rx) = tokio::sync::mpsc::channel(1);
     tokio::spawn(transport::socket::serve(transports, listener, rebound_rx));
@@ -78,12 +89,20 @@ pub async fn serve(options: ServeOptions, name_lock: File) -> anyhow::Result<Opt
     }
     tokio::spawn(reap_workers(state.clone()));
     announce_ready(&readiness_line(&state), notify_ready)?;
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
 
     state.lifecycle.stop.cancelled().await;
-    tracing::info!("shutting down");
-    drain(&state, SHUTDOWN_GRACE).await;
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    let handed_over = state.lifecycle.is_handed_over();
+    tracing::info!(handed_over, "shutting down");
+    drain(&state, if handed_over { lifecycle::HANDOVER_GRACE } else { SHUTDOWN_GRACE }).await;
     let lock = match guard.await {
-        Ok(Some(name)) => Some(name.release()),
+        Ok(Some(mut name)) => {
+            if handed_over {
+                name.disown_socket();
+            }
+            name.release()
+        }
         Ok(None) => None,
         Err(err) => {
             tracing::error!(%err, "the name guard failed");
@@ -94,6 +113,39 @@ pub async fn serve(options: ServeOptions, name_lock: File) -> anyhow::Result<Opt
     Ok(lock)
 }
 
+/// The token clients present over TCP and HTTP: a new one, or the one of the server this one
+/// takes over from (read from its server file), so that its clients keep working.
+fn token(paths: &ServerPaths, handover_from: Option<u32>) -> anyhow::Result<Arc<str>> {
+    let previous = handover_from.and_then(|pid| {
+        let text = mcli_shared::paths::read_server_file(&paths.server_file).ok()?;
+        mcli_protocol::ServerFile::parse(&text).ok().filter(|file| file.pid == pid)
+    });
+    match previous {
+        Some(file) => Ok(file.token.into()),
+        None => Ok(server_file::new_token()?.into()),
+    }
+}
+
+/// Takes the server's name: binds the socket, or adopts the one handed over (`owned`: by the
+/// previous server, whose lock comes later, rather than by a service manager).
+fn take_name(
+    paths: &ServerPaths,
+    lock: Option<File>,
+    file: mcli_protocol::ServerFile,
+    inherited: Option<std::os::unix::net::UnixListener>,
+    owned: bool,
+) -> anyhow::Result<(NameGuard, interprocess::os::unix::uds_local_socket::tokio::Listener)> {
+    let Some(socket) = inherited else {
+        let lock = lock.context("the name lock is not held")?;
+        return NameGuard::bind(paths.clone(), lock, file);
+    };
+    let listener =
+        interprocess::os::unix::uds_local_socket::tokio::Listener::try_from(std::os::fd::OwnedFd::from(socket))
+            .context("serving the socket handed over")?;
+    let name = NameGuard::adopt(paths.clone(), lock, file, &listener, owned)?;
+    Ok((name, listener))
+}
+
 /// The TCP listener and the HTTP bridge's, when asked for.
 struct ExtraListeners {
     tcp: Option<tokio::net::TcpListener>,
@@ -102,19 +154,27 @@ struct ExtraListeners {
 }
 
 impl ExtraListeners {
-    /// Binds `tcp` and `http` (`HOST:PORT`; port 0 picks a free one).
-    async fn bind(tcp: Option<String>, http: Option<String>) -> anyhow::Result<ExtraListeners> {
-        let tcp = match tcp {
-            Some(addr) => Some(transport::tcp::bind(&addr).await?),
-            None => None,
+    /// Binds `tcp` and `http` (`HOST:PORT`; port 0 picks a free one), unless a listener for it
+    /// was handed over.
+    async fn bind(
+        tcp: Option<String>,
+        http: Option<String>,
+        inherited_tcp: Option<std::net::TcpListener>,
+        inherited_http: Option<std::net::TcpListener>,
+    ) -> anyhow::Result<ExtraListeners> {
+        let tcp = match (inherited_tcp, tcp) {
+            (Some(listener), _) => Some(adopt_tcp(listener)?),
+            (None, Some(addr)) => Some(transport::tcp::bind(&addr).await?),
+            (None, None) => None,
         };
-        let http = match http {
-            Some(addr) => Some(
+        let http = match (inherited_http, http) {
+            (Some(listener), _) => Some(adopt_tcp(listener)?),
+            (None, Some(addr)) => Some(
                 tokio::net::TcpListener::bind(&addr)
                     .await
                     .map_err(|e| anyhow::anyhow!("cannot serve HTTP on {addr}: {e}"))?,
             ),
-            None => None,
+            (None, None) => None,
         };
         let address = |listener: &Option<tokio::net::TcpListener>| -> anyhow::Result<Option<String>> {
             Ok(listener.as_ref().map(|l| l.local_addr()).transpose()?.map(|a| a.to_string()))
@@ -126,6 +186,12 @@ impl ExtraListeners {
     /// Serves both until shutdown; TCP peers must present `token`, and so must HTTP clients
     /// unless the config turned that off (allowed on loopback only).
     fn serve(self, state: &state::State, transports: &transport::Transports, token: Arc<str>) {
+        if let Some(http) = &self.http {
+            state.listeners.keep(inherited::HTTP, http.as_fd());
+        }
+        if let Some(tcp) = &self.tcp {
+            state.listeners.keep(inherited::TCP, tcp.as_fd());
+        }
         if let Some(http) = self.http {
             let http_token = if state.config().api_daemon.require_token {
                 Some(Arc::clone(&token))
@@ -141,6 +207,12 @@ impl ExtraListeners {
             tokio::spawn(transport::tcp::serve(transports.clone(), tcp, token));
         }
     }
+}
+
+/// A TCP listener handed over, for tokio.
+fn adopt_tcp(listener: std::net::TcpListener) -> anyhow::Result<tokio::net::TcpListener> {
+    listener.set_nonblocking(true)?;
+    Ok(tokio::net::TcpListener::from_std(listener)?)
 }
 
 /// The readiness line: the version, every address listened on, the pid.
@@ -251,9 +323,14 @@ async fn guard_name(
             () = tokio::time::sleep(name::CHECK_EVERY) => {}
             () = state.lifecycle.stop.cancelled() => return Some(name),
         }
+        if state.lifecycle.is_handed_over() {
+            // A successor is starting on this server's listeners and writes the files anew.
+            continue;
+        }
         match name.check() {
             Ok(Check::Intact) => {}
             Ok(Check::Rebound(listener)) => {
+                state.listeners.keep(inherited::SOCKET, listener.as_fd());
                 let _ = rebound.send(listener).await;
             }
             Ok(Check::Lost) => {

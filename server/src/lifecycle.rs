@@ -11,6 +11,9 @@ use tokio_util::task::TaskTracker;
 
 /// How long a graceful shutdown lets running commands finish.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long a server that handed its listeners over lets its running commands finish: nobody
+/// waits for it to exit (its successor serves), so it can let longer commands end on their own.
+pub const HANDOVER_GRACE: Duration = Duration::from_secs(300);
 
 pub struct Lifecycle {
     started: Instant,
@@ -25,6 +28,9 @@ pub struct Lifecycle {
     shutting_down: AtomicBool,
     /// Set by a non-graceful shutdown: skip the grace period.
     immediate: AtomicBool,
+    /// Set when the listeners were handed to a new server (`restart`): this one stops accepting
+    /// and finishes what it runs, and leaves the socket file to its successor.
+    handed_over: AtomicBool,
     /// Open connections and running commands, for the idle timeout.
     busy: AtomicUsize,
     /// When something last stopped being busy (or the server started).
@@ -41,6 +47,7 @@ impl Default for Lifecycle {
             tasks: TaskTracker::new(),
             shutting_down: AtomicBool::new(false),
             immediate: AtomicBool::new(false),
+            handed_over: AtomicBool::new(false),
             busy: AtomicUsize::new(0),
             last_busy: Mutex::new(Instant::now()),
         }
@@ -70,6 +77,23 @@ impl Lifecycle {
         }
         self.shutting_down.store(true, Ordering::SeqCst);
         self.stop.cancel();
+    }
+
+    /// Stops this server after its listeners went to a successor: it accepts nothing more,
+    /// lets running commands finish (within [`HANDOVER_GRACE`]) and keeps the socket file.
+    pub fn hand_over(&self) {
+        self.handed_over.store(true, Ordering::SeqCst);
+        self.begin_shutdown(true);
+    }
+
+    /// Marks a hand-over under way (or failed: `false`), during which the name guard leaves
+    /// the server file to the successor.
+    pub fn set_handing_over(&self, on: bool) {
+        self.handed_over.store(on, Ordering::SeqCst);
+    }
+
+    pub fn is_handed_over(&self) -> bool {
+        self.handed_over.load(Ordering::SeqCst)
     }
 
     /// Marks the server busy (an open connection, a running command) until the guard drops.

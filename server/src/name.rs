@@ -75,7 +75,12 @@ pub enum Check {
 
 pub struct NameGuard {
     paths: ServerPaths,
-    lock: File,
+    /// The name lock; `None` while the server this one took over from still holds it (it lets
+    /// go when it exits, and this guard takes it then).
+    lock: Option<File>,
+    /// Whether the socket file is this server's to remove at exit: not when a service manager
+    /// made it (it stays for the next activation), nor once handed over to a successor.
+    owns_socket: bool,
     lock_id: Option<FileId>,
     socket_id: Option<FileId>,
     file_id: Option<FileId>,
@@ -91,16 +96,62 @@ impl NameGuard {
         lock: File,
         file: mcli_protocol::ServerFile,
     ) -> anyhow::Result<(NameGuard, Listener)> {
-        let mut guard =
-            NameGuard { lock_id: FileId::of(&paths.lock), paths, lock, socket_id: None, file_id: None, file };
+        let mut guard = NameGuard {
+            lock_id: FileId::of(&paths.lock),
+            paths,
+            lock: Some(lock),
+            owns_socket: true,
+            socket_id: None,
+            file_id: None,
+            file,
+        };
         let listener = guard.bind_socket()?;
         Ok((guard, listener))
+    }
+
+    /// Takes the name with a socket that is already listening at the name's path: one a service
+    /// manager made (`owns_socket` false), or one handed over by the server this one replaces
+    /// (which still holds the name lock: `lock` is `None` until it exits).
+    pub fn adopt(
+        paths: ServerPaths,
+        lock: Option<File>,
+        mut file: mcli_protocol::ServerFile,
+        listener: &Listener,
+        owns_socket: bool,
+    ) -> anyhow::Result<NameGuard> {
+        let listening = listener.inner().local_addr().ok();
+        let at = listening.as_ref().and_then(|a| a.as_pathname()).map(Path::to_path_buf);
+        let same_file = match (at.as_deref().and_then(FileId::of), FileId::of(&paths.socket)) {
+            (Some(listening), Some(expected)) => listening == expected,
+            _ => false,
+        };
+        if !same_file {
+            let at = at.map_or_else(|| "an unnamed socket".to_owned(), |p| p.display().to_string());
+            anyhow::bail!(
+                "the socket handed over listens at {at}, but clients look for {}; make the service manager listen there (or set MCLI_RUNTIME_DIR)",
+                paths.socket.display()
+            );
+        }
+        file.listener_pid = socket::listening_pid(listener).filter(|pid| *pid != file.pid);
+        let lock_id = FileId::of(&paths.lock);
+        let socket_id = FileId::of(&paths.socket);
+        let mut guard = NameGuard { paths, lock, lock_id, owns_socket, socket_id, file_id: None, file };
+        guard.write_file()?;
+        Ok(guard)
+    }
+
+    /// Leaves the socket file, which a successor now listens on, in place at exit.
+    pub fn disown_socket(&mut self) {
+        self.owns_socket = false;
     }
 
     /// Binds the socket, writing the server file first: a client checks that what answers on
     /// the socket is the process the server file names, so the file must name this one before
     /// any client can connect.
     fn bind_socket(&mut self) -> anyhow::Result<Listener> {
+        // A socket bound here names this process as its peer.
+        self.file.listener_pid = None;
+        self.owns_socket = true;
         self.write_file()?;
         let paths = &self.paths;
         remove_if_present(&paths.socket).context("removing the stale socket file")?;
@@ -119,6 +170,18 @@ impl NameGuard {
 
     /// Checks that the name's files are still this server's, repairing what it can.
     pub fn check(&mut self) -> anyhow::Result<Check> {
+        if self.lock.is_none() {
+            // The server this one took over from holds the name until it exits: its files are
+            // this server's only from then on.
+            match lockfile::lock_within(&self.paths.lock, Duration::ZERO)? {
+                Some(lock) => {
+                    self.lock = Some(lock);
+                    self.lock_id = FileId::of(&self.paths.lock);
+                    tracing::info!("the previous server has exited; this one holds the name");
+                }
+                None => return Ok(Check::Intact),
+            }
+        }
         if FileId::of(&self.paths.socket) == self.socket_id && self.socket_id.is_some() {
             if FileId::of_contents(&self.paths.server_file) != self.file_id || self.file_id.is_none() {
                 tracing::warn!(file = %self.paths.server_file.display(), "the server file was removed or replaced; writing it anew");
@@ -132,7 +195,7 @@ impl NameGuard {
             paths::ensure_runtime_dir(&self.paths.dir)?;
             match lockfile::lock_within(&self.paths.lock, Duration::ZERO)? {
                 Some(lock) => {
-                    self.lock = lock;
+                    self.lock = Some(lock);
                     self.lock_id = FileId::of(&self.paths.lock);
                 }
                 None => return Ok(Check::Lost),
@@ -143,9 +206,9 @@ impl NameGuard {
     }
 
     /// Removes the socket and server file if they are still this server's; returns the name
-    /// lock, to be dropped when the server has finished.
-    pub fn release(self) -> File {
-        if self.socket_id.is_some() && FileId::of(&self.paths.socket) == self.socket_id {
+    /// lock (if this server got to hold it), to be dropped when the server has finished.
+    pub fn release(self) -> Option<File> {
+        if self.owns_socket && self.socket_id.is_some() && FileId::of(&self.paths.socket) == self.socket_id {
             let _ = remove_if_present(&self.paths.socket);
         }
         if self.file_id.is_some() && FileId::of_contents(&self.paths.server_file) == self.file_id {

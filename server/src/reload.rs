@@ -39,6 +39,17 @@ pub async fn reload(state: &State) -> Result<Report, ConfigErrors> {
     // difference from the config in force, which must not change under it.
     static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     let _turn = ONE_AT_A_TIME.lock().await;
+    // A service manager (systemd's Type=notify) is told a reload is under way, then ready.
+    if let Ok(now) = sd_notify::NotifyState::monotonic_usec_now() {
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading, now]);
+    }
+    let reloaded = reload_now(state).await;
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    reloaded
+}
+
+/// [`reload`], its turn taken.
+async fn reload_now(state: &State) -> Result<Report, ConfigErrors> {
     let old = state.config();
     let file = old.file.clone();
     let loaded = tokio::task::spawn_blocking(move || config::load_all(file.as_deref(), paths::process_env))

@@ -19,6 +19,7 @@ pub fn new(paths: &ServerPaths, token: String, tcp: Option<String>, http: Option
         tcp,
         http,
         token,
+        listener_pid: None,
     }
 }
 

@@ -32,6 +32,8 @@ pub struct Inner {
     pub history: Option<Arc<History>>,
     /// Where the server listens besides its socket, for `status`.
     pub listening: Listening,
+    /// The listening sockets, kept to hand over to a successor (`restart`).
+    pub listeners: crate::handover::Listeners,
 }
 
 /// The addresses of the optional listeners.
@@ -70,6 +72,7 @@ impl Inner {
             workers: Workers::default(),
             history,
             listening,
+            listeners: crate::handover::Listeners::default(),
         })
     }
 

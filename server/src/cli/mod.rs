@@ -55,6 +55,9 @@ enum Cmd {
         /// A client started this server on demand
         #[arg(long, hide = true, requires = "foreground")]
         auto_started: bool,
+        /// The server (pid) that hands its listeners over, as descriptors 3 and up (`restart`)
+        #[arg(long, hide = true, value_name = "PID", requires = "notify_ready")]
+        handover_from: Option<u32>,
     },
     /// Stop the running server and wait until it has exited
     Stop,
@@ -194,8 +197,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         return if cli.stdio { stdio::run(&server, config) } else { usage() };
     };
     match command {
-        Cmd::Start { foreground: true, listen, notify_ready, auto_started } => {
-            start::foreground(&server, config, &listen, notify_ready, auto_started)
+        Cmd::Start { foreground: true, listen, notify_ready, auto_started, handover_from } => {
+            let how = start::How { notify_ready, auto_started, handover_from };
+            start::foreground(&server, config, &listen, how)
         }
         Cmd::Start { foreground: false, listen, .. } => start::detached(&server, config, &listen),
         Cmd::Stop => stop::run(&server),

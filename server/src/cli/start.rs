@@ -11,6 +11,7 @@ use mcli_shared::config::Config;
 use mcli_shared::paths::{self, ServerPaths};
 
 use super::common::{self, NameLock};
+use crate::inherited::{self, Inherited};
 use crate::{ServeOptions, serve};
 
 /// How a server listens and logs.
@@ -68,6 +69,17 @@ fn starter(server: &ServerPaths, file: Option<&Path>, listen: &Listen) -> anyhow
     Ok(starter)
 }
 
+/// How a foreground server came to run.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct How {
+    /// Standard output is a starter's readiness pipe.
+    pub(super) notify_ready: bool,
+    /// A client started it on demand.
+    pub(super) auto_started: bool,
+    /// The server that hands its listeners over.
+    pub(super) handover_from: Option<u32>,
+}
+
 /// Runs the daemon in this process until it shuts down. Started by a starter
 /// (`notify_ready`), a failure to start is also written on the readiness pipe, so that the
 /// starter can say what failed even when the log cannot be written.
@@ -75,14 +87,19 @@ pub(super) fn foreground(
     server: &ServerPaths,
     file: Option<&Path>,
     listen: &Listen,
-    notify_ready: bool,
-    auto_started: bool,
+    how: How,
 ) -> anyhow::Result<ExitCode> {
-    // First of all: what the starter's caller left open is not the daemon's to keep (nor its
-    // commands'), except standard input, output (the readiness pipe) and error (the log).
-    let closed = autostart::close_inherited_descriptors();
-    let served = serve_foreground(server, file, listen, notify_ready, auto_started, closed);
-    if notify_ready && let Err(err) = &served {
+    // First of all, while this process has one thread: the listeners handed over (by a service
+    // manager, or by the server this one replaces) are taken; the rest of what the starter's
+    // caller left open is not the daemon's to keep (nor its commands'), except standard input,
+    // output (the readiness pipe) and error (the log).
+    let inherited = Inherited::take();
+    let keep = inherited.as_ref().map_or(0, |taken| taken.count);
+    let closed = autostart::close_descriptors_from(inherited::FIRST_FD.saturating_add(keep));
+    let served = inherited.and_then(|inherited| serve_foreground(server, file, listen, how, inherited, closed));
+    if how.notify_ready
+        && let Err(err) = &served
+    {
         autostart::report_start_error(&super::describe(err));
     }
     served
@@ -94,44 +111,67 @@ fn serve_foreground(
     server: &ServerPaths,
     file: Option<&Path>,
     listen: &Listen,
-    notify_ready: bool,
-    auto_started: bool,
+    how: How,
+    inherited: Inherited,
     closed: std::io::Result<()>,
 ) -> anyhow::Result<ExitCode> {
     let config = common::load_config(file, listen.debug)?;
     // A detached server's standard error is its log file, which it keeps bounded.
-    let log_file = notify_ready.then(|| paths::log_file(&paths::state_dir(paths::process_env), &server.name));
+    let log_file = how.notify_ready.then(|| paths::log_file(&paths::state_dir(paths::process_env), &server.name));
     crate::logging::init(config.api_daemon.debug, log_file);
     if let Err(err) = closed {
         tracing::warn!("cannot close the descriptors inherited from the starter: {err}");
     }
     paths::ensure_runtime_dir(&server.dir)?;
-    if !notify_ready && let Some(mut conn) = common::connect(server)? {
-        bail!("{}; stop it first with `mcli-server stop`", common::already_running(&mut conn, server)?);
-    }
-    let lock = match common::take_name(server)? {
-        NameLock::Taken(lock) => lock,
-        NameLock::Answering(mut conn) if notify_ready => {
-            // The holder answers after all (it had only lost its socket for a moment): that is the
-            // server the starter wants.
-            let status = conn.call::<protocol::Status>(&NoParams {})?;
-            println!("mcli-server {} listening on {} (pid {})", status.version, status.socket, status.pid);
-            return Ok(ExitCode::SUCCESS);
-        }
-        NameLock::Answering(mut conn) => {
-            bail!("{}; stop it first with `mcli-server stop`", common::already_running(&mut conn, server)?)
-        }
+    let lock = match how.handover_from {
+        // The previous server holds the name until it exits; this one takes it then.
+        Some(_) => None,
+        None => match name_lock(server, how, inherited.socket.is_some())? {
+            Some(lock) => Some(lock),
+            None => return Ok(ExitCode::SUCCESS),
+        },
     };
     let runtime = common::runtime()?;
-    let http = http_addr(&config, listen, auto_started)?;
-    let options =
-        ServeOptions { config, paths: server.clone(), notify_ready, auto_started, tcp: listen.tcp.clone(), http };
+    let http = http_addr(&config, listen, how.auto_started)?;
+    let options = ServeOptions {
+        config,
+        paths: server.clone(),
+        notify_ready: how.notify_ready,
+        auto_started: how.auto_started,
+        tcp: listen.tcp.clone(),
+        http,
+        inherited,
+        handover_from: how.handover_from,
+    };
     let lock = runtime.block_on(serve(options, lock))?;
     // Let go of the name only once nothing of this server runs any more, so that `stop`, which
     // waits for the lock, returns when the server is really gone.
     drop(runtime);
     drop(lock);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Takes the name lock. `Ok(None)`: the holder answers after all (it had only lost its socket
+/// for a moment), which is the server a starter wants; its readiness line is printed.
+fn name_lock(server: &ServerPaths, how: How, activated: bool) -> anyhow::Result<Option<std::fs::File>> {
+    // With a socket from a service manager, a probe would only queue on that very socket.
+    if !how.notify_ready
+        && !activated
+        && let Some(mut conn) = common::connect(server)?
+    {
+        bail!("{}; stop it first with `mcli-server stop`", common::already_running(&mut conn, server)?);
+    }
+    match common::take_name(server)? {
+        NameLock::Taken(lock) => Ok(Some(lock)),
+        NameLock::Answering(mut conn) if how.notify_ready => {
+            let status = conn.call::<protocol::Status>(&NoParams {})?;
+            println!("mcli-server {} listening on {} (pid {})", status.version, status.socket, status.pid);
+            Ok(None)
+        }
+        NameLock::Answering(mut conn) => {
+            bail!("{}; stop it first with `mcli-server stop`", common::already_running(&mut conn, server)?)
+        }
+    }
 }
 
 /// Where the HTTP bridge listens, if it is on: `--http [ADDR]`, or `[api_daemon] enabled` (for

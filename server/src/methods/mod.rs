@@ -4,6 +4,7 @@
 
 mod cancel;
 mod execute;
+mod handover;
 mod health;
 mod history;
 mod list;
@@ -32,6 +33,7 @@ pub fn table(state: State) -> Methods {
     register::<protocol::Health, _, _>(&mut module, health::health);
     register::<protocol::History, _, _>(&mut module, history::history);
     register::<protocol::Reload, _, _>(&mut module, reload::reload);
+    register::<protocol::Handover, _, _>(&mut module, handover::handover);
     module.into()
 }
 

@@ -29,6 +29,13 @@ pub fn bind(path: &Path) -> io::Result<Listener> {
     ListenerOptions::new().name(name).mode(0o600).reclaim_name(false).create_tokio_as::<Listener>()
 }
 
+/// The process that made `listener` listen, which is what clients see as the socket's peer
+/// (SO_PEERCRED of a listening socket names the process that called listen()).
+pub fn listening_pid(listener: &Listener) -> Option<u32> {
+    let creds = nix::sys::socket::getsockopt(listener, nix::sys::socket::sockopt::PeerCredentials).ok()?;
+    u32::try_from(creds.pid()).ok()
+}
+
 /// Serves the socket until the server stops; `rebound` brings the listener of a socket bound
 /// anew.
 pub async fn serve(transports: Transports, listener: Listener, rebound: mpsc::Receiver<Listener>) {

@@ -86,6 +86,34 @@ method!(
     Reload, "reload", NoParams, ReloadResult
 );
 
+method!(
+    /// Start a new server (`program` with `args`) on this one's listeners, then stop this one
+    /// once the new one is ready: what `mcli-server restart` asks, over the local socket only.
+    Handover, "handover", HandoverParams, HandoverResult
+);
+
+/// What `handover` starts: the `mcli-server` program and its arguments beyond those the
+/// server adds itself (its name, `start --foreground`, the hand-over).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandoverParams {
+    pub program: String,
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Which of the TCP listeners (`tcp`, `http`) to pass on besides the socket; all when
+    /// absent. One not passed is closed when the old server exits.
+    #[serde(default)]
+    pub listeners: Option<Vec<String>>,
+}
+
+/// The new server, as its readiness line describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandoverResult {
+    pub pid: u32,
+    pub line: String,
+    /// The commands the old server still runs; it exits once they have finished.
+    pub running: usize,
+}
+
 /// What `reload` did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReloadResult {

@@ -16,9 +16,19 @@ pub struct ServerFile {
     pub http: Option<String>,
     /// The secret that TCP and HTTP clients present.
     pub token: String,
+    /// The process that made the socket listen, when that is not `pid`: a service manager
+    /// that passed the socket on, or the server this one took over from. The kernel names that
+    /// process as the socket's peer (SO_PEERCRED), so a client accepts it as well as `pid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listener_pid: Option<u32>,
 }
 
 impl ServerFile {
+    /// Whether `peer`, the pid the kernel gives for the socket's peer, is this server.
+    pub fn is_listener(&self, peer: u32) -> bool {
+        peer == self.pid || self.listener_pid == Some(peer)
+    }
+
     /// Decodes a server file's text.
     pub fn parse(text: &str) -> serde_json::Result<ServerFile> {
         serde_json::from_str(text)

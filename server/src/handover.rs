@@ -1,0 +1,115 @@
+//! `mcli-server restart` without a gap: the running server starts its successor on its own
+//! listening sockets (passed as descriptors, the way a service manager passes them), waits for
+//! its readiness line, and only then stops accepting. Connections waiting in the socket's
+//! backlog are accepted by the successor; calls already running here finish here (within
+//! [`HANDOVER_GRACE`](crate::lifecycle::HANDOVER_GRACE)); a call on a connection kept open is
+//! told the server is shutting down, and clients retry it on the successor. The socket file
+//! stays in place throughout, so no client ever finds nothing listening.
+//!
+//! The successor reads the token from the server file, so TCP and HTTP clients keep working;
+//! it holds the name lock once this server has exited.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Mutex;
+
+use mcli_client::autostart::{self, Starter};
+use mcli_protocol::{HandoverParams, HandoverResult};
+
+use crate::state::State;
+
+/// Duplicates of the server's listening sockets, kept for a hand-over, each with the name the
+/// successor knows it by (`socket`, `tcp`, `http`).
+#[derive(Default)]
+pub struct Listeners {
+    fds: Mutex<Vec<(&'static str, OwnedFd)>>,
+    /// This server was started on demand; its successor idles out as it would have.
+    auto_started: std::sync::atomic::AtomicBool,
+    /// Held during a hand-over: one at a time.
+    busy: tokio::sync::Mutex<()>,
+}
+
+impl Listeners {
+    /// Keeps a duplicate of `listener` under `name`, replacing an older one of that name (the
+    /// socket bound anew after its file was removed).
+    pub fn keep(&self, name: &'static str, listener: BorrowedFd<'_>) {
+        match listener.try_clone_to_owned() {
+            Ok(fd) => {
+                let mut fds = self.fds.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                fds.retain(|(kept, _)| *kept != name);
+                fds.push((name, fd));
+            }
+            Err(err) => tracing::warn!(%err, name, "cannot keep the listener for a restart"),
+        }
+    }
+
+    pub fn set_auto_started(&self, auto_started: bool) {
+        self.auto_started.store(auto_started, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Duplicates of the kept listeners, for a successor.
+    fn duplicates(&self) -> std::io::Result<Vec<(&'static str, OwnedFd)>> {
+        let fds = self.fds.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        fds.iter().map(|(name, fd)| Ok((*name, fd.try_clone()?))).collect()
+    }
+}
+
+/// Why a hand-over did not happen; this server then goes on serving.
+#[derive(Debug, thiserror::Error)]
+pub enum HandoverError {
+    #[error("a restart is already under way")]
+    Busy,
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    #[error("this server has no listener to hand over (an editor session?)")]
+    NothingToHand,
+    #[error("cannot pass the listeners on: {0}")]
+    Duplicate(#[source] std::io::Error),
+    #[error("the new server did not start, so this one goes on serving: {0}")]
+    Start(#[from] autostart::StartError),
+}
+
+/// Starts the successor described by `params` on this server's listeners, then stops this
+/// server (it finishes what it runs).
+pub async fn hand_over(state: &State, params: HandoverParams) -> Result<HandoverResult, HandoverError> {
+    let listeners = &state.listeners;
+    let Ok(_one) = listeners.busy.try_lock() else { return Err(HandoverError::Busy) };
+    if state.lifecycle.is_shutting_down() {
+        return Err(HandoverError::ShuttingDown);
+    }
+    let mut fds = listeners.duplicates().map_err(HandoverError::Duplicate)?;
+    if let Some(keep) = &params.listeners {
+        fds.retain(|(name, _)| *name == crate::inherited::SOCKET || keep.iter().any(|kept| kept == name));
+    }
+    if fds.is_empty() {
+        return Err(HandoverError::NothingToHand);
+    }
+    let mut starter = Starter::from_env(&state.paths);
+    starter.program = params.program.into();
+    starter.on_demand = listeners.auto_started.load(std::sync::atomic::Ordering::Relaxed);
+    starter.extra_args = params.args;
+    starter.extra_args.extend(["--handover-from".to_owned(), std::process::id().to_string()]);
+    // The name guard leaves the server file alone from now on: the successor writes its own.
+    state.lifecycle.set_handing_over(true);
+    let paths = state.paths.clone();
+    let started = tokio::task::spawn_blocking(move || {
+        let borrowed: Vec<(&str, BorrowedFd<'_>)> = fds.iter().map(|(name, fd)| (*name, fd.as_fd())).collect();
+        autostart::start_successor(&paths, &starter, &borrowed)
+    })
+    .await;
+    let started = match started {
+        Ok(Ok(started)) => started,
+        Ok(Err(err)) => {
+            state.lifecycle.set_handing_over(false);
+            return Err(err.into());
+        }
+        Err(join) => {
+            state.lifecycle.set_handing_over(false);
+            return Err(HandoverError::Duplicate(std::io::Error::other(join.to_string())));
+        }
+    };
+    tracing::info!(successor = started.pid, "handed the listeners over; finishing the running commands");
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::MainPid(started.pid)]);
+    let running = state.executions.active().len();
+    state.lifecycle.hand_over();
+    Ok(HandoverResult { pid: started.pid, line: started.line, running })
+}

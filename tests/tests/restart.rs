@@ -1,0 +1,262 @@
+//! Restarts that lose nothing: `mcli-server restart` hands the listening sockets to the new
+//! server, so calls made meanwhile all succeed; calls running on the old server finish there;
+//! TCP clients keep their token. And the service manager's side of the same protocol: a socket
+//! passed by `systemd-socket-activate`, readiness and reloads told through `NOTIFY_SOCKET`.
+
+use std::os::unix::net::UnixDatagram;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use mcli_tests::{TestEnv, WAIT, process_gone, wait_until};
+
+fn pid_of(env: &TestEnv) -> u64 {
+    env.server_file("server")["pid"].as_u64().expect("pid in the server file")
+}
+
+#[test]
+fn restart_hands_the_socket_over_and_no_call_fails() {
+    let env = Arc::new(TestEnv::new());
+    env.server(&["start"]).expect_code(0);
+    let first = pid_of(&env);
+    let stop = Arc::new(AtomicBool::new(false));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let loops: Vec<_> = (0..8)
+        .map(|n| {
+            let (env, stop, calls) = (Arc::clone(&env), Arc::clone(&stop), Arc::clone(&calls));
+            std::thread::spawn(move || {
+                let mut failures = Vec::new();
+                while !stop.load(Ordering::SeqCst) {
+                    let run = env.client(&["hello", &format!("loop{n}")]);
+                    if run.code != Some(0) || !run.stdout.contains(&format!("Hello loop{n}!")) {
+                        failures.push(format!("exit {:?}: {}{}", run.code, run.stdout, run.stderr));
+                    }
+                    calls.fetch_add(1, Ordering::SeqCst);
+                }
+                failures
+            })
+        })
+        .collect();
+    wait_until("the clients to be calling", || calls.load(Ordering::SeqCst) >= 16);
+    let mut pids = vec![first];
+    for _ in 0..3 {
+        let restart = env.server(&["restart"]);
+        restart.expect_code(0);
+        assert!(restart.stdout.contains("listening on"), "{}", restart.stdout);
+        let now = pid_of(&env);
+        assert!(!pids.contains(&now), "a new server each time: {pids:?} then {now}");
+        pids.push(now);
+        let at = calls.load(Ordering::SeqCst);
+        wait_until("calls through the new server", || calls.load(Ordering::SeqCst) >= at + 16);
+    }
+    stop.store(true, Ordering::SeqCst);
+    let failures: Vec<String> = loops.into_iter().flat_map(|l| l.join().expect("client loop")).collect();
+    assert!(failures.is_empty(), "{} of {} calls failed: {failures:#?}", failures.len(), calls.load(Ordering::SeqCst));
+    let last = *pids.last().expect("pids");
+    wait_until("the old servers to exit", || env.server_pids() == vec![last as u32]);
+    let log = env.log("server");
+    assert!(log.contains("handed the listeners over"), "{log}");
+}
+
+#[test]
+fn a_call_running_during_a_restart_finishes_on_the_old_server() {
+    let env = TestEnv::new();
+    env.server(&["start"]).expect_code(0);
+    let old = pid_of(&env);
+    let slow = env.client_cmd(&["sleep", "2"]).stdout(Stdio::piped()).spawn().expect("spawn the slow call");
+    env.wait_for_active(mcli_tests::Active::Count(1));
+    let restart = env.server(&["restart"]);
+    restart.expect_code(0);
+    assert!(
+        restart.stdout.contains(&format!("the previous server (pid {old}) finishes its 1 running command, then exits")),
+        "{}",
+        restart.stdout
+    );
+    let new = pid_of(&env);
+    assert_ne!(old, new);
+    // The new server answers while the old one still runs the call.
+    env.client(&["hello", "new"]).expect_code(0);
+    assert!(!process_gone(old as u32), "the old server waits for its call");
+    let done = slow.wait_with_output().expect("the slow call");
+    assert_eq!(done.status.code(), Some(0), "{}", String::from_utf8_lossy(&done.stderr));
+    wait_until("the old server to exit", || process_gone(old as u32));
+    // The name is the new server's: it stops cleanly and removes its files.
+    env.server(&["stop"]).expect_code(0);
+    assert!(!env.socket("server").exists());
+}
+
+#[test]
+fn tcp_clients_keep_the_token_and_the_address_across_a_restart() {
+    let env = TestEnv::new();
+    env.server(&["start", "--tcp", "127.0.0.1:0"]).expect_code(0);
+    let before = env.server_file("server");
+    env.server(&["restart"]).expect_code(0);
+    let after = env.server_file("server");
+    assert_ne!(before["pid"], after["pid"]);
+    assert_eq!(before["token"], after["token"], "the token carries over");
+    assert_eq!(before["tcp"], after["tcp"]);
+    let file = env.runtime_dir.join("server.json");
+    let run = env.client(&["-f", file.to_str().expect("utf-8"), "hello", "tcp"]);
+    run.expect_code(0);
+    assert!(run.stdout.contains("Hello tcp!"), "{}", run.stdout);
+}
+
+#[test]
+fn handover_is_refused_over_tcp() {
+    let env = TestEnv::new();
+    env.server(&["start", "--tcp", "127.0.0.1:0"]).expect_code(0);
+    let file = env.server_file("server");
+    let addr = file["tcp"].as_str().expect("tcp address").to_owned();
+    let token = file["token"].as_str().expect("token").to_owned();
+    let mut stream = std::net::TcpStream::connect(&addr).expect("connect over TCP");
+    use std::io::{BufRead, BufReader, Write};
+    let auth = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"authenticate","params":{{"token":"{token}"}}}}"#);
+    let call = r#"{"jsonrpc":"2.0","id":2,"method":"handover","params":{"program":"/bin/true"}}"#;
+    writeln!(stream, "{auth}\n{call}").expect("send");
+    let mut lines = BufReader::new(stream).lines();
+    let _authenticated = lines.next().expect("auth reply").expect("read");
+    let reply = lines.next().expect("handover reply").expect("read");
+    assert!(reply.contains("`handover` is served on the local socket only, not over tcp"), "{reply}");
+}
+
+#[test]
+fn a_successor_that_cannot_start_leaves_the_old_server_serving() {
+    let env = TestEnv::new();
+    env.server(&["start"]).expect_code(0);
+    let old = pid_of(&env);
+    let mut conn = mcli_tests::RawConn::connect(&env.socket("server"));
+    conn.send(
+        br#"{"jsonrpc":"2.0","id":1,"method":"handover","params":{"program":"/nonexistent/mcli-server"}}
+"#,
+    );
+    let reply = conn.read_json_line();
+    let message = reply["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("the new server did not start, so this one goes on serving")
+            && message.contains("/nonexistent/mcli-server"),
+        "{reply}"
+    );
+    assert_eq!(pid_of(&env), old);
+    env.client(&["hello"]).expect_code(0);
+}
+
+/// `systemd-socket-activate`, from Debian's systemd package (scripts/test.sh installs it).
+fn socket_activate() -> Command {
+    let found = Command::new("systemd-socket-activate").arg("--version").output();
+    assert!(
+        found.is_ok_and(|out| out.status.success()),
+        "systemd-socket-activate is missing: install Debian's systemd package (scripts/test.sh does, as root)"
+    );
+    Command::new("systemd-socket-activate")
+}
+
+#[test]
+fn a_socket_from_the_service_manager_is_served_and_kept() {
+    let env = TestEnv::new();
+    env.create_runtime_dir();
+    let socket = env.socket("server");
+    let mut activate = socket_activate();
+    activate.arg("-l").arg(&socket).arg("--fdname=socket");
+    for var in ["PATH", "HOME", "MCLI_RUNTIME_DIR", "XDG_RUNTIME_DIR", "XDG_CONFIG_HOME", "XDG_STATE_HOME"] {
+        activate.arg(format!("-E{var}"));
+    }
+    let probe = env.server_cmd(&[]);
+    for (key, value) in probe.get_envs() {
+        if let (key, Some(value)) = (key.to_string_lossy(), value) {
+            activate.env(key.as_ref(), value);
+        }
+    }
+    activate.arg(env.bin("mcli-server")).args(["start", "--foreground"]);
+    let said = env.root.path().join("activate.log");
+    let log = std::fs::File::create(&said).expect("create the log");
+    activate.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
+    let mut manager = activate.spawn().expect("spawn systemd-socket-activate");
+    let said = || std::fs::read_to_string(&said).unwrap_or_default();
+    wait_until("systemd-socket-activate to listen", || said().contains("Listening on"));
+    // The first client's connection starts the server, which takes the socket as it is.
+    let run = env.client(&["hello", "activated"]);
+    run.expect_code(0);
+    assert!(run.stdout.contains("Hello activated!"), "{}{}\n{}", run.stdout, run.stderr, said());
+    // systemd-socket-activate execs the server in its own place: the process that made the
+    // socket listen is the server.
+    let file = env.server_file("server");
+    assert_eq!(file["pid"].as_u64(), Some(u64::from(manager.id())), "{file}\n{}", said());
+    env.server(&["stop"]).expect_code(0);
+    let exited = manager.wait().expect("wait for the server");
+    assert!(exited.success(), "{exited:?}\n{}", said());
+    assert!(socket.exists(), "the service manager's socket stays for the next activation");
+    assert!(!env.runtime_dir.join("server.json").exists(), "the server file is removed");
+    // With no manager listening any more, a client replaces the socket with a server of its own.
+    env.client(&["hello", "again"]).expect_code(0);
+}
+
+#[test]
+fn readiness_reloads_and_stopping_are_told_to_the_service_manager() {
+    let mut env = TestEnv::new();
+    let notify = env.root.path().join("notify.sock");
+    let listener = UnixDatagram::bind(&notify).expect("bind the notify socket");
+    listener.set_read_timeout(Some(WAIT)).expect("timeout");
+    env.set_env("NOTIFY_SOCKET", &notify);
+    let (pid, _line) = env.foreground_server(&[]);
+    let mut said = Vec::new();
+    let mut next = || {
+        let mut buf = [0u8; 4096];
+        let n = listener.recv(&mut buf).expect("a notification within the wait");
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        said.push(text.clone());
+        text
+    };
+    assert!(next().contains("READY=1"));
+    env.server(&["reload"]).expect_code(0);
+    let reloading = next();
+    assert!(reloading.contains("RELOADING=1") && reloading.contains("MONOTONIC_USEC="), "{reloading}");
+    assert!(next().contains("READY=1"));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM).expect("kill");
+    assert!(next().contains("STOPPING=1"));
+    let mut child = env.take_child(pid);
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn a_descriptor_that_is_no_listening_socket_is_refused_with_the_reason() {
+    let env = TestEnv::new();
+    // A file where the protocol says a socket is.
+    let mut shell = env.command("bash");
+    shell
+        .arg("-c")
+        .arg(r#"exec 3</etc/hostname; LISTEN_FDS=1 exec "$0" start --foreground"#)
+        .arg(env.bin("mcli-server"));
+    let run = mcli_tests::Run::of(&mut shell);
+    assert_ne!(run.code, Some(0));
+    assert!(
+        run.stderr.contains("descriptor 3 handed over by the service manager is not a listening stream socket"),
+        "{}",
+        run.stderr
+    );
+
+    // A connection (systemd's Accept=yes) where a listening socket is expected.
+    env.create_runtime_dir();
+    let socket = env.socket("server");
+    let log = env.root.path().join("activate.log");
+    let mut activate = socket_activate();
+    activate.arg("--accept").arg("-l").arg(&socket);
+    for (key, value) in env.server_cmd(&[]).get_envs() {
+        if let Some(value) = value {
+            activate.env(key, value);
+        }
+        activate.arg(format!("-E{}", key.to_string_lossy()));
+    }
+    activate.arg(env.bin("mcli-server")).args(["start", "--foreground"]);
+    activate.stdin(Stdio::null()).stdout(Stdio::null()).stderr(std::fs::File::create(&log).expect("log"));
+    let mut manager = activate.spawn().expect("spawn systemd-socket-activate");
+    let said = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_until("systemd-socket-activate to listen", || said().contains("Listening on"));
+    let _ = std::os::unix::net::UnixStream::connect(&socket).expect("connect");
+    wait_until("the server to refuse the connection it was given", || {
+        said()
+            .contains("descriptor 3 handed over is a connection, not a listening socket (with systemd, use Accept=no)")
+    });
+    let _ = manager.kill();
+    let _ = manager.wait();
+}
