@@ -15,6 +15,17 @@ if ! command -v python3 >/dev/null 2>&1; then
   fi
 fi
 
+# The service-manager tests run systemd-socket-activate and systemd-analyze (Debian's systemd
+# package; no running systemd is needed).
+if ! command -v systemd-socket-activate >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && apt-get install -y -qq systemd >/dev/null
+  else
+    echo "scripts/test.sh: systemd-socket-activate is needed (tests/tests/restart.rs); install Debian's systemd package" >&2
+    exit 1
+  fi
+fi
+
 # The end-to-end tests start the real binaries from target/debug, so build them first.
 cargo build --workspace --locked
 cargo test --workspace --locked

@@ -260,3 +260,80 @@ fn a_descriptor_that_is_no_listening_socket_is_refused_with_the_reason() {
     let _ = manager.kill();
     let _ = manager.wait();
 }
+
+/// The units in contrib/systemd, with `ExecStart` pointing at the binary under test.
+fn units(env: &TestEnv) -> std::path::PathBuf {
+    let dir = env.root.path().join("units");
+    std::fs::create_dir_all(&dir).expect("units dir");
+    let contrib = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib/systemd");
+    for unit in ["mcli.socket", "mcli.service"] {
+        let text = std::fs::read_to_string(contrib.join(unit)).expect("read the unit");
+        let text = text.replace("%h/.cargo/bin/mcli-server", &env.bin("mcli-server").display().to_string());
+        std::fs::write(dir.join(unit), text).expect("write the unit");
+    }
+    dir
+}
+
+#[test]
+fn the_systemd_units_verify_and_their_socket_is_where_clients_look() {
+    let env = TestEnv::new();
+    let dir = units(&env);
+    let verify = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(dir.join("mcli.socket"))
+        .arg(dir.join("mcli.service"))
+        .output()
+        .expect("systemd-analyze (Debian's systemd package; scripts/test.sh installs it)");
+    let said = String::from_utf8_lossy(&verify.stderr);
+    assert!(verify.status.success() && !said.contains("mcli."), "systemd-analyze verify: {said}");
+
+    // The socket unit listens where a client looks with no MCLI_RUNTIME_DIR: %t is
+    // $XDG_RUNTIME_DIR, and systemd makes the folder with DirectoryMode=0700.
+    let unit = std::fs::read_to_string(dir.join("mcli.socket")).expect("read");
+    let listen = unit.lines().find_map(|l| l.strip_prefix("ListenStream=")).expect("ListenStream");
+    let xdg = env.root.path().join("xdg-rt");
+    let socket = std::path::PathBuf::from(listen.replace("%t", &xdg.display().to_string()));
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(socket.parent().expect("dir")).expect("mkdir");
+    let exec = unit_exec_start(&dir.join("mcli.service"));
+    let log = env.root.path().join("activate.log");
+    let mut activate = socket_activate();
+    activate.arg("-l").arg(&socket).arg("--fdname=socket");
+    let mut server = env.server_cmd(&[]);
+    server.env_remove("MCLI_RUNTIME_DIR");
+    for (key, value) in server.get_envs() {
+        if let Some(value) = value {
+            activate.env(key, value);
+            activate.arg(format!("-E{}", key.to_string_lossy()));
+        }
+    }
+    activate.args(&exec).stdin(Stdio::null()).stdout(Stdio::null());
+    activate.stderr(std::fs::File::create(&log).expect("log"));
+    let mut manager = activate.spawn().expect("spawn systemd-socket-activate");
+    let said = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_until("systemd-socket-activate to listen", || said().contains("Listening on"));
+    let mut client = env.client_cmd(&["hello", "unit"]);
+    client.env_remove("MCLI_RUNTIME_DIR");
+    let run = mcli_tests::Run::of(&mut client);
+    assert!(run.stdout.contains("Hello unit!"), "{}{}\n{}", run.stdout, run.stderr, said());
+    let mut stop = env.server_cmd(&["stop"]);
+    stop.env_remove("MCLI_RUNTIME_DIR");
+    mcli_tests::Run::of(&mut stop).expect_code(0);
+    assert!(manager.wait().expect("wait").success());
+}
+
+/// The `ExecStart` command line of a service unit, split on spaces (the units use no quoting).
+fn unit_exec_start(unit: &std::path::Path) -> Vec<String> {
+    let text = std::fs::read_to_string(unit).expect("read the unit");
+    let line = text.lines().find_map(|l| l.strip_prefix("ExecStart=")).expect("ExecStart");
+    line.split_whitespace().map(str::to_owned).collect()
+}
+
+#[test]
+fn the_launchd_agent_is_a_valid_property_list() {
+    let plist = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib/launchd/dev.mcli.server.plist");
+    let check = "import plistlib, sys; p = plistlib.load(open(sys.argv[1], 'rb')); print(p['Label'], ' '.join(p['ProgramArguments'][1:]))";
+    let out = Command::new("python3").args(["-c", check]).arg(&plist).output().expect("python3");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "dev.mcli.server start --foreground");
+}
