@@ -44,6 +44,7 @@ mod remote;
 mod route;
 mod stdin;
 mod target;
+mod upgrade;
 
 pub use client::{Client, Command, Error, Output};
 pub use mcli_protocol::{ExecStatus, HistoryParams, Stream};

@@ -49,6 +49,7 @@ impl Target {
             Target::Tcp { addr, token, .. } => Connection::connect_tcp(addr, token, framing),
         };
         match (result, self) {
+            (Ok(conn), Target::Socket(server)) => Ok(crate::upgrade::match_release(server, conn, quiet)?),
             (Ok(conn), _) => Ok(conn),
             (Err(ConnectError::NoServer { .. }), Target::Socket(server)) if start => {
                 let (conn, started) = autostart::connect_or_start(server, &Starter::from_env(server))?;

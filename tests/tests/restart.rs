@@ -337,3 +337,85 @@ fn the_launchd_agent_is_a_valid_property_list() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "dev.mcli.server start --foreground");
 }
+
+/// A copy of `mcli-server` that says it is of another release: the version string patched in
+/// place (same length), as a build of another release would report it.
+fn server_of_another_release(env: &TestEnv) -> (std::path::PathBuf, String) {
+    let mine = env!("CARGO_PKG_VERSION");
+    let other: String = mine.chars().map(|c| if c.is_ascii_digit() { '9' } else { c }).collect();
+    assert_ne!(mine, other);
+    let bytes = std::fs::read(env.bin("mcli-server")).expect("read mcli-server");
+    let (from, to) = (mine.as_bytes(), other.as_bytes());
+    let mut patched = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        if bytes[at..].starts_with(from) {
+            patched.extend_from_slice(to);
+            at += from.len();
+        } else {
+            patched.push(bytes[at]);
+            at += 1;
+        }
+    }
+    let dir = env.root.path().join("old");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("mcli-server");
+    std::fs::write(&path, patched).expect("write the copy");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    (path, other)
+}
+
+#[test]
+fn a_client_of_a_new_release_restarts_an_idle_server_of_an_old_one() {
+    let env = TestEnv::new();
+    let (old_server, old_release) = server_of_another_release(&env);
+    let started = mcli_tests::Run::of(env.command(&old_server).arg("start"));
+    started.expect_code(0);
+    let old = env.server_file("server");
+    assert_eq!(old["version"], old_release.as_str());
+    let run = env.client(&["hello", "upgraded"]);
+    run.expect_code(0);
+    assert!(run.stdout.contains("Hello upgraded!"), "{}", run.stdout);
+    let mine = env!("CARGO_PKG_VERSION");
+    assert!(
+        run.stderr.contains(&format!("restarted mcli-server (mcli {old_release}, pid {}) as mcli {mine}", old["pid"])),
+        "{}",
+        run.stderr
+    );
+    let new = env.server_file("server");
+    assert_eq!(new["version"], mine);
+    assert_ne!(new["pid"], old["pid"]);
+    // Now they match: nothing more is said.
+    let again = env.client(&["hello"]);
+    assert_eq!(again.stderr, "", "{}", again.stderr);
+}
+
+#[test]
+fn a_client_of_a_new_release_says_so_while_the_old_server_is_busy() {
+    let env = TestEnv::new();
+    let (old_server, old_release) = server_of_another_release(&env);
+    mcli_tests::Run::of(env.command(&old_server).arg("start")).expect_code(0);
+    let pid = env.server_file("server")["pid"].clone();
+    // A call of a client of the old release (a raw one here), still running.
+    let mut slow = mcli_tests::RawConn::connect(&env.socket("server"));
+    slow.send(
+        b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"execute\",\"params\":{\"command\":\"sleep\",\"args\":[\"3\"]}}\n",
+    );
+    env.wait_for_active(mcli_tests::Active::Count(1));
+    let run = env.client(&["hello", "busy"]);
+    run.expect_code(0);
+    assert!(run.stdout.contains("Hello busy!"), "the call goes on: {}", run.stdout);
+    let mine = env!("CARGO_PKG_VERSION");
+    assert!(
+        run.stderr.contains(&format!(
+            "mcli-client: this client is mcli {mine}, the running server (pid {pid}) is mcli {old_release}; it runs 1 command; restart it with `mcli-server restart` once they have finished"
+        )),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(env.server_file("server")["pid"], pid, "not restarted under a running command");
+    let quiet = env.client(&["-q", "hello"]);
+    assert!(!quiet.stderr.contains("this client is"), "-q silences it: {}", quiet.stderr);
+    assert_eq!(slow.read_json_line()["result"]["exit_code"], 0);
+}
