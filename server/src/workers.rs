@@ -260,6 +260,8 @@ fn spawn(manifest: &Manifest) -> Result<Worker, WorkerError> {
 }
 
 async fn failed(out: &mpsc::Sender<Chunk>, why: &str, started: Instant) -> Outcome {
-    let _ = out.send(Chunk { stream: Stream::Stderr, data: format!("mcli: {why}\n").into() }).await;
+    let _ = out
+        .send(Chunk { stream: Stream::Stderr, data: format!("{}: {why}\n", mcli_shared::program_name()).into() })
+        .await;
     Outcome::ended(ExecStatus::Failed, started)
 }

@@ -101,7 +101,7 @@ impl Execution {
                     match Program::of_manifest(manifest, path_var.as_deref()) {
                         Ok(program) => runner::run_process(program, inv, &tx, cancel, started).await,
                         Err(not_found) => {
-                            emit(&tx, Stream::Stderr, format!("mcli: {not_found}\n")).await;
+                            emit(&tx, Stream::Stderr, format!("{}: {not_found}\n", crate::program_name())).await;
                             Outcome::exited(127, started)
                         }
                     }

@@ -18,3 +18,18 @@ pub mod worker;
 
 /// The version of this build, shared by both binaries.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The program whose messages these are: each binary prefixes what it says with its own name
+/// (`mcli-server: cannot run ...`, `mcli-client: ...`), the execution pipeline's notes in a
+/// command's stderr included, so a user sees one prefix per program.
+static PROGRAM: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+/// Names the running program, once, at its start.
+pub fn set_program_name(name: &'static str) {
+    let _ = PROGRAM.set(name);
+}
+
+/// The running program's name, for message prefixes (`mcli` until one is set).
+pub fn program_name() -> &'static str {
+    PROGRAM.get().copied().unwrap_or("mcli")
+}

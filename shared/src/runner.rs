@@ -244,7 +244,12 @@ pub async fn run_process(
                 Some(cwd) if !cwd.is_dir() => format!(" in {}: no such directory", cwd.display()),
                 _ => format!(": {err}"),
             };
-            emit(out, Stream::Stderr, format!("mcli: cannot run {}{place}\n", program.path.display())).await;
+            emit(
+                out,
+                Stream::Stderr,
+                format!("{}: cannot run {}{place}\n", crate::program_name(), program.path.display()),
+            )
+            .await;
             return Outcome::exited(code, started);
         }
     };
@@ -277,7 +282,12 @@ pub async fn run_process(
     match status {
         Ok(status) => Outcome::from_exit(status, ended, started),
         Err(err) => {
-            emit(out, Stream::Stderr, format!("mcli: lost track of {}: {err}\n", program.path.display())).await;
+            emit(
+                out,
+                Stream::Stderr,
+                format!("{}: lost track of {}: {err}\n", crate::program_name(), program.path.display()),
+            )
+            .await;
             Outcome::ended(ended.unwrap_or(ExecStatus::Failed), started)
         }
     }

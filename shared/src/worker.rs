@@ -96,7 +96,9 @@ pub fn helper_dir() -> Option<PathBuf> {
         let dir = runtime.join(format!("python-{}", crate::VERSION));
         match write_helper(&runtime, &dir) {
             Ok(()) => *written = Some(dir),
-            Err(err) => eprintln!("mcli: cannot provide mcli_worker.py in {}: {err}", dir.display()),
+            Err(err) => {
+                eprintln!("{}: cannot provide mcli_worker.py in {}: {err}", crate::program_name(), dir.display())
+            }
         }
     }
     written.clone()
@@ -133,7 +135,7 @@ fn write_helper(runtime: &Path, dir: &Path) -> std::io::Result<()> {
 /// Ends a call whose worker could not start: the reason on the command's stderr, and the exit
 /// status a shell would give (127 not found, 126 cannot run).
 pub async fn start_failed(out: &mpsc::Sender<Chunk>, err: &WorkerError, started: Instant) -> Outcome {
-    emit(out, Stream::Stderr, format!("mcli: {err}\n")).await;
+    emit(out, Stream::Stderr, format!("{}: {err}\n", crate::program_name())).await;
     match err.start_status() {
         Some(code) => Outcome::exited(code, started),
         None => Outcome::ended(ExecStatus::Failed, started),
@@ -176,7 +178,7 @@ pub async fn call_input(
     match gathered {
         Ok(bytes) => Ok(Some(bytes)),
         Err(why) => {
-            emit(out, Stream::Stderr, format!("mcli: {why}\n")).await;
+            emit(out, Stream::Stderr, format!("{}: {why}\n", crate::program_name())).await;
             Err(Outcome::ended(ExecStatus::Failed, started))
         }
     }
@@ -495,10 +497,10 @@ impl Worker {
     /// A call that failed because of the worker: says why on the command's stderr.
     async fn failed(&mut self, out: &mpsc::Sender<Chunk>, why: WorkerError, started: Instant) -> Outcome {
         self.kill();
-        let mut text = format!("mcli: {why}; the next call starts a new worker\n");
+        let mut text = format!("{}: {why}; the next call starts a new worker\n", crate::program_name());
         let tail = self.stderr_tail.settled().await;
         if !tail.is_empty() {
-            text.push_str("mcli: the worker's last lines on standard error:\n");
+            text.push_str(&format!("{}: the worker's last lines on standard error:\n", crate::program_name()));
             for line in tail {
                 text.push_str(&format!("  {line}\n"));
             }

@@ -1295,3 +1295,22 @@ fn a_busy_server_says_how_many_run_in_good_english() {
     let _ = running.wait();
     env.wait_for_active(Active::Count(0));
 }
+
+#[test]
+fn each_program_says_its_own_name_before_what_it_reports() {
+    let env = TestEnv::new();
+    let dir = commands_dir(&env);
+    put_file(&dir, "broken", "#!/nonexistent/interpreter\n", 0o755);
+    // Run by the client itself (no server, local mode): the client's name.
+    let local = env.client(&["-a", "local", "broken"]);
+    assert_ne!(local.code, Some(0));
+    assert!(local.stderr.contains("mcli-client: cannot run"), "{}", local.stderr);
+    // Run by the server: the server's name, whatever the client adds.
+    env.server(&["start"]).expect_code(0);
+    let served = env.client(&["broken"]);
+    assert_ne!(served.code, Some(0));
+    assert!(served.stderr.contains("mcli-server: cannot run"), "{}", served.stderr);
+    for run in [&local, &served] {
+        assert!(!run.stderr.lines().any(|l| l.starts_with("mcli: ")), "no bare `mcli:` prefix: {}", run.stderr);
+    }
+}

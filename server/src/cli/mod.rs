@@ -130,6 +130,7 @@ enum ConfigAction {
 
 /// Runs the command line `cli` and returns the exit status; a failure is printed here.
 pub fn main(cli: Cli) -> ExitCode {
+    mcli_shared::set_program_name("mcli-server");
     raise_fd_limit();
     let json = cli.command.as_ref().is_some_and(Cmd::wants_json);
     match run(cli) {
