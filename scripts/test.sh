@@ -26,6 +26,14 @@ if ! command -v systemd-socket-activate >/dev/null 2>&1; then
   fi
 fi
 
+# Every server a test starts watches its config file and commands dirs with inotify; the
+# kernel's default of 128 instances per user is shared with whatever else runs as this user, and
+# a server past it serves on without watching (the tests of watching then fail). Raise it when
+# allowed.
+if [ "$(id -u)" = 0 ] && [ "$(cat /proc/sys/fs/inotify/max_user_instances 2>/dev/null || echo 1024)" -lt 1024 ]; then
+  sysctl -q -w fs.inotify.max_user_instances=1024 || true
+fi
+
 # The end-to-end tests start the real binaries from target/debug, so build them first.
 cargo build --workspace --locked
 cargo test --workspace --locked

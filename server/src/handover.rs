@@ -42,8 +42,18 @@ impl Listeners {
         }
     }
 
+    /// Forgets the listener named `name` (the HTTP bridge switched off or moved).
+    pub fn forget(&self, name: &str) {
+        self.fds.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|(kept, _)| *kept != name);
+    }
+
     pub fn set_auto_started(&self, auto_started: bool) {
         self.auto_started.store(auto_started, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether this server was started on demand by a client.
+    pub fn auto_started(&self) -> bool {
+        self.auto_started.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Duplicates of the kept listeners, for a successor.
@@ -85,7 +95,7 @@ pub async fn hand_over(state: &State, params: HandoverParams) -> Result<Handover
     }
     let mut starter = Starter::from_env(&state.paths);
     starter.program = params.program.into();
-    starter.on_demand = listeners.auto_started.load(std::sync::atomic::Ordering::Relaxed);
+    starter.on_demand = listeners.auto_started();
     starter.extra_args = params.args;
     starter.extra_args.extend(["--handover-from".to_owned(), std::process::id().to_string()]);
     // The name guard leaves the server file alone from now on: the successor writes its own.

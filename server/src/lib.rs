@@ -10,6 +10,7 @@ pub mod commands;
 pub mod executions;
 pub mod handover;
 pub mod history;
+pub mod http_switch;
 pub mod ids;
 pub mod inherited;
 pub mod lifecycle;
@@ -60,13 +61,16 @@ pub struct ServeOptions {
     /// The pid of the server that handed its listeners over (`restart`): it still holds the
     /// name lock until it has finished its commands, and this server keeps its token.
     pub handover_from: Option<u32>,
+    /// `--http` asked for the bridge: the config does not switch it on a reload.
+    pub http_from_flag: bool,
 }
 
 /// Serves until shutdown. `name_lock` is the held lock on `NAME.lock`: it proves that no other
 /// live server owns the name, so a socket file left behind can be replaced. Returns the lock
 /// (unless another server took the name meanwhile), for the caller to drop last.
 pub async fn serve(options: ServeOptions, name_lock: Option<File>) -> anyhow::Result<Option<File>> {
-    let ServeOptions { config, paths, notify_ready, auto_started, tcp, http, inherited, handover_from } = options;
+    let ServeOptions { config, paths, notify_ready, auto_started, tcp, http, inherited, handover_from, http_from_flag } =
+        options;
     let (history, ids) = open_history(&config, &paths)?;
     let extra = ExtraListeners::bind(tcp, http, inherited.tcp, inherited.http).await?;
     let token = token(&paths, handover_from)?;
@@ -78,7 +82,7 @@ pub async fn serve(options: ServeOptions, name_lock: Option<File>) -> anyhow::Re
     let transports = transport::Transports::new(Arc::clone(&state.lifecycle), methods::table(state.clone()));
     state.listeners.keep(inherited::SOCKET, listener.as_fd());
     state.listeners.set_auto_started(auto_started);
-    extra.serve(&state, &transports, token);
+    extra.serve(&state, &transports, token, http_from_flag);
     let (rebound_tx, rebound_rx) = tokio::sync::mpsc::channel(1);
     tokio::spawn(transport::socket::serve(transports, listener, rebound_rx));
     let guard = tokio::spawn(guard_name(state.clone(), name, rebound_tx));
@@ -184,25 +188,13 @@ impl ExtraListeners {
     }
 
     /// Serves both until shutdown; TCP peers must present `token`, and so must HTTP clients
-    /// unless the config turned that off (allowed on loopback only).
-    fn serve(self, state: &state::State, transports: &transport::Transports, token: Arc<str>) {
-        if let Some(http) = &self.http {
-            state.listeners.keep(inherited::HTTP, http.as_fd());
-        }
+    /// unless the config turned that off (allowed on loopback only). The HTTP bridge is the
+    /// switch's, which a reload may turn off or move unless `--http` asked for it.
+    fn serve(self, state: &state::State, transports: &transport::Transports, token: Arc<str>, http_from_flag: bool) {
         if let Some(tcp) = &self.tcp {
             state.listeners.keep(inherited::TCP, tcp.as_fd());
         }
-        if let Some(http) = self.http {
-            let http_token = if state.config().api_daemon.require_token {
-                Some(Arc::clone(&token))
-            } else {
-                tracing::warn!(
-                    "the HTTP bridge asks for no token (require_token = false); any local process can use it"
-                );
-                None
-            };
-            state.lifecycle.tasks.spawn(transport::http::serve(transports.clone(), http, http_token));
-        }
+        http_switch::start(state, transports.clone(), Arc::clone(&token), self.http, http_from_flag);
         if let Some(tcp) = self.tcp {
             tokio::spawn(transport::tcp::serve(transports.clone(), tcp, token));
         }
@@ -217,7 +209,7 @@ fn adopt_tcp(listener: std::net::TcpListener) -> anyhow::Result<tokio::net::TcpL
 
 /// The readiness line: the version, every address listened on, the pid.
 fn readiness_line(state: &state::State) -> String {
-    let Listening { tcp, http } = &state.listening;
+    let (tcp, http) = (&state.listening.tcp, &state.http.addr());
     let extra = tcp.as_ref().map(|a| format!(" and TCP {a}")).unwrap_or_default()
         + &http.as_ref().map(|a| format!(" and HTTP http://{a}")).unwrap_or_default();
     let line = format!(
@@ -321,8 +313,11 @@ async fn guard_name(
     loop {
         tokio::select! {
             () = tokio::time::sleep(name::CHECK_EVERY) => {}
+            () = state.http.changed.notified() => {}
             () = state.lifecycle.stop.cancelled() => return Some(name),
         }
+        // Every round, not only when woken: a change made while this task was busy wakes no one.
+        name.set_http(state.http.addr());
         if state.lifecycle.is_handed_over() {
             // A successor is starting on this server's listeners and writes the files anew.
             continue;

@@ -140,6 +140,16 @@ impl NameGuard {
         Ok(guard)
     }
 
+    /// Writes the HTTP bridge's new address (or none) into the server file.
+    pub fn set_http(&mut self, http: Option<String>) {
+        if self.file.http != http {
+            self.file.http = http;
+            if let Err(err) = self.write_file() {
+                tracing::warn!("cannot write the server file: {err:#}");
+            }
+        }
+    }
+
     /// Leaves the socket file, which a successor now listens on, in place at exit.
     pub fn disown_socket(&mut self) {
         self.owns_socket = false;

@@ -18,9 +18,11 @@ use crate::history::Retention;
 use crate::state::State;
 
 /// Keys whose new value only a new server takes.
-const NEEDS_RESTART: [&str; 8] = [
-    "api_daemon.enable_command_history",
-    "api_daemon.debug",
+const NEEDS_RESTART: [&str; 2] = ["api_daemon.enable_command_history", "api_daemon.debug"];
+
+/// The keys of the HTTP bridge: applied live by switching it (see `http_switch.rs`), unless
+/// `--http` decided the bridge or the server has none (`--stdio`).
+const HTTP_KEYS: [&str; 6] = [
     "api_daemon.enabled",
     "api_daemon.host",
     "api_daemon.port",
@@ -64,14 +66,20 @@ async fn reload_now(state: &State) -> Result<Report, ConfigErrors> {
         warnings: loaded.warnings,
         ..Report::default()
     };
-    for key in changed_keys(&old, &new) {
-        if NEEDS_RESTART.contains(&key.as_str()) {
+    let switchable = state.http.is_switchable();
+    let changed = changed_keys(&old, &new);
+    let http_changed = changed.iter().any(|key| HTTP_KEYS.contains(&key.as_str()));
+    for key in changed {
+        if NEEDS_RESTART.contains(&key.as_str()) || (!switchable && HTTP_KEYS.contains(&key.as_str())) {
             report.needs_restart.push(key);
         } else {
             report.applied.push(key);
         }
     }
-    keep_restart_only_values(&old, &mut new);
+    keep_restart_only_values(&old, &mut new, switchable);
+    if switchable && http_changed {
+        switch_http(state, &old, &mut new, &mut report).await;
+    }
     apply(state, &old, &new);
     state.set_config(new);
     tracing::info!(applied = ?report.applied, needs_restart = ?report.needs_restart, "configuration reloaded");
@@ -103,12 +111,35 @@ fn apply(state: &State, old: &Config, new: &Config) {
     }
 }
 
+/// Switches the HTTP bridge to what `new` asks for. When it cannot be (a token turned off
+/// beyond loopback, an address that cannot be bound), the reason is a warning, and the bridge
+/// keeps running as it did (or is off, if even that failed).
+async fn switch_http(state: &State, old: &Config, new: &mut Config, report: &mut Report) {
+    let switched = match crate::http_switch::wanted(new, state.listeners.auto_started()) {
+        Ok(wanted) => state.http.switch(wanted).await,
+        Err(why) => Err(format!("{why}; the HTTP bridge is unchanged")),
+    };
+    if let Err(why) = switched {
+        tracing::warn!("{why}");
+        report.warnings.push(why);
+        keep_http_values(old, new);
+        report.applied.retain(|key| !HTTP_KEYS.contains(&key.as_str()));
+    }
+}
+
 /// Keeps the old value of every key that needs a restart, so that what is in force (and what
 /// `status` shows) is what the server does.
-fn keep_restart_only_values(old: &Config, new: &mut Config) {
+fn keep_restart_only_values(old: &Config, new: &mut Config, http_switchable: bool) {
+    new.api_daemon.enable_command_history = old.api_daemon.enable_command_history;
+    new.api_daemon.debug = old.api_daemon.debug;
+    if !http_switchable {
+        keep_http_values(old, new);
+    }
+}
+
+/// Keeps the HTTP bridge's settings of `old`.
+fn keep_http_values(old: &Config, new: &mut Config) {
     let (old, new) = (&old.api_daemon, &mut new.api_daemon);
-    new.enable_command_history = old.enable_command_history;
-    new.debug = old.debug;
     new.enabled = old.enabled;
     new.host = old.host.clone();
     new.port = old.port;
@@ -134,7 +165,7 @@ mod tests {
         new.server.kill_grace = mcli_protocol::Seconds::new(2.0).unwrap();
         new.api_daemon.enable_command_history = false;
         assert_eq!(changed_keys(&old, &new), vec!["api_daemon.enable_command_history", "server.kill_grace"]);
-        keep_restart_only_values(&old, &mut new);
+        keep_restart_only_values(&old, &mut new, false);
         assert_eq!(changed_keys(&old, &new), vec!["server.kill_grace"]);
     }
 }

@@ -34,9 +34,12 @@ pub struct Inner {
     pub listening: Listening,
     /// The listening sockets, kept to hand over to a successor (`restart`).
     pub listeners: crate::handover::Listeners,
+    /// The HTTP bridge: where it listens now, and switching it on a reload.
+    pub http: crate::http_switch::HttpSwitch,
 }
 
-/// The addresses of the optional listeners.
+/// The addresses of the optional listeners at start (the HTTP bridge's may change later: see
+/// `Inner::http`).
 #[derive(Debug, Clone, Default)]
 pub struct Listening {
     pub tcp: Option<String>,
@@ -73,6 +76,7 @@ impl Inner {
             history,
             listening,
             listeners: crate::handover::Listeners::default(),
+            http: crate::http_switch::HttpSwitch::default(),
         })
     }
 

@@ -91,7 +91,16 @@ fn a_change_of_the_config_file_is_noticed_by_itself() {
     write_config(&env, "[server]\nmax_captured_output = 100\n");
     env.server(&["start"]).expect_code(0);
     write_config(&env, "[server]\nmax_captured_output = 200\n");
-    wait_until("the edited file is in force", || config_in_force(&env)["server"]["max_captured_output"] == 200);
+    let in_force = || config_in_force(&env)["server"]["max_captured_output"] == 200;
+    let deadline = std::time::Instant::now() + mcli_tests::WAIT;
+    while !in_force() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the edited file is not in force; the log:\n{}",
+            env.log("server")
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 #[test]
@@ -137,4 +146,104 @@ fn reload_without_a_server_and_with_another_file_say_what_to_do() {
     let other = env.server(&["--config", "/tmp/other.toml", "reload"]);
     other.expect_code(2);
     assert!(other.stderr.contains("run `mcli-server restart --config /tmp/other.toml`"), "{}", other.stderr);
+}
+
+/// `GET /health` on `addr`: the status line, or the connection error.
+fn health(addr: &str) -> Result<String, std::io::Error> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(mcli_tests::WAIT))?;
+    write!(stream, "GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply)?;
+    Ok(reply.lines().next().unwrap_or_default().to_owned())
+}
+
+fn http_in_status(env: &TestEnv) -> Option<String> {
+    env.status_json()["http"].as_str().map(str::to_owned)
+}
+
+#[test]
+fn a_reload_turns_the_http_bridge_on_moves_it_and_turns_it_off() {
+    let env = TestEnv::new();
+    env.server(&["start"]).expect_code(0);
+    assert_eq!(http_in_status(&env), None);
+
+    // On, at a port of its own choosing.
+    write_config(&env, "[api_daemon]\nenabled = true\nhost = \"127.0.0.1\"\nuse_random_port = true\n");
+    let reload = env.server(&["reload"]);
+    reload.expect_code(0);
+    wait_until("the bridge to listen", || http_in_status(&env).is_some());
+    let first = http_in_status(&env).expect("an address");
+    assert_eq!(health(&first).expect("the bridge answers"), "HTTP/1.1 200 OK");
+    wait_until("the server file to name it", || env.server_file("server")["http"] == first.as_str());
+    assert!(
+        !reload.stdout.contains("api_daemon.enabled") || reload.stdout.contains("in force now"),
+        "{}",
+        reload.stdout
+    );
+
+    // Moved: a fixed port now.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    write_config(&env, &format!("[api_daemon]\nenabled = true\nhost = \"127.0.0.1\"\nport = {port}\n"));
+    env.server(&["reload"]).expect_code(0);
+    let moved = format!("127.0.0.1:{port}");
+    wait_until("the bridge to move", || http_in_status(&env).as_deref() == Some(moved.as_str()));
+    assert_eq!(health(&moved).expect("the bridge answers at its new address"), "HTTP/1.1 200 OK");
+    assert!(health(&first).is_err(), "the old address is closed");
+
+    // Off.
+    write_config(&env, "[api_daemon]\nenabled = false\n");
+    env.server(&["reload"]).expect_code(0);
+    wait_until("the bridge to close", || http_in_status(&env).is_none());
+    assert!(health(&moved).is_err(), "nothing listens any more");
+    wait_until("the server file to say so", || env.server_file("server")["http"].is_null());
+    // The server itself went on all along.
+    env.client(&["-q", "hello"]).expect_code(0);
+}
+
+#[test]
+fn a_bridge_asked_for_with_http_is_not_switched_by_the_config() {
+    let env = TestEnv::new();
+    env.server(&["start", "--http", "127.0.0.1:0"]).expect_code(0);
+    let addr = http_in_status(&env).expect("the bridge");
+    write_config(&env, "[api_daemon]\nenabled = false\nport = 1\n");
+    let reload = env.server(&["reload"]);
+    reload.expect_code(0);
+    assert!(reload.stdout.contains("api_daemon.port"), "named as waiting for a restart: {}", reload.stdout);
+    assert_eq!(http_in_status(&env).as_deref(), Some(addr.as_str()));
+    assert_eq!(health(&addr).expect("still served"), "HTTP/1.1 200 OK");
+}
+
+#[test]
+fn a_bridge_that_cannot_switch_stays_as_it_was_and_the_reload_says_why() {
+    let env = TestEnv::new();
+    write_config(&env, "[api_daemon]\nenabled = true\nhost = \"127.0.0.1\"\nuse_random_port = true\n");
+    env.server(&["start"]).expect_code(0);
+    let addr = http_in_status(&env).expect("the bridge");
+    // A port that another process holds.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    write_config(&env, &format!("[api_daemon]\nenabled = true\nhost = \"127.0.0.1\"\nport = {port}\n"));
+    let reload = env.server(&["reload", "--json"]);
+    reload.expect_code(0);
+    let said: Value = serde_json::from_str(&reload.stdout).unwrap_or(Value::Null);
+    let warnings = said["warnings"].to_string();
+    // The file watcher may have reloaded first; then the log has the same words.
+    let words = format!("the HTTP bridge cannot listen on 127.0.0.1:{port}");
+    wait_until("the reason to be told", || warnings.contains(&words) || env.log("server").contains(&words));
+    assert_eq!(health(&addr).expect("still served at the old address"), "HTTP/1.1 200 OK");
+    assert_eq!(http_in_status(&env).as_deref(), Some(addr.as_str()));
+
+    // No token beyond loopback is refused the same way.
+    write_config(
+        &env,
+        "[api_daemon]\nenabled = true\nhost = \"0.0.0.0\"\nuse_random_port = true\nrequire_token = false\n",
+    );
+    let reload = env.server(&["reload", "--json"]);
+    reload.expect_code(0);
+    let words = "`api_daemon.require_token = false` is allowed only for a loopback address, not 0.0.0.0:0; the HTTP bridge is unchanged";
+    wait_until("the refusal to be told", || reload.stdout.contains(words) || env.log("server").contains(words));
+    assert_eq!(http_in_status(&env).as_deref(), Some(addr.as_str()));
+    drop(taken);
 }

@@ -142,6 +142,7 @@ fn serve_foreground(
         http,
         inherited,
         handover_from: how.handover_from,
+        http_from_flag: listen.http.is_some(),
     };
     let lock = runtime.block_on(serve(options, lock))?;
     // Let go of the name only once nothing of this server runs any more, so that `stop`, which

@@ -18,7 +18,7 @@ pub async fn status(_: NoParams, state: State, _: RequestCtx) -> Result<StatusRe
         protocol: PROTOCOL_VERSION,
         uptime_secs: state.lifecycle.uptime_secs(),
         socket: state.paths.socket.display().to_string(),
-        http: state.listening.http.clone(),
+        http: state.http.addr(),
         tcp: state.listening.tcp.clone(),
         running: !state.lifecycle.is_shutting_down(),
         active_commands: state.executions.active(),
