@@ -21,6 +21,7 @@ pub const QUICK_CALL: Duration = Duration::from_secs(10);
 /// Runs the client with the process's arguments and returns the exit status.
 pub fn main() -> i32 {
     mcli_shared::set_program_name("mcli-client");
+    mcli_shared::end_quietly_on_broken_stdout();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => {

@@ -29,6 +29,26 @@ pub fn set_program_name(name: &'static str) {
     let _ = PROGRAM.set(name);
 }
 
+/// Makes a program that prints to a pipe closed early (`mcli-server history | head -1`) end as
+/// a command killed by SIGPIPE does: status 141, nothing said. Rust ignores SIGPIPE, so `println!`
+/// panics instead; SIGPIPE cannot simply be restored, since the same process writes to sockets
+/// whose closing it handles. Other panics are reported as usual.
+pub fn end_quietly_on_broken_stdout() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(128 + 13);
+        }
+        report(info);
+    }));
+}
+
 /// The running program's name, for message prefixes (`mcli` until one is set).
 pub fn program_name() -> &'static str {
     PROGRAM.get().copied().unwrap_or("mcli")

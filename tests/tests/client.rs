@@ -247,3 +247,23 @@ fn on_a_terminal_the_client_says_when_it_waits_for_a_free_slot() {
     assert!(shown.contains("after the wait"), "{shown}");
     Run::wait(running).expect_code(0);
 }
+
+#[test]
+fn printing_to_a_pipe_closed_early_ends_quietly_as_sigpipe_would() {
+    let env = TestEnv::new();
+    env.client(&["-q", "hello"]).expect_code(0);
+    for (program, args) in [
+        ("mcli-client", vec!["--json", "hello"]),
+        ("mcli-server", vec!["history"]),
+        ("mcli-server", vec!["status", "--json"]),
+    ] {
+        let mut cmd = env.command(env.bin(program));
+        cmd.args(&args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn");
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("wait");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{program} {args:?}: {stderr}");
+        assert_eq!(out.status.code(), Some(141), "{program} {args:?}: {stderr}");
+    }
+}

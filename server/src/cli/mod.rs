@@ -131,6 +131,7 @@ enum ConfigAction {
 /// Runs the command line `cli` and returns the exit status; a failure is printed here.
 pub fn main(cli: Cli) -> ExitCode {
     mcli_shared::set_program_name("mcli-server");
+    mcli_shared::end_quietly_on_broken_stdout();
     raise_fd_limit();
     let json = cli.command.as_ref().is_some_and(Cmd::wants_json);
     match run(cli) {
