@@ -15,6 +15,23 @@ if ! command -v python3 >/dev/null 2>&1; then
   fi
 fi
 
+# tests/tests/editors.rs drives the editor packages of contrib/ in Emacs and Neovim.
+if ! command -v emacs >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && apt-get install -y -qq emacs-nox >/dev/null
+  else
+    # Not fatal here: the rest of the suite still runs, and the editor tests fail saying this.
+    echo "scripts/test.sh: emacs is needed by tests/tests/editors.rs; install emacs-nox" >&2
+  fi
+fi
+if ! command -v nvim >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && apt-get install -y -qq neovim >/dev/null
+  else
+    echo "scripts/test.sh: nvim is needed by tests/tests/editors.rs; install neovim" >&2
+  fi
+fi
+
 # The end-to-end tests start the real binaries from target/debug, so build them first.
 cargo build --workspace --locked
 cargo test --workspace --locked
