@@ -98,9 +98,9 @@ local function append(buf, text)
   end
   local last = vim.api.nvim_buf_get_lines(buf, count - 1, count, false)[1] or ''
   lines[1] = last .. lines[1]
-  vim.api.nvim_buf_set_option(buf, 'modifiable', true)
+  vim.bo[buf].modifiable = true
   vim.api.nvim_buf_set_lines(buf, count - 1, count, false, lines)
-  vim.api.nvim_buf_set_option(buf, 'modifiable', false)
+  vim.bo[buf].modifiable = false
   local new_count = vim.api.nvim_buf_line_count(buf)
   for _, win in ipairs(following) do
     vim.api.nvim_win_set_cursor(win, { new_count, 0 })
@@ -317,10 +317,10 @@ local function open_buffer(command, args, cwd)
   buffers_made = buffers_made + 1
   local buf = vim.api.nvim_create_buf(false, true)
   vim.api.nvim_buf_set_name(buf, ('mcli://%d/%s'):format(buffers_made, command))
-  vim.api.nvim_buf_set_option(buf, 'filetype', 'mcli')
+  vim.bo[buf].filetype = 'mcli'
   local title = vim.tbl_map(vim.fn.shellescape, vim.list_extend({ command }, args))
   vim.api.nvim_buf_set_lines(buf, 0, -1, false, { 'mcli ' .. table.concat(title, ' ') .. ' in ' .. cwd, '', '' })
-  vim.api.nvim_buf_set_option(buf, 'modifiable', false)
+  vim.bo[buf].modifiable = false
   vim.keymap.set('n', '<C-c>', function()
     M.cancel(buf)
   end, { buffer = buf, desc = 'Cancel the mcli command' })
@@ -334,7 +334,7 @@ local function open_buffer(command, args, cwd)
   vim.cmd(M.config.split)
   local win = vim.api.nvim_get_current_win()
   vim.api.nvim_win_set_buf(win, buf)
-  vim.api.nvim_win_set_option(win, 'statusline', "%f  [%{get(b:,'mcli_state','')}]")
+  vim.wo[win].statusline = "%f  [%{get(b:,'mcli_state','')}]"
   vim.api.nvim_win_set_cursor(win, { 3, 0 })
   return buf
 end
