@@ -67,6 +67,12 @@ may be older than Emacs's own."
   "Seconds to wait for the server's list of commands."
   :type 'number)
 
+(defcustom mcli-events-buffer-size 0
+  "Characters of JSON-RPC traffic kept in the buffer \"*mcli events*\".
+0 keeps none and nil keeps everything.  Every chunk of output is a
+message, so logging them costs time and memory: raise it to debug."
+  :type '(choice (const :tag "Everything" nil) integer))
+
 (defcustom mcli-finish-functions nil
   "Functions called when a command ends, with its buffer and result.
 The result is the `execute' result as a plist (`:status',
@@ -113,7 +119,8 @@ and \"cancelled\"; \"error\" means the call failed before it ran.")
   (let ((command (cons (mcli--program) mcli-client-args))
         ;; The bridge's own directory does not matter, but it must exist.
         (default-directory (expand-file-name "~/")))
-    (make-instance
+    (apply
+     #'make-instance
      'jsonrpc-process-connection
      :name "mcli"
      ;; jsonrpc.el wants the stderr buffer to be named "*NAME stderr*".
@@ -125,7 +132,15 @@ and \"cancelled\"; \"error\" means the call failed before it ran.")
                               :noquery t
                               :stderr (get-buffer-create "*mcli stderr*")))
      :notification-dispatcher #'mcli--notification
-     :on-shutdown #'mcli--on-shutdown)))
+     :on-shutdown #'mcli--on-shutdown
+     (mcli--events-initargs))))
+
+(defun mcli--events-initargs ()
+  "Return the initargs that bound the events buffer, as this jsonrpc.el names them."
+  ;; jsonrpc.el 1.0.24 renamed the initarg, and warns about the old one.
+  (if (slot-exists-p 'jsonrpc-connection '-events-buffer-config)
+      (list :events-buffer-config (list :size mcli-events-buffer-size))
+    (list :events-buffer-scrollback-size mcli-events-buffer-size)))
 
 (defun mcli--connection ()
   "Return the live connection to the server, starting it when needed."

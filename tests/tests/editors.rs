@@ -74,7 +74,9 @@ impl Fixture {
             "#!/bin/sh\necho $$ > '{pid}.tmp' && mv '{pid}.tmp' '{pid}'\necho started\nexec sleep 300\n",
             pid = pidfile.display()
         );
-        for (name, text) in [("slowlines", slowlines), ("longrun", longrun)] {
+        // `latin1` prints bytes that are not UTF-8, which the server sends as `data_b64`.
+        let latin1 = "#!/bin/sh\nprintf 'caf\\351\\n'\n".to_string();
+        for (name, text) in [("slowlines", slowlines), ("longrun", longrun), ("latin1", latin1)] {
             use std::os::unix::fs::PermissionsExt;
             let path = commands.join(name);
             std::fs::write(&path, text).expect("write a script command");
@@ -170,7 +172,7 @@ fn emacs_runs_completes_streams_shows_the_status_and_cancels() {
         ]),
     );
     run.expect_code(0);
-    assert!(run.stderr.contains("Ran 5 tests, 5 results as expected"), "{}", run.stderr);
+    assert!(run.stderr.contains("Ran 6 tests, 6 results as expected"), "{}", run.stderr);
     fixture.expect_cancelled_and_idle();
 }
 
@@ -225,6 +227,6 @@ fn neovim_runs_completes_streams_shows_the_status_and_cancels() {
         &test,
     ]));
     run.expect_code(0);
-    assert!(run.stderr.contains("0 of 5 nvim tests failed"), "{}", run.stderr);
+    assert!(run.stderr.contains("0 of 6 nvim tests failed"), "{}", run.stderr);
     fixture.expect_cancelled_and_idle();
 }

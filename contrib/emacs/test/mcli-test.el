@@ -12,7 +12,8 @@
 ;;
 ;; `slowlines' prints "line 1", its args and its directory, waits for
 ;; MCLI_TEST_GO, then prints "line 2".  `longrun' writes its pid, prints
-;; "started" and sleeps for 300 s.
+;; "started" and sleeps for 300 s.  `latin1' prints "caf\351\n", which is
+;; not UTF-8.
 ;;
 ;;   emacs --batch -Q -L contrib/emacs -l contrib/emacs/test/mcli-test.el \
 ;;         -f ert-run-tests-batch-and-exit
@@ -82,6 +83,19 @@
       (should (string-match-p "mcli: slowlines completed" text)))
     (should (equal (buffer-local-value 'mcli-status buf) "completed"))
     (should (equal (mcli-test--mode-line buf) ":exit [0]"))))
+
+(ert-deftest mcli-test-bytes-that-are-not-utf-8-arrive ()
+  ;; `latin1' prints "caf\351\n"; the server sends that chunk as `data_b64'.
+  (let ((buf (mcli-test--run "latin1")))
+    (mcli-test--wait-end buf)
+    (should (equal (buffer-local-value 'mcli-status buf) "completed"))
+    (with-current-buffer buf
+      (goto-char (point-min))
+      (should (re-search-forward "^caf" nil t))
+      (should (equal (encode-coding-string
+                      (buffer-substring-no-properties (point) (line-end-position))
+                      'utf-8)
+                     "\351")))))
 
 (ert-deftest mcli-test-a-failure-shows-its-exit-status ()
   (let ((buf (mcli-test--run "exit" "3")))

@@ -6,7 +6,8 @@
 -- in), MCLI_TEST_GO (the file whose creation lets `slowlines` go on) and MCLI_TEST_PIDFILE
 -- (where `longrun` writes its pid). `slowlines` prints "line 1", its args joined by "|" and its
 -- directory, waits for MCLI_TEST_GO, then prints "line 2". `longrun` writes its pid, prints
--- "started" and sleeps for 300 s. Exits 0 when every check passes, else 1 with the reason.
+-- "started" and sleeps for 300 s. `latin1` prints "caf\233\n", which is not UTF-8. Exits 0
+-- when every check passes, else 1 with the reason.
 
 local failures = 0
 
@@ -100,6 +101,14 @@ function tests.output_streams_into_the_split()
   eq(var(buf, 'mcli_state'), 'exit 0', 'state')
 end
 
+function tests.bytes_that_are_not_utf8_arrive()
+  -- `latin1` prints "caf\233\n"; the server sends that chunk as `data_b64`.
+  local buf = mcli('latin1')
+  wait_end(buf)
+  eq(var(buf, 'mcli_status'), 'completed', 'status')
+  check(has_line(buf, 'caf\233'), 'no latin-1 line in:\n' .. text(buf))
+end
+
 function tests.a_failure_shows_its_exit_status()
   local buf = mcli('exit 3')
   wait_end(buf)
@@ -146,6 +155,7 @@ end
 local order = {
   'names_come_from_list',
   'output_streams_into_the_split',
+  'bytes_that_are_not_utf8_arrive',
   'a_failure_shows_its_exit_status',
   'an_unknown_command_is_reported',
   'ctrl_c_cancels',

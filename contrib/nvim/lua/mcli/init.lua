@@ -149,28 +149,31 @@ end
 local function on_stdout(c, data)
   -- Each item of `data` ends where a newline was; the first one continues the last chunk.
   c.input = c.input .. table.concat(data, '\n')
+  -- Walk the messages with an index and cut the consumed part once, not once per message.
+  local at = 1
   while true do
-    local header_end = c.input:find('\r\n\r\n', 1, true)
+    local header_end = c.input:find('\r\n\r\n', at, true)
     if not header_end then
-      return
+      break
     end
-    local length = tonumber(c.input:sub(1, header_end):lower():match('content%-length:%s*(%d+)'))
+    local length = tonumber(c.input:sub(at, header_end):lower():match('content%-length:%s*(%d+)'))
     if not length then
       vim.notify('mcli: a message from the server has no Content-Length; disconnecting', vim.log.levels.ERROR)
       vim.fn.jobstop(c.job)
+      c.input = ''
       return
     end
     local body_end = header_end + 3 + length
     if #c.input < body_end then
-      return
+      break
     end
-    local body = c.input:sub(header_end + 4, body_end)
-    c.input = c.input:sub(body_end + 1)
-    local ok, message = pcall(vim.json.decode, body)
+    local ok, message = pcall(vim.json.decode, c.input:sub(header_end + 4, body_end))
+    at = body_end + 1
     if ok then
       dispatch(c, message)
     end
   end
+  c.input = c.input:sub(at)
 end
 
 local function on_exit(c, code)
