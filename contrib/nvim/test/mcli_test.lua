@@ -1,6 +1,7 @@
 -- Tests of the mcli Neovim plugin against a running server, run by tests/tests/editors.rs:
 --
---   nvim --headless -u NONE -i NONE --cmd 'set rtp^=contrib/nvim' -c 'luafile contrib/nvim/test/mcli_test.lua'
+--   nvim --headless -u NONE -i NONE --cmd 'set rtp^=contrib/nvim' --cmd 'runtime plugin/mcli.lua' \
+--        -c 'luafile contrib/nvim/test/mcli_test.lua'
 --
 -- with MCLI_TEST_CLIENT (the mcli-client binary), MCLI_TEST_DIR (a directory to run commands
 -- in), MCLI_TEST_GO (the file whose creation lets `slowlines` go on) and MCLI_TEST_PIDFILE
