@@ -37,6 +37,7 @@
 (require 'compile)
 (require 'ansi-color)
 (require 'jsonrpc)
+(require 'subr-x)
 
 (defgroup mcli nil
   "Run mcli commands through the shared mcli server."
@@ -288,7 +289,8 @@ The command runs in `default-directory'; its output streams into a
                                      (mcli--finished buf result))
                        :error-fn (lambda (err)
                                    (remhash id mcli--buffers)
-                                   (mcli--failed buf err)))))
+                                   (mcli--failed buf (mcli--error-message
+                                                      conn err))))))
         (setq mcli--request-id id)
         (puthash id buf mcli--buffers)))))
 
@@ -392,14 +394,36 @@ The command runs in `default-directory'; its output streams into a
         (mcli--mode-line mode-line face))
       (run-hook-with-args 'mcli-finish-functions buf result))))
 
-(defun mcli--failed (buf err)
-  "Show in BUF that its `execute' call failed with the JSON-RPC error ERR."
+(defun mcli--error-message (conn err)
+  "Return what to say about the JSON-RPC error ERR of a call on CONN."
+  (let ((process (jsonrpc--process conn)))
+    (if (process-live-p process)
+        (plist-get err :message)
+      ;; jsonrpc.el fails the calls in flight when the process ends.
+      (format "the connection to the server ended: %s exited with status %s%s"
+              (file-name-nondirectory mcli-client-program)
+              (process-exit-status process)
+              (let ((line (mcli--last-stderr-line conn)))
+                (if line (concat ": " line) ""))))))
+
+(defun mcli--last-stderr-line (conn)
+  "Return the last line that the client of CONN wrote to its stderr, or nil."
+  (let ((buf (and (fboundp 'jsonrpc-stderr-buffer) (jsonrpc-stderr-buffer conn))))
+    (when (buffer-live-p buf)
+      (with-current-buffer buf
+        (let ((text (string-trim (buffer-substring-no-properties
+                                  (point-min) (point-max)))))
+          (unless (string-empty-p text)
+            (car (last (split-string text "\n")))))))))
+
+(defun mcli--failed (buf message)
+  "Show in BUF that its `execute' call failed, saying MESSAGE."
   (when (buffer-live-p buf)
     (with-current-buffer buf
       (setq mcli--request-id nil
             mcli-result nil
             mcli-status "error")
-      (mcli--insert (format "mcli: %s\n" (plist-get err :message))
+      (mcli--insert (format "mcli: %s\n" message)
                     'compilation-error)
       (mcli--mode-line ":error" 'compilation-mode-line-fail)
       (run-hook-with-args 'mcli-finish-functions buf nil))))

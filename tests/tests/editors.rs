@@ -172,7 +172,7 @@ fn emacs_runs_completes_streams_shows_the_status_and_cancels() {
         ]),
     );
     run.expect_code(0);
-    assert!(run.stderr.contains("Ran 6 tests, 6 results as expected"), "{}", run.stderr);
+    assert!(run.stderr.contains("Ran 8 tests, 8 results as expected"), "{}", run.stderr);
     fixture.expect_cancelled_and_idle();
 }
 
@@ -227,6 +227,6 @@ fn neovim_runs_completes_streams_shows_the_status_and_cancels() {
         &test,
     ]));
     run.expect_code(0);
-    assert!(run.stderr.contains("0 of 6 nvim tests failed"), "{}", run.stderr);
+    assert!(run.stderr.contains("0 of 8 nvim tests failed"), "{}", run.stderr);
     fixture.expect_cancelled_and_idle();
 }

@@ -54,6 +54,21 @@
                    (lambda () (not (equal (buffer-local-value 'mcli-status buf)
                                           "running")))))
 
+(defun mcli-test--longrun-pid ()
+  "Return the pid that `longrun' wrote."
+  (let ((pid (with-temp-buffer
+               (insert-file-contents (getenv "MCLI_TEST_PIDFILE"))
+               (string-to-number (buffer-string)))))
+    (should (> pid 0))
+    pid))
+
+(defun mcli-test--wait-gone (pid)
+  "Wait until process PID is gone (or a zombie about to be reaped)."
+  (mcli-test--wait (format "process %d is gone" pid)
+                   (lambda ()
+                     (let ((state (alist-get 'state (process-attributes pid))))
+                       (or (null state) (equal state "Z"))))))
+
 (ert-deftest mcli-test-names-come-from-list ()
   (let ((names (mcli-command-names)))
     (dolist (name '("echo" "hello" "exit" "slowlines" "longrun"))
@@ -118,10 +133,7 @@
   (let ((buf (mcli-test--run "longrun")))
     (mcli-test--wait "longrun has started"
                      (lambda () (string-match-p "^started$" (mcli-test--text buf))))
-    (let ((pid (with-temp-buffer
-                 (insert-file-contents (getenv "MCLI_TEST_PIDFILE"))
-                 (string-to-number (buffer-string)))))
-      (should (> pid 0))
+    (let ((pid (mcli-test--longrun-pid)))
       (with-current-buffer buf
         (should (eq (key-binding (kbd "C-c C-k")) #'mcli-cancel))
         (funcall (key-binding (kbd "C-c C-k"))))
@@ -129,11 +141,30 @@
       (should (equal (buffer-local-value 'mcli-status buf) "cancelled"))
       (should (equal (mcli-test--mode-line buf) ":cancelled"))
       (should (string-match-p "mcli: longrun was cancelled" (mcli-test--text buf)))
-      ;; The command's process is gone (or a zombie about to be reaped).
-      (mcli-test--wait "the cancelled process is gone"
-                       (lambda ()
-                         (let ((state (alist-get 'state (process-attributes pid))))
-                           (or (null state) (equal state "Z"))))))))
+      (mcli-test--wait-gone pid))))
+
+(ert-deftest mcli-test-disconnecting-ends-the-command-and-says-so ()
+  (let ((buf (mcli-test--run "longrun")))
+    (mcli-test--wait "longrun has started"
+                     (lambda () (string-match-p "^started$" (mcli-test--text buf))))
+    (let ((pid (mcli-test--longrun-pid)))
+      (mcli-disconnect)
+      (mcli-test--wait-end buf)
+      (should (equal (buffer-local-value 'mcli-status buf) "error"))
+      (should (string-match-p
+               "mcli: the connection to the server ended: mcli-client exited with status"
+               (mcli-test--text buf)))
+      ;; The server saw the hang-up and cancelled the command.
+      (mcli-test--wait-gone pid)))
+  ;; The next call connects again.
+  (should (member "echo" (mcli-command-names))))
+
+(ert-deftest mcli-test-a-missing-client-is-reported ()
+  (mcli-disconnect)
+  (let* ((mcli-client-program "/nonexistent/mcli-client")
+         (err (should-error (mcli-run "echo" nil) :type 'user-error)))
+    (should (equal (cadr err)
+                   "Cannot find `/nonexistent/mcli-client'; set `mcli-client-program'"))))
 
 (provide 'mcli-test)
 ;;; mcli-test.el ends here

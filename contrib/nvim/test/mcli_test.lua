@@ -67,6 +67,27 @@ local function mcli(args)
   return buf
 end
 
+local function longrun_pid()
+  local pidfile = io.open(os.getenv('MCLI_TEST_PIDFILE'))
+  local pid = tonumber(pidfile:read('*l'))
+  pidfile:close()
+  check(pid and pid > 0, 'no pid in the pid file')
+  return pid
+end
+
+--- Waits until process `pid` is gone (or a zombie about to be reaped).
+local function wait_gone(pid)
+  wait('process ' .. pid .. ' is gone', function()
+    local stat = io.open('/proc/' .. pid .. '/stat')
+    if not stat then
+      return true
+    end
+    local line = stat:read('*l') or ''
+    stat:close()
+    return line:match('%) (%a)') == 'Z'
+  end)
+end
+
 local tests = {}
 
 function tests.names_come_from_list()
@@ -132,25 +153,44 @@ function tests.ctrl_c_cancels()
   wait('longrun has started', function()
     return has_line(buf, 'started')
   end)
-  local pidfile = io.open(os.getenv('MCLI_TEST_PIDFILE'))
-  local pid = tonumber(pidfile:read('*l'))
-  pidfile:close()
-  check(pid and pid > 0, 'no pid in the pid file')
+  local pid = longrun_pid()
   eq(vim.api.nvim_get_current_buf(), buf, 'the current buffer')
   vim.api.nvim_feedkeys(vim.api.nvim_replace_termcodes('<C-c>', true, false, true), 'x', false)
   wait_end(buf)
   eq(var(buf, 'mcli_status'), 'cancelled', 'status')
   eq(var(buf, 'mcli_state'), 'cancelled', 'state')
   check(text(buf):find('[mcli] longrun was cancelled', 1, true), 'no end line in:\n' .. text(buf))
-  wait('the cancelled process is gone', function()
-    local stat = io.open('/proc/' .. pid .. '/stat')
-    if not stat then
-      return true
-    end
-    local line = stat:read('*l') or ''
-    stat:close()
-    return line:match('%) (%a)') == 'Z'
+  wait_gone(pid)
+end
+
+function tests.disconnecting_ends_the_command_and_says_so()
+  local buf = mcli('longrun')
+  wait('longrun has started', function()
+    return has_line(buf, 'started')
   end)
+  local pid = longrun_pid()
+  require('mcli').disconnect()
+  wait_end(buf)
+  eq(var(buf, 'mcli_status'), 'error', 'status')
+  check(
+    text(buf):find('[mcli] the connection to the server ended: mcli-client exited with status', 1, true),
+    'no message in:\n' .. text(buf)
+  )
+  -- The server saw the hang-up and cancelled the command.
+  wait_gone(pid)
+  -- The next call connects again.
+  check(vim.tbl_contains(require('mcli').command_names(), 'echo'), 'no echo after reconnecting')
+end
+
+function tests.a_missing_client_is_reported()
+  local mcli_module = require('mcli')
+  local client = mcli_module.config.client
+  mcli_module.disconnect()
+  mcli_module.setup({ client = '/nonexistent/mcli-client' })
+  local ok, err = pcall(mcli_module.run, 'echo', {})
+  mcli_module.setup({ client = client })
+  check(not ok, 'run did not fail')
+  eq(err, 'mcli: cannot find `/nonexistent/mcli-client`; set `client` in require("mcli").setup()', 'the error')
 end
 
 local order = {
@@ -160,6 +200,8 @@ local order = {
   'a_failure_shows_its_exit_status',
   'an_unknown_command_is_reported',
   'ctrl_c_cancels',
+  'disconnecting_ends_the_command_and_says_so',
+  'a_missing_client_is_reported',
 }
 
 require('mcli').setup({ client = os.getenv('MCLI_TEST_CLIENT') })

@@ -177,10 +177,11 @@ local function on_stdout(c, data)
 end
 
 local function on_exit(c, code)
+  c.closed = true
   if conn == c then
     conn = nil
   end
-  local reason = ('mcli-client exited with status %d'):format(code)
+  local reason = ('the connection to the server ended: mcli-client exited with status %d'):format(code)
   if #c.stderr > 0 then
     reason = reason .. ': ' .. table.concat(c.stderr, ' ')
   end
@@ -229,6 +230,7 @@ end
 --- Ends the connection to the server; commands still running there are cancelled.
 function M.disconnect()
   if conn then
+    conn.closed = true
     vim.fn.jobstop(conn.job)
     conn = nil
   end
@@ -296,9 +298,7 @@ end
 
 local function finish(run, err, result)
   run.done = true
-  if conn then
-    conn.runs[run.id] = nil
-  end
+  run.conn.runs[run.id] = nil
   if not vim.api.nvim_buf_is_valid(run.buf) then
     return
   end
@@ -349,7 +349,7 @@ function M.run(command, args)
   local c = connect()
   local cwd = vim.fn.getcwd()
   local buf = open_buffer(command, args, cwd)
-  local run = { buf = buf, command = command }
+  local run = { buf = buf, command = command, conn = c }
   runs_by_buf[buf] = run
   vim.api.nvim_buf_set_var(buf, 'mcli_status', 'running')
   set_state(run, 'running')
@@ -369,13 +369,13 @@ end
 function M.cancel(buf, quietly)
   buf = (buf == nil or buf == 0) and vim.api.nvim_get_current_buf() or buf
   local run = runs_by_buf[buf]
-  if not run or run.done or not conn then
+  if not run or run.done or run.conn.closed then
     if not quietly then
       vim.notify('mcli: no command is running in this buffer', vim.log.levels.WARN)
     end
     return
   end
-  notify(conn, '$/cancelRequest', { id = run.id })
+  notify(run.conn, '$/cancelRequest', { id = run.id })
   if not quietly then
     append(buf, '[mcli] cancelling\n')
   end
