@@ -118,7 +118,16 @@
     (should (equal (buffer-local-value 'mcli-status buf) "failed"))
     (should (equal (plist-get (buffer-local-value 'mcli-result buf) :exit_code) 3))
     (should (equal (mcli-test--mode-line buf) ":exit [3]"))
-    (should (string-match-p "mcli: exit failed with exit code 3" (mcli-test--text buf)))))
+    (should (string-match-p "mcli: exit failed with exit code 3" (mcli-test--text buf)))
+    ;; `g' runs it again, in the same buffer.
+    (with-current-buffer buf
+      (should (eq (key-binding "g") #'mcli-rerun))
+      (funcall (key-binding "g")))
+    (should (equal (buffer-local-value 'mcli-status buf) "running"))
+    (mcli-test--wait-end buf)
+    (should (equal (mcli-test--mode-line buf) ":exit [3]"))
+    (should (= 1 (with-current-buffer buf
+                   (how-many "failed with exit code 3" (point-min) (point-max)))))))
 
 (ert-deftest mcli-test-an-unknown-command-is-reported ()
   (let ((buf (mcli-test--run "helo")))
