@@ -31,6 +31,13 @@ if ! command -v nvim >/dev/null 2>&1; then
     echo "scripts/test.sh: nvim is needed by tests/tests/editors.rs; install neovim" >&2
   fi
 fi
+if ! command -v node >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && apt-get install -y -qq nodejs >/dev/null
+  else
+    echo "scripts/test.sh: node is needed by tests/tests/editors.rs (contrib/vscode); install nodejs" >&2
+  fi
+fi
 
 # The end-to-end tests start the real binaries from target/debug, so build them first.
 cargo build --workspace --locked

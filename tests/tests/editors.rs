@@ -1,11 +1,12 @@
 //! The editor packages of contrib/, end to end: Emacs (`contrib/emacs/mcli.el`, driven by its ERT
-//! tests under `emacs --batch`) and Neovim (`contrib/nvim`, driven by its test script under
-//! `nvim --headless`), each against a real server started for the test in a fresh directory,
+//! tests under `emacs --batch`), Neovim (`contrib/nvim`, driven by its test script under
+//! `nvim --headless`) and VS Code (`contrib/vscode`, its node tests with a stand-in for the
+//! `vscode` module), each against a real server started for the test in a fresh directory,
 //! through `mcli-client --stdio`. The editor-side scripts check what a user sees (completion from
 //! `list`, output streaming into the buffer while the command runs, the exit status, cancelling);
 //! this side checks that the cancelled process is gone and that mcli.el byte-compiles cleanly.
-//! Emacs and Neovim come from scripts/test.sh (Debian's `emacs-nox` and `neovim`); without them
-//! these tests fail and say what to install.
+//! Emacs, Neovim and Node come from scripts/test.sh (Debian's `emacs-nox`, `neovim` and
+//! `nodejs`); without them these tests fail and say what to install.
 
 #![forbid(unsafe_code)]
 
@@ -228,5 +229,16 @@ fn neovim_runs_completes_streams_shows_the_status_and_cancels() {
     ]));
     run.expect_code(0);
     assert!(run.stderr.contains("0 of 8 nvim tests failed"), "{}", run.stderr);
+    fixture.expect_cancelled_and_idle();
+}
+
+#[test]
+fn vscode_extension_picks_streams_shows_the_status_and_cancels() {
+    require_program("node", "nodejs");
+    let fixture = Fixture::new();
+    let test = contrib().join("vscode/test/extension.test.js");
+    let run = run_editor(fixture.editor("node").arg("--test").arg(&test));
+    run.expect_code(0);
+    assert!(run.stdout.contains("# pass 8") && run.stdout.contains("# fail 0"), "{}", run.stdout);
     fixture.expect_cancelled_and_idle();
 }
