@@ -5,26 +5,29 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The worker tests, a standard-library client of the HTTP bridge and the Python package need it.
-if ! command -v python3 >/dev/null 2>&1; then
+# Debian packages the tests drive, installed when missing and allowed (root with apt-get);
+# `apt-get update` runs once, and only if something is missing. Without them the rest of the
+# suite still runs and the tests that need one fail naming the package.
+updated=
+need() { # need COMMAND PACKAGE WHO-NEEDS-IT
+  command -v "$1" >/dev/null 2>&1 && return 0
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    apt-get update -qq && apt-get install -y -qq python3 >/dev/null
+    [ -n "$updated" ] || { apt-get update -qq; updated=1; }
+    apt-get install -y -qq "$2" >/dev/null
   else
-    echo "scripts/test.sh: python3 is needed (tests/python/original_client.py); install it" >&2
-    exit 1
+    echo "scripts/test.sh: $1 is needed by $3; install $2" >&2
+    return 1
   fi
-fi
+}
 
-# The service-manager tests run systemd-socket-activate and systemd-analyze (Debian's systemd
-# package; no running systemd is needed).
-if ! command -v systemd-socket-activate >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    apt-get update -qq && apt-get install -y -qq systemd >/dev/null
-  else
-    echo "scripts/test.sh: systemd-socket-activate is needed (tests/tests/restart.rs); install Debian's systemd package" >&2
-    exit 1
-  fi
-fi
+# The worker tests, a standard-library client of the HTTP bridge and the Python package.
+need python3 python3 "the worker and Python tests (tests/python/original_client.py)" || exit 1
+# The service-manager tests (tests/tests/restart.rs): no running systemd is needed.
+need systemd-socket-activate systemd "tests/tests/restart.rs" || true
+# tests/tests/editors.rs drives the editor packages of contrib/ in Emacs, Neovim and node.
+need emacs emacs-nox "tests/tests/editors.rs" || true
+need nvim neovim "tests/tests/editors.rs" || true
+need node nodejs "tests/tests/editors.rs (contrib/vscode)" || true
 
 # Every server a test starts watches its config file and commands dirs with inotify; the
 # kernel's default of 128 instances per user is shared with whatever else runs as this user, and
@@ -46,7 +49,8 @@ if [ ! -x "$venv/bin/python" ]; then
     rm -rf "$venv"
     # Debian and Ubuntu ship venv (and its ensurepip) apart from python3.
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-      apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+      [ -n "$updated" ] || apt-get update -qq
+      apt-get install -y -qq python3-venv >/dev/null
       python3 -m venv --clear "$venv"
     else
       echo "scripts/test.sh: cannot create a virtual environment with \`python3 -m venv $venv\`; install python3-venv" >&2
