@@ -9,59 +9,12 @@
 //! The successor reads the token from the server file, so TCP and HTTP clients keep working;
 //! it holds the name lock once this server has exited.
 
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::Mutex;
+use std::os::fd::{AsFd, BorrowedFd};
 
 use mcli_client::autostart::{self, Starter};
 use mcli_protocol::{HandoverParams, HandoverResult};
 
 use crate::state::State;
-
-/// Duplicates of the server's listening sockets, kept for a hand-over, each with the name the
-/// successor knows it by (`socket`, `tcp`, `http`).
-#[derive(Default)]
-pub struct Listeners {
-    fds: Mutex<Vec<(&'static str, OwnedFd)>>,
-    /// This server was started on demand; its successor idles out as it would have.
-    auto_started: std::sync::atomic::AtomicBool,
-    /// Held during a hand-over: one at a time.
-    busy: tokio::sync::Mutex<()>,
-}
-
-impl Listeners {
-    /// Keeps a duplicate of `listener` under `name`, replacing an older one of that name (the
-    /// socket bound anew after its file was removed).
-    pub fn keep(&self, name: &'static str, listener: BorrowedFd<'_>) {
-        match listener.try_clone_to_owned() {
-            Ok(fd) => {
-                let mut fds = self.fds.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                fds.retain(|(kept, _)| *kept != name);
-                fds.push((name, fd));
-            }
-            Err(err) => tracing::warn!(%err, name, "cannot keep the listener for a restart"),
-        }
-    }
-
-    /// Forgets the listener named `name` (the HTTP bridge switched off or moved).
-    pub fn forget(&self, name: &str) {
-        self.fds.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|(kept, _)| *kept != name);
-    }
-
-    pub fn set_auto_started(&self, auto_started: bool) {
-        self.auto_started.store(auto_started, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// Whether this server was started on demand by a client.
-    pub fn auto_started(&self) -> bool {
-        self.auto_started.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// Duplicates of the kept listeners, for a successor.
-    fn duplicates(&self) -> std::io::Result<Vec<(&'static str, OwnedFd)>> {
-        let fds = self.fds.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        fds.iter().map(|(name, fd)| Ok((*name, fd.try_clone()?))).collect()
-    }
-}
 
 /// Why a hand-over did not happen; this server then goes on serving.
 #[derive(Debug, thiserror::Error)]
@@ -82,7 +35,7 @@ pub enum HandoverError {
 /// server (it finishes what it runs).
 pub async fn hand_over(state: &State, params: HandoverParams) -> Result<HandoverResult, HandoverError> {
     let listeners = &state.listeners;
-    let Ok(_one) = listeners.busy.try_lock() else { return Err(HandoverError::Busy) };
+    let Ok(_one) = listeners.one_at_a_time() else { return Err(HandoverError::Busy) };
     if state.lifecycle.is_shutting_down() {
         return Err(HandoverError::ShuttingDown);
     }

@@ -10,10 +10,12 @@ pub mod commands;
 pub mod executions;
 pub mod handover;
 pub mod history;
+pub mod http_bridge;
 pub mod http_switch;
 pub mod ids;
 pub mod inherited;
 pub mod lifecycle;
+pub mod listeners;
 pub mod logging;
 pub mod methods;
 pub mod name;
@@ -194,7 +196,7 @@ impl ExtraListeners {
         if let Some(tcp) = &self.tcp {
             state.listeners.keep(inherited::TCP, tcp.as_fd());
         }
-        http_switch::start(state, transports.clone(), Arc::clone(&token), self.http, http_from_flag);
+        http_bridge::start(state, transports.clone(), Arc::clone(&token), self.http, http_from_flag);
         if let Some(tcp) = self.tcp {
             tokio::spawn(transport::tcp::serve(transports.clone(), tcp, token));
         }

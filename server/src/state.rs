@@ -33,7 +33,7 @@ pub struct Inner {
     /// Where the server listens besides its socket, for `status`.
     pub listening: Listening,
     /// The listening sockets, kept to hand over to a successor (`restart`).
-    pub listeners: crate::handover::Listeners,
+    pub listeners: crate::listeners::Listeners,
     /// The HTTP bridge: where it listens now, and switching it on a reload.
     pub http: crate::http_switch::HttpSwitch,
 }
@@ -75,7 +75,7 @@ impl Inner {
             workers: Workers::default(),
             history,
             listening,
-            listeners: crate::handover::Listeners::default(),
+            listeners: crate::listeners::Listeners::default(),
             http: crate::http_switch::HttpSwitch::default(),
         })
     }

@@ -186,9 +186,7 @@ fn http_addr(config: &Config, listen: &Listen, auto_started: bool) -> anyhow::Re
         None => return Ok(None),
     };
     if !api.require_token {
-        let host = addr.rsplit_once(':').map_or(addr.as_str(), |(host, _)| host).trim_matches(['[', ']']);
-        let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
-        if !loopback {
+        if !crate::http_switch::is_loopback(&addr) {
             bail!("`api_daemon.require_token = false` is allowed only for a loopback address, not {addr}");
         }
     }
