@@ -244,12 +244,7 @@ pub async fn run_process(
                 Some(cwd) if !cwd.is_dir() => format!(" in {}: no such directory", cwd.display()),
                 _ => format!(": {err}"),
             };
-            emit(
-                out,
-                Stream::Stderr,
-                format!("{}: cannot run {}{place}\n", crate::program_name(), program.path.display()),
-            )
-            .await;
+            note(out, format!("cannot run {}{place}", program.path.display())).await;
             return Outcome::exited(code, started);
         }
     };
@@ -282,15 +277,15 @@ pub async fn run_process(
     match status {
         Ok(status) => Outcome::from_exit(status, ended, started),
         Err(err) => {
-            emit(
-                out,
-                Stream::Stderr,
-                format!("{}: lost track of {}: {err}\n", crate::program_name(), program.path.display()),
-            )
-            .await;
+            note(out, format!("lost track of {}: {err}", program.path.display())).await;
             Outcome::ended(ended.unwrap_or(ExecStatus::Failed), started)
         }
     }
+}
+
+/// Says `text` on the command's standard error as this program (`mcli-server: ...`).
+async fn note(out: &mpsc::Sender<Chunk>, text: String) {
+    emit(out, Stream::Stderr, format!("{}: {text}\n", crate::program_name())).await;
 }
 
 /// The child process for `program`: the call's directory and environment (plus the program's

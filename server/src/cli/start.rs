@@ -185,10 +185,8 @@ fn http_addr(config: &Config, listen: &Listen, auto_started: bool) -> anyhow::Re
         None if api.enabled && (!auto_started || api.auto_start) => api.http_addr(),
         None => return Ok(None),
     };
-    if !api.require_token {
-        if !crate::http_switch::is_loopback(&addr) {
-            bail!("`api_daemon.require_token = false` is allowed only for a loopback address, not {addr}");
-        }
+    if !api.require_token && !crate::http_switch::is_loopback(&addr) {
+        bail!("`api_daemon.require_token = false` is allowed only for a loopback address, not {addr}");
     }
     Ok(Some(addr))
 }
