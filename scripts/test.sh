@@ -15,6 +15,18 @@ if ! command -v python3 >/dev/null 2>&1; then
   fi
 fi
 
+# The ecosystem tests check the completion scripts in real shells and render the man pages.
+for tool in zsh fish groff man; do
+  if ! command -v "$tool" >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      apt-get update -qq && apt-get install -y -qq zsh fish groff man-db >/dev/null
+    else
+      echo "scripts/test.sh: $tool is needed (tests/tests/ecosystem.rs); install zsh, fish, groff and man-db" >&2
+      exit 1
+    fi
+  fi
+done
+
 # The end-to-end tests start the real binaries from target/debug, so build them first.
 cargo build --workspace --locked
 cargo test --workspace --locked

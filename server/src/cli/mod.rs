@@ -5,6 +5,7 @@
 
 mod commands;
 mod common;
+mod completions;
 mod config;
 mod history;
 mod reload;
@@ -106,6 +107,14 @@ enum Cmd {
         /// Print the list as JSON
         #[arg(long)]
         json: bool,
+        /// Print only the names of the commands that can run, one per line (for completions)
+        #[arg(long, conflicts_with = "json")]
+        names: bool,
+    },
+    /// Print shell completions for mcli-server and mcli-client (command names included)
+    Completions {
+        /// The shell to complete in
+        shell: completions::Target,
     },
 }
 
@@ -148,7 +157,9 @@ pub(crate) fn fail(json: bool, message: &str) -> ExitCode {
 impl Cmd {
     fn wants_json(&self) -> bool {
         match self {
-            Cmd::Status { json } | Cmd::History { json, .. } | Cmd::Commands { json } | Cmd::Reload { json } => *json,
+            Cmd::Status { json } | Cmd::History { json, .. } | Cmd::Commands { json, .. } | Cmd::Reload { json } => {
+                *json
+            }
             Cmd::Config { action: ConfigAction::Show { json } } => *json,
             _ => false,
         }
@@ -208,7 +219,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::History { limit, command, failed, before, json } => {
             history::run(&server, HistoryParams { limit: Some(limit), command, failed: Some(failed), before }, json)
         }
-        Cmd::Commands { json } => commands::run(&server, config, json),
+        Cmd::Commands { names: true, .. } => Ok(commands::names(&server, config)),
+        Cmd::Commands { json, .. } => commands::run(&server, config, json),
+        Cmd::Completions { shell } => completions::run(shell),
     }
 }
 
