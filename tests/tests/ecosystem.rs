@@ -163,3 +163,55 @@ fn fish_completes_command_names() {
     let names: Vec<&str> = run.stdout.lines().map(|l| l.split('\t').next().unwrap_or(l)).collect();
     assert_eq!(names, ["greet"], "{}", run.stdout);
 }
+
+/// Renders a page with `man -l` (through a file, as a user who saved it would) and checks that
+/// groff has nothing to warn about.
+fn render_man(env: &TestEnv, args: &[&str]) -> String {
+    need("man");
+    need("groff");
+    let run = env.server(args);
+    run.expect_code(0);
+    let file = env.root.path().join("page.1");
+    std::fs::write(&file, &run.stdout).unwrap();
+    let mut groff = Command::new("groff");
+    groff.args(["-man", "-Tutf8", "-ww", "-z"]).arg(&file);
+    let checked = Run::of(&mut groff);
+    checked.expect_code(0);
+    assert_eq!(checked.stderr, "", "groff warns about the page");
+    let mut man = env.command("man");
+    man.env("MANWIDTH", "120").arg("-l").arg(&file);
+    let run = Run::of(&mut man);
+    run.expect_code(0);
+    plain(&run.stdout)
+}
+
+/// Text without the overstrikes (`X\bX` bold, `_\bX` underlined) that man prints to a pipe.
+fn plain(text: &str) -> String {
+    let mut out: Vec<char> = Vec::new();
+    for c in text.chars() {
+        if c == '\u{8}' {
+            out.pop();
+            continue;
+        }
+        out.push(c);
+    }
+    // The character after a backspace replaced the one before it.
+    out.into_iter().collect()
+}
+
+#[test]
+fn the_man_pages_render_with_their_sections() {
+    let env = TestEnv::new();
+    let server = render_man(&env, &["man"]);
+    for want in ["NAME", "SYNOPSIS", "OPTIONS", "SUBCOMMANDS", "EXIT STATUS", "ENVIRONMENT", "FILES", "VERSION"] {
+        assert!(server.lines().any(|l| l == want), "mcli-server(1) lacks {want}:\n{server}");
+    }
+    assert!(server.contains("config check") && server.contains("--foreground"), "{server}");
+    assert!(server.contains("MCLI_RUNTIME_DIR") && server.contains("NAME-history.sqlite3"), "{server}");
+    let client = render_man(&env, &["man", "--client"]);
+    for want in ["NAME", "SYNOPSIS", "OPTIONS", "EXIT STATUS", "ENVIRONMENT", "FILES"] {
+        assert!(client.lines().any(|l| l == want), "mcli-client(1) lacks {want}:\n{client}");
+    }
+    assert!(client.starts_with("mcli-client(1)"), "{client}");
+    assert!(client.contains("--alternate-editor") && client.contains("the command timed out"), "{client}");
+}

@@ -8,6 +8,7 @@ mod common;
 mod completions;
 mod config;
 mod history;
+mod man;
 mod reload;
 mod restart;
 mod start;
@@ -110,6 +111,12 @@ enum Cmd {
         /// Print only the names of the commands that can run, one per line (for completions)
         #[arg(long, conflicts_with = "json")]
         names: bool,
+    },
+    /// Print the man page of mcli-server, or of mcli-client, as roff
+    Man {
+        /// The page of mcli-client
+        #[arg(long)]
+        client: bool,
     },
     /// Print shell completions for mcli-server and mcli-client (command names included)
     Completions {
@@ -222,6 +229,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Commands { names: true, .. } => Ok(commands::names(&server, config)),
         Cmd::Commands { json, .. } => commands::run(&server, config, json),
         Cmd::Completions { shell } => completions::run(shell),
+        Cmd::Man { client } => man::run(client),
     }
 }
 
