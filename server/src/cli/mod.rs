@@ -27,7 +27,7 @@ use mcli_shared::paths::{self, ServerPaths};
 use self::start::Listen;
 
 #[derive(Debug, Parser)]
-#[command(name = "mcli-server", version, about = "The mcli daemon: runs named commands for mcli-client and editors")]
+#[command(name = "mcli-server", version = env!("MCLI_LONG_VERSION"), about = "The mcli daemon: runs named commands for mcli-client and editors")]
 pub struct Cli {
     /// The server to act on
     #[arg(short = 's', long = "socket-name", env = "MCLI_SOCKET_NAME", value_name = "NAME", default_value = paths::DEFAULT_SERVER_NAME, global = true)]
