@@ -215,3 +215,147 @@ fn the_man_pages_render_with_their_sections() {
     assert!(client.starts_with("mcli-client(1)"), "{client}");
     assert!(client.contains("--alternate-editor") && client.contains("the command timed out"), "{client}");
 }
+
+#[test]
+fn both_versions_name_the_commit_of_the_checkout() {
+    let env = TestEnv::new();
+    let head = Command::new("git").args(["rev-parse", "--short", "HEAD"]).output().expect("git, for this checkout");
+    let head = String::from_utf8_lossy(&head.stdout).trim().to_owned();
+    for program in ["mcli-server", "mcli-client"] {
+        let run = Run::of(&mut env.command(env.bin(program)).arg("--version"));
+        run.expect_code(0);
+        let version = run.stdout.trim();
+        assert!(version.starts_with(&format!("{program} {}", env!("CARGO_PKG_VERSION"))), "{version}");
+        // Built from this checkout (the binaries under test are): its commit, unless HEAD moved
+        // since the build, in which case some commit is still named.
+        let commit = version.rsplit_once('(').map(|(_, c)| c.trim_end_matches(')')).unwrap_or_default();
+        assert!(commit.len() >= 7 && commit.chars().all(|c| c.is_ascii_hexdigit()), "{version}");
+        if !head.is_empty() {
+            assert!(head.starts_with(commit) || commit.starts_with(&head[..7]), "{version} is not of HEAD {head}");
+        }
+    }
+}
+
+/// `mcli-server doctor` with its exit status and output.
+fn doctor(env: &TestEnv) -> Run {
+    env.server(&["doctor"])
+}
+
+#[test]
+fn doctor_finds_a_healthy_setup_healthy() {
+    let env = TestEnv::new();
+    script_command(&env, "greet");
+    let run = doctor(&env);
+    run.expect_code(0);
+    assert!(run.stdout.contains("runtime dir") && run.stdout.contains("does not exist yet"), "{}", run.stdout);
+    assert!(run.stdout.contains("mcli/commands: 1 command\n"), "{}", run.stdout);
+    assert!(run.stdout.contains("`server` is not running; a client starts it on demand"), "{}", run.stdout);
+    assert!(run.stdout.ends_with("mcli-server doctor: no problem found\n"), "{}", run.stdout);
+    env.server(&["start"]).expect_code(0);
+    let run = doctor(&env);
+    run.expect_code(0);
+    assert!(run.stdout.contains("is private (mode 0700 or stricter)"), "{}", run.stdout);
+    assert!(run.stdout.contains("`server` is running (pid"), "{}", run.stdout);
+    let json: serde_json::Value = serde_json::from_str(&env.server(&["doctor", "--json"]).stdout).unwrap();
+    assert_eq!(json["ok"], true);
+    assert!(json["checks"].as_array().unwrap().iter().all(|c| c["status"] == "ok"), "{json:#}");
+    env.server(&["stop"]).expect_code(0);
+}
+
+#[test]
+fn doctor_says_what_to_fix_in_the_runtime_and_state_dirs() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = TestEnv::new();
+    env.create_runtime_dir();
+    std::fs::set_permissions(&env.runtime_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(env.state_home.join("mcli"), "not a dir").unwrap();
+    let run = doctor(&env);
+    run.expect_code(1);
+    let rt = env.runtime_dir.display();
+    assert!(
+        run.stdout.contains(&format!(
+            "PROBLEM  runtime dir: runtime dir {rt} is open to group or others (mode 0755); run `chmod 700 {rt}`"
+        )),
+        "{}",
+        run.stdout
+    );
+    let state = env.state_home.join("mcli");
+    assert!(
+        run.stdout.contains(&format!(
+            "PROBLEM  state dir: {} is not a directory\n         fix: remove it (`rm {}`)",
+            state.display(),
+            state.display()
+        )),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("server: not looked for: the runtime dir is refused"), "{}", run.stdout);
+    assert!(run.stdout.ends_with("mcli-server doctor: 2 problems found\n"), "{}", run.stdout);
+    let json: serde_json::Value = serde_json::from_str(&env.server(&["doctor", "--json"]).stdout).unwrap();
+    assert_eq!(json["ok"], false);
+}
+
+#[test]
+fn doctor_lists_every_config_error() {
+    let mut env = TestEnv::new();
+    env.use_config("[api_daemon]\nport = \"x\"\nmax_concurrent_commands = -1\n");
+    let run = doctor(&env);
+    run.expect_code(1);
+    let errors: Vec<&str> = run.stdout.lines().filter(|l| l.starts_with("PROBLEM  config: ")).collect();
+    assert_eq!(errors.len(), 2, "{}", run.stdout);
+    assert!(errors[0].contains("line 2: `api_daemon.port`"), "{}", run.stdout);
+    assert!(run.stdout.contains("fix: correct it; `mcli-server config check` checks again"), "{}", run.stdout);
+    // The default commands dir is still checked.
+    assert!(run.stdout.contains("commands dir: "), "{}", run.stdout);
+}
+
+#[test]
+fn doctor_names_broken_and_non_executable_commands_and_missing_dirs() {
+    let mut env = TestEnv::new();
+    script_command(&env, "greet");
+    let dir = env.config_home.join("mcli/commands");
+    std::fs::write(dir.join("bad.toml"), "run = 3\n").unwrap();
+    std::fs::write(dir.join("plain"), "echo\n").unwrap();
+    let missing = env.root.path().join("nowhere");
+    env.use_config(&format!("[server]\ncommands_dirs = [{:?}]\n", missing.display().to_string()));
+    let run = doctor(&env);
+    run.expect_code(1);
+    let out = &run.stdout;
+    assert!(out.contains(&format!("ok       commands dir: {}: 1 command\n", dir.display())), "{out}");
+    assert!(out.contains("PROBLEM  commands dir: command `bad` is broken: "), "{out}");
+    assert!(out.contains(&format!("fix: fix or remove {}", dir.join("bad.toml").display())), "{out}");
+    let plain = dir.join("plain");
+    assert!(
+        out.contains(&format!("warning  commands dir: {} is not executable, so it is not a command", plain.display())),
+        "{out}"
+    );
+    assert!(out.contains(&format!("fix: run `chmod +x {}`", plain.display())), "{out}");
+    assert!(
+        out.contains(&format!("warning  commands dir: {} (from the config) does not exist", missing.display())),
+        "{out}"
+    );
+    assert!(out.ends_with("mcli-server doctor: 1 problem found\n"), "{out}");
+}
+
+#[test]
+fn doctor_wants_python3_for_warm_workers() {
+    let mut env = TestEnv::new();
+    let dir = env.config_home.join("mcli/commands");
+    std::fs::create_dir_all(&dir).unwrap();
+    // A PATH without python3.
+    let empty = env.root.path().join("empty-path");
+    std::fs::create_dir_all(&empty).unwrap();
+    env.set_env("PATH", &empty);
+    let run = doctor(&env);
+    run.expect_code(0);
+    assert!(
+        run.stdout
+            .contains("warning  python3: python3 is not on PATH: warm-worker commands written in Python cannot run"),
+        "{}",
+        run.stdout
+    );
+    std::fs::write(dir.join("model.toml"), "run = [\"python3\", \"model.py\"]\n[worker]\n").unwrap();
+    let run = doctor(&env);
+    run.expect_code(1);
+    assert!(run.stdout.contains("PROBLEM  python3: python3 is not on PATH, and 1 warm-worker command(s) need it\n         fix: install Python 3"), "{}", run.stdout);
+}

@@ -7,6 +7,7 @@ mod commands;
 mod common;
 mod completions;
 mod config;
+mod doctor;
 mod history;
 mod man;
 mod reload;
@@ -111,6 +112,13 @@ enum Cmd {
         /// Print only the names of the commands that can run, one per line (for completions)
         #[arg(long, conflicts_with = "json")]
         names: bool,
+    },
+    /// Check the runtime dir, state dir, config, commands dirs, python3 and the running server,
+    /// and say what to fix (exit status 1 when something is wrong)
+    Doctor {
+        /// Print the findings as JSON
+        #[arg(long)]
+        json: bool,
     },
     /// Print the man page of mcli-server, or of mcli-client, as roff
     Man {
@@ -230,6 +238,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Commands { json, .. } => commands::run(&server, config, json),
         Cmd::Completions { shell } => completions::run(shell),
         Cmd::Man { client } => man::run(client),
+        Cmd::Doctor { json } => doctor::run(&server, config, json),
     }
 }
 
