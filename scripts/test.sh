@@ -49,4 +49,6 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/python" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps ./python
 "$venv/bin/python" -m pip install -q --disable-pip-version-check pytest click
+# The metrics tests parse /metrics with the reference Prometheus parser.
+"$venv/bin/python" -m pip install -q --disable-pip-version-check prometheus_client
 MCLI_BIN_DIR="$PWD/target/debug" "$venv/bin/python" -m pytest -q -p no:cacheprovider python/tests

@@ -13,6 +13,7 @@ pub mod ids;
 pub mod lifecycle;
 pub mod logging;
 pub mod methods;
+pub mod metrics;
 pub mod name;
 pub mod reload;
 pub mod server_file;
@@ -59,7 +60,9 @@ pub struct ServeOptions {
 pub async fn serve(options: ServeOptions, name_lock: File) -> anyhow::Result<Option<File>> {
     let ServeOptions { config, paths, notify_ready, auto_started, tcp, http } = options;
     let (history, ids) = open_history(&config, &paths)?;
-    let extra = ExtraListeners::bind(tcp, http).await?;
+    // The open metrics listener follows the bridge's rule for servers started on demand.
+    let metrics = config.api_daemon.metrics_addr.clone().filter(|_| !auto_started || config.api_daemon.auto_start);
+    let extra = ExtraListeners::bind(tcp, http, metrics).await?;
     let token: Arc<str> = server_file::new_token()?.into();
     let file = server_file::new(&paths, token.to_string(), extra.listening.tcp.clone(), extra.listening.http.clone());
     let (name, listener) = NameGuard::bind(paths.clone(), name_lock, file)?;
@@ -98,12 +101,18 @@ pub async fn serve(options: ServeOptions, name_lock: File) -> anyhow::Result<Opt
 struct ExtraListeners {
     tcp: Option<tokio::net::TcpListener>,
     http: Option<tokio::net::TcpListener>,
+    /// `GET /metrics` without a token (`[api_daemon] metrics_addr`).
+    metrics: Option<tokio::net::TcpListener>,
     listening: Listening,
 }
 
 impl ExtraListeners {
-    /// Binds `tcp` and `http` (`HOST:PORT`; port 0 picks a free one).
-    async fn bind(tcp: Option<String>, http: Option<String>) -> anyhow::Result<ExtraListeners> {
+    /// Binds `tcp`, `http` and `metrics` (`HOST:PORT`; port 0 picks a free one).
+    async fn bind(
+        tcp: Option<String>,
+        http: Option<String>,
+        metrics: Option<String>,
+    ) -> anyhow::Result<ExtraListeners> {
         let tcp = match tcp {
             Some(addr) => Some(transport::tcp::bind(&addr).await?),
             None => None,
@@ -116,11 +125,20 @@ impl ExtraListeners {
             ),
             None => None,
         };
+        let metrics = match metrics {
+            Some(addr) => Some(tokio::net::TcpListener::bind(&addr).await.map_err(|e| {
+                anyhow::anyhow!("cannot serve the metrics on {addr} (`[api_daemon] metrics_addr`): {e}")
+            })?),
+            None => None,
+        };
         let address = |listener: &Option<tokio::net::TcpListener>| -> anyhow::Result<Option<String>> {
             Ok(listener.as_ref().map(|l| l.local_addr()).transpose()?.map(|a| a.to_string()))
         };
         let listening = Listening { tcp: address(&tcp)?, http: address(&http)? };
-        Ok(ExtraListeners { tcp, http, listening })
+        if let Some(addr) = address(&metrics)? {
+            tracing::info!("metrics on http://{addr}/metrics");
+        }
+        Ok(ExtraListeners { tcp, http, metrics, listening })
     }
 
     /// Serves both until shutdown; TCP peers must present `token`, and so must HTTP clients
@@ -136,6 +154,9 @@ impl ExtraListeners {
                 None
             };
             state.lifecycle.tasks.spawn(transport::http::serve(transports.clone(), http, http_token));
+        }
+        if let Some(metrics) = self.metrics {
+            state.lifecycle.tasks.spawn(transport::http::serve_metrics(transports.clone(), metrics));
         }
         if let Some(tcp) = self.tcp {
             tokio::spawn(transport::tcp::serve(transports.clone(), tcp, token));

@@ -18,7 +18,7 @@ use crate::history::Retention;
 use crate::state::State;
 
 /// Keys whose new value only a new server takes.
-const NEEDS_RESTART: [&str; 8] = [
+const NEEDS_RESTART: [&str; 9] = [
     "api_daemon.enable_command_history",
     "api_daemon.debug",
     "api_daemon.enabled",
@@ -27,6 +27,7 @@ const NEEDS_RESTART: [&str; 8] = [
     "api_daemon.use_random_port",
     "api_daemon.auto_start",
     "api_daemon.require_token",
+    "api_daemon.metrics_addr",
 ];
 
 /// What a reload did.
@@ -104,6 +105,7 @@ fn keep_restart_only_values(old: &Config, new: &mut Config) {
     new.use_random_port = old.use_random_port;
     new.auto_start = old.auto_start;
     new.require_token = old.require_token;
+    new.metrics_addr = old.metrics_addr.clone();
 }
 
 /// The dotted keys (`server.kill_grace`) whose values differ between `old` and `new`.
