@@ -359,3 +359,69 @@ fn doctor_wants_python3_for_warm_workers() {
     run.expect_code(1);
     assert!(run.stdout.contains("PROBLEM  python3: python3 is not on PATH, and 1 warm-worker command(s) need it\n         fix: install Python 3"), "{}", run.stdout);
 }
+
+/// Runs `mcli-server start --foreground ARGS` with standard error into a file (whose
+/// `DEVICE:INODE` `journal` may name as `JOURNAL_STREAM`), stops it, and returns its log lines.
+fn foreground_log(env: &TestEnv, args: &[&str], journal: Option<&dyn Fn(&str) -> String>) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let log = env.root.path().join("stderr.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let meta = file.metadata().unwrap();
+    let mut cmd = env.server_cmd(&["start", "--foreground"]);
+    cmd.args(args).stdout(Stdio::piped()).stderr(file);
+    if let Some(journal) = journal {
+        cmd.env("JOURNAL_STREAM", journal(&format!("{}:{}", meta.dev(), meta.ino())));
+    }
+    let mut child = cmd.spawn().expect("spawn mcli-server");
+    let ready = mcli_tests::read_line_within(child.stdout.take().unwrap(), mcli_tests::WAIT);
+    assert!(
+        ready.is_some_and(|l| l.contains("listening on")),
+        "no readiness line; log:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    env.server(&["stop"]).expect_code(0);
+    let _ = child.wait();
+    std::fs::read_to_string(&log).unwrap().lines().map(str::to_owned).collect()
+}
+
+/// Whether a text log line starts with an RFC 3339 timestamp.
+fn has_timestamp(line: &str) -> bool {
+    line.len() > 20 && line.as_bytes()[4] == b'-' && line.as_bytes()[10] == b'T'
+}
+
+#[test]
+fn under_the_journal_log_lines_carry_no_timestamp() {
+    let env = TestEnv::new();
+    let lines = foreground_log(&env, &[], Some(&|stream: &str| stream.to_owned()));
+    let ready = lines.iter().find(|l| l.contains("listening on")).expect("the readiness line is logged");
+    assert!(ready.trim_start().starts_with("INFO mcli-server"), "{lines:?}");
+    assert!(lines.iter().all(|l| !has_timestamp(l)), "{lines:?}");
+    // A JOURNAL_STREAM that is not standard error (inherited, then redirected) changes nothing.
+    let lines = foreground_log(&env, &[], Some(&|_: &str| "1:2".to_owned()));
+    assert!(lines.iter().all(|l| has_timestamp(l)), "{lines:?}");
+    let lines = foreground_log(&env, &[], None);
+    assert!(lines.iter().all(|l| has_timestamp(l)), "{lines:?}");
+}
+
+#[test]
+fn log_format_json_writes_one_object_per_line() {
+    let env = TestEnv::new();
+    let lines = foreground_log(&env, &["--log-format", "json"], None);
+    assert!(lines.len() >= 2, "{lines:?}");
+    for line in &lines {
+        let entry: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(entry["timestamp"].is_string() && entry["level"].is_string(), "{line}");
+    }
+    let ready = lines.iter().find(|l| l.contains("listening on")).unwrap();
+    let ready: serde_json::Value = serde_json::from_str(ready).unwrap();
+    assert_eq!(ready["level"], "INFO");
+    assert!(ready["fields"]["message"].as_str().unwrap().starts_with("mcli-server "), "{ready}");
+    // A server started in the background takes the format to its log file.
+    env.server(&["start", "--log-format", "json"]).expect_code(0);
+    env.server(&["stop"]).expect_code(0);
+    let log = env.log("server");
+    assert!(!log.is_empty() && log.lines().all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()), "{log}");
+    let run = env.server(&["start", "--foreground", "--log-format", "xml"]);
+    run.expect_code(2);
+    assert!(run.stderr.contains("invalid value 'xml' for '--log-format <FORMAT>'"), "{}", run.stderr);
+}
