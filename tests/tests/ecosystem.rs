@@ -425,3 +425,92 @@ fn log_format_json_writes_one_object_per_line() {
     run.expect_code(2);
     assert!(run.stderr.contains("invalid value 'xml' for '--log-format <FORMAT>'"), "{}", run.stderr);
 }
+
+/// The lines (or, for a terminal, the chunks) a child writes, as they come.
+fn lines_of(source: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(source).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Reads lines until one satisfies `want`; all read so far, for the message when none does.
+fn read_until(rx: &std::sync::mpsc::Receiver<String>, seen: &mut Vec<String>, want: impl Fn(&str) -> bool) {
+    let deadline = Instant::now() + mcli_tests::WAIT;
+    while !seen.iter().any(|l| want(l)) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => seen.push(line),
+            Err(_) => panic!("no such line; got:\n{}", seen.join("\n")),
+        }
+    }
+}
+
+#[test]
+fn status_watch_prints_a_line_per_event_into_a_pipe() {
+    let env = TestEnv::new();
+    env.server(&["start"]).expect_code(0);
+    env.client(&["echo", "before"]).expect_code(0);
+    let mut watch = env.server_cmd(&["status", "--watch", "--interval", "0.05"]);
+    let mut watch = watch.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let rx = lines_of(watch.stdout.take().unwrap());
+    let mut seen = Vec::new();
+    read_until(&rx, &mut seen, |l| l.contains(": 0 running, 0 queued"));
+    let mut sleeper = env.client_cmd(&["sleep", "30"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    read_until(&rx, &mut seen, |l| l.starts_with("started #") && l.ends_with(" sleep"));
+    sleeper.kill().unwrap();
+    let _ = sleeper.wait();
+    read_until(&rx, &mut seen, |l| l.starts_with("ended #") && l.contains("sleep") && l.contains("cancelled"));
+    env.client(&["echo", "after"]).expect_code(0);
+    read_until(&rx, &mut seen, |l| l.starts_with("ended #") && l.contains("echo") && l.contains("completed (exit 0)"));
+    assert!(!seen.iter().any(|l| l.contains("ended") && l.contains("#1 ")), "a result from before the watch: {seen:?}");
+    assert!(seen.iter().all(|l| !l.contains('\x1b')), "no terminal codes into a pipe: {seen:?}");
+    // The watch ends with the server.
+    env.server(&["stop"]).expect_code(0);
+    let run = Run::wait(watch);
+    run.expect_code(1);
+    assert_eq!(run.stderr, "mcli-server: the server `server` stopped\n");
+}
+
+#[test]
+fn status_watch_redraws_in_place_on_a_terminal() {
+    need("script");
+    let env = TestEnv::new();
+    env.server(&["start"]).expect_code(0);
+    let mut sleeper = env.client_cmd(&["sleep", "30"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    env.wait_for_active(mcli_tests::Active::Named("sleep"));
+    let inner = format!("{} status --watch --interval 0.05", env.bin("mcli-server").display());
+    let mut tty = env.command("script");
+    tty.args(["-qfec", &inner, "/dev/null"]).stdout(Stdio::piped()).stderr(Stdio::null());
+    let mut tty = tty.spawn().expect("run script");
+    let rx = lines_of(tty.stdout.take().unwrap());
+    let mut seen = Vec::new();
+    read_until(&rx, &mut seen, |l| l.contains("\x1b[H") && l.contains("1 running, 0 queued"));
+    read_until(&rx, &mut seen, |l| l.contains("sleep") && l.ends_with("\x1b[K"));
+    // Two frames, each starting at the top-left corner: redrawn in place, not scrolled.
+    read_until(&rx, &mut seen, |l| l.starts_with("\x1b[J\x1b[H"));
+    sleeper.kill().unwrap();
+    let _ = sleeper.wait();
+    env.server(&["stop"]).expect_code(0);
+    let _ = tty.kill();
+    let _ = tty.wait();
+}
+
+#[test]
+fn status_watch_needs_a_server_and_a_sane_interval() {
+    let env = TestEnv::new();
+    let run = env.server(&["status", "--watch"]);
+    run.expect_code(1);
+    assert!(run.stderr.contains("no server named `server` is running"), "{}", run.stderr);
+    let run = env.server(&["status", "--watch", "--interval", "0"]);
+    run.expect_code(2);
+    assert!(run.stderr.contains("`0` is not a number of seconds from 0.05 to 3600"), "{}", run.stderr);
+    env.server(&["status", "--watch", "--json"]).expect_code(2);
+}

@@ -17,6 +17,7 @@ mod status;
 mod stdio;
 mod stop;
 mod token;
+mod top;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -69,8 +70,15 @@ enum Cmd {
     /// Show what the running server is doing (exit status 1 when none runs)
     Status {
         /// Print the status as JSON
-        #[arg(long)]
+        #[arg(long, conflicts_with = "watch")]
         json: bool,
+        /// Keep watching: redraw running commands, the queue and recent results in place on a
+        /// terminal, or print a line per event into a pipe
+        #[arg(long)]
+        watch: bool,
+        /// Seconds between refreshes of --watch
+        #[arg(long, value_name = "SECONDS", default_value = "1", requires = "watch", value_parser = parse_interval)]
+        interval: f64,
     },
     /// Show past executions: a table with the newest at the bottom, or JSON newest first (reads
     /// the history database; no server needed)
@@ -172,9 +180,10 @@ pub(crate) fn fail(json: bool, message: &str) -> ExitCode {
 impl Cmd {
     fn wants_json(&self) -> bool {
         match self {
-            Cmd::Status { json } | Cmd::History { json, .. } | Cmd::Commands { json, .. } | Cmd::Reload { json } => {
-                *json
-            }
+            Cmd::Status { json, .. }
+            | Cmd::History { json, .. }
+            | Cmd::Commands { json, .. }
+            | Cmd::Reload { json } => *json,
             Cmd::Config { action: ConfigAction::Show { json } } => *json,
             _ => false,
         }
@@ -226,7 +235,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Start { foreground: false, listen, .. } => start::detached(&server, config, &listen),
         Cmd::Stop => stop::run(&server),
         Cmd::Restart { listen } => restart::run(&server, config, &listen),
-        Cmd::Status { json } => status::run(&server, json),
+        Cmd::Status { watch: true, interval, .. } => top::run(&server, std::time::Duration::from_secs_f64(interval)),
+        Cmd::Status { json, .. } => status::run(&server, json),
         Cmd::Token => token::run(&server),
         Cmd::Reload { json } => reload::run(&server, config, json),
         Cmd::Config { action: ConfigAction::Check { file } } => self::config::check(file.as_deref().or(config)),
@@ -239,6 +249,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Completions { shell } => completions::run(shell),
         Cmd::Man { client } => man::run(client),
         Cmd::Doctor { json } => doctor::run(&server, config, json),
+    }
+}
+
+/// A refresh interval: from 0.05 to 3600 seconds.
+fn parse_interval(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(seconds) if (0.05..=3600.0).contains(&seconds) => Ok(seconds),
+        _ => Err(format!("`{text}` is not a number of seconds from 0.05 to 3600")),
     }
 }
 
