@@ -222,7 +222,7 @@ fn both_versions_name_the_commit_of_the_checkout() {
     let head = Command::new("git").args(["rev-parse", "--short", "HEAD"]).output().expect("git, for this checkout");
     let head = String::from_utf8_lossy(&head.stdout).trim().to_owned();
     for program in ["mcli-server", "mcli-client"] {
-        let run = Run::of(&mut env.command(env.bin(program)).arg("--version"));
+        let run = Run::of(env.command(env.bin(program)).arg("--version"));
         run.expect_code(0);
         let version = run.stdout.trim();
         assert!(version.starts_with(&format!("{program} {}", env!("CARGO_PKG_VERSION"))), "{version}");

@@ -25,8 +25,7 @@ pub(super) fn run(server: &ServerPaths, interval: Duration) -> anyhow::Result<Ex
     };
     let terminal = std::io::stdout().is_terminal();
     let mut lines = Lines::default();
-    loop {
-        let Some((status, recent)) = poll(&mut conn) else { break };
+    while let Some((status, recent)) = poll(&mut conn) {
         let text = if terminal { screen(&status, &recent) } else { lines.next(&status, &recent) };
         let mut out = std::io::stdout().lock();
         // A reader that went away (`| head`) ends the watch.
