@@ -37,6 +37,18 @@ if [ "$(id -u)" = 0 ] && [ "$(cat /proc/sys/fs/inotify/max_user_instances 2>/dev
   sysctl -q -w fs.inotify.max_user_instances=1024 || true
 fi
 
+# The ecosystem tests check the completion scripts in real shells and render the man pages.
+for tool in zsh fish groff man; do
+  if ! command -v "$tool" >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      apt-get update -qq && apt-get install -y -qq zsh fish groff man-db >/dev/null
+    else
+      echo "scripts/test.sh: $tool is needed (tests/tests/ecosystem.rs); install zsh, fish, groff and man-db" >&2
+      exit 1
+    fi
+  fi
+done
+
 # The end-to-end tests start the real binaries from target/debug, so build them first.
 cargo build --workspace --locked
 cargo test --workspace --locked
@@ -60,4 +72,6 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/python" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps ./python
 "$venv/bin/python" -m pip install -q --disable-pip-version-check pytest click
+# The metrics tests parse /metrics with the reference Prometheus parser.
+"$venv/bin/python" -m pip install -q --disable-pip-version-check prometheus_client
 MCLI_BIN_DIR="$PWD/target/debug" "$venv/bin/python" -m pytest -q -p no:cacheprovider python/tests

@@ -7,7 +7,7 @@ use mcli_shared::paths;
 #[derive(Debug, Parser)]
 #[command(
     name = "mcli-client",
-    version,
+    version = env!("MCLI_LONG_VERSION"),
     about = "Run a command through the mcli server and exit with its status",
     after_help = "Options after COMMAND belong to COMMAND.\n\
                   Exit status: the command's own; 128+N when signal N ended it; 124 timed out; \

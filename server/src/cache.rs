@@ -46,6 +46,12 @@ impl ResultCache {
 
     /// The fresh entry under `key`, if any.
     pub fn get(&self, key: &str) -> Option<Entry> {
+        let found = self.lookup(key);
+        crate::metrics::cache_lookup(found.is_some());
+        found
+    }
+
+    fn lookup(&self, key: &str) -> Option<Entry> {
         let mut inner = self.lock();
         let fresh = inner.entries.get(key).map(|e| e.stored.elapsed() < e.ttl)?;
         if fresh {

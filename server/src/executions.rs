@@ -227,7 +227,11 @@ impl ExecutionGuard {
 impl Drop for ExecutionGuard {
     fn drop(&mut self) {
         let executions = &self.executions;
-        executions.running().remove(&self.id);
+        let ended = executions.running().remove(&self.id);
+        if let Some(run) = ended {
+            let status = self.status.map_or("unknown", ExecStatus::as_str);
+            crate::metrics::execution_ended(&run.command, status, run.started.elapsed().unwrap_or_default());
+        }
         executions.executed_total.fetch_add(1, Ordering::Relaxed);
         if self.status != Some(ExecStatus::Completed) {
             executions.failed_total.fetch_add(1, Ordering::Relaxed);

@@ -41,7 +41,9 @@ pub async fn hand_over(state: &State, params: HandoverParams) -> Result<Handover
     }
     let mut fds = listeners.duplicates().map_err(HandoverError::Duplicate)?;
     if let Some(keep) = &params.listeners {
-        fds.retain(|(name, _)| *name == crate::inherited::SOCKET || keep.iter().any(|kept| kept == name));
+        fds.retain(|(name, _)| {
+            [crate::inherited::SOCKET, crate::inherited::METRICS].contains(name) || keep.iter().any(|kept| kept == name)
+        });
     }
     if fds.is_empty() {
         return Err(HandoverError::NothingToHand);

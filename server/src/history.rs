@@ -143,6 +143,12 @@ impl History {
 
     /// Records an execution and waits until it is committed.
     pub async fn record(&self, record: Record) {
+        let started = std::time::Instant::now();
+        self.record_now(record).await;
+        crate::metrics::history_written(started.elapsed());
+    }
+
+    async fn record_now(&self, record: Record) {
         if self.commit_in_place(&record) {
             return;
         }

@@ -6,7 +6,8 @@
 //! `LISTEN_FDNAMES`.
 //!
 //! A unix stream socket is the local socket; a TCP socket named `tcp` is the JSON-RPC TCP
-//! listener, and any other TCP socket the HTTP bridge (name it `http`).
+//! listener, one named `metrics` the open `/metrics` listener, and any other TCP socket the
+//! HTTP bridge (name it `http`).
 
 use std::net::TcpListener;
 use std::os::unix::net::UnixListener;
@@ -20,6 +21,7 @@ pub const FIRST_FD: u32 = 3;
 pub const SOCKET: &str = "socket";
 pub const TCP: &str = "tcp";
 pub const HTTP: &str = "http";
+pub const METRICS: &str = "metrics";
 
 /// What the environment handed over.
 #[derive(Debug, Default)]
@@ -27,6 +29,8 @@ pub struct Inherited {
     pub socket: Option<UnixListener>,
     pub tcp: Option<TcpListener>,
     pub http: Option<TcpListener>,
+    /// The open `/metrics` listener (`[api_daemon] metrics_addr`).
+    pub metrics: Option<TcpListener>,
     /// How many descriptors were announced, from [`FIRST_FD`] up: the daemon keeps those open.
     pub count: u32,
 }
@@ -61,9 +65,12 @@ impl Inherited {
         match fds.take_tcp_listener(index) {
             Ok(Some(listener)) => {
                 require_listening(&listener, fd)?;
-                let slot = if name == TCP { &mut self.tcp } else { &mut self.http };
+                let (slot, what) = match name {
+                    TCP => (&mut self.tcp, "TCP listener named `tcp`"),
+                    METRICS => (&mut self.metrics, "metrics listener"),
+                    _ => (&mut self.http, "HTTP listener"),
+                };
                 if slot.replace(listener).is_some() {
-                    let what = if name == TCP { "TCP listener named `tcp`" } else { "HTTP listener" };
                     bail!("more than one {what} was handed over (descriptor {fd})");
                 }
                 Ok(())

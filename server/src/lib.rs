@@ -18,6 +18,7 @@ pub mod lifecycle;
 pub mod listeners;
 pub mod logging;
 pub mod methods;
+pub mod metrics;
 pub mod name;
 pub mod reload;
 pub mod server_file;
@@ -74,7 +75,10 @@ pub async fn serve(options: ServeOptions, name_lock: Option<File>) -> anyhow::Re
     let ServeOptions { config, paths, notify_ready, auto_started, tcp, http, inherited, handover_from, http_from_flag } =
         options;
     let (history, ids) = open_history(&config, &paths)?;
-    let extra = ExtraListeners::bind(tcp, http, inherited.tcp, inherited.http).await?;
+    // The open metrics listener follows the bridge's rule for servers started on demand.
+    let metrics = config.api_daemon.metrics_addr.clone().filter(|_| !auto_started || config.api_daemon.auto_start);
+    let mut inherited = inherited;
+    let extra = ExtraListeners::bind(tcp, http, metrics, &mut inherited).await?;
     let token = token(&paths, handover_from)?;
     let file = server_file::new(&paths, token.to_string(), extra.listening.tcp.clone(), extra.listening.http.clone());
     let (name, listener) = take_name(&paths, name_lock, file, inherited.socket, handover_from.is_some())?;
@@ -156,24 +160,26 @@ fn take_name(
 struct ExtraListeners {
     tcp: Option<tokio::net::TcpListener>,
     http: Option<tokio::net::TcpListener>,
+    /// `GET /metrics` without a token (`[api_daemon] metrics_addr`).
+    metrics: Option<tokio::net::TcpListener>,
     listening: Listening,
 }
 
 impl ExtraListeners {
-    /// Binds `tcp` and `http` (`HOST:PORT`; port 0 picks a free one), unless a listener for it
-    /// was handed over.
+    /// Binds `tcp`, `http` and `metrics` (`HOST:PORT`; port 0 picks a free one), unless a
+    /// listener for it was handed over.
     async fn bind(
         tcp: Option<String>,
         http: Option<String>,
-        inherited_tcp: Option<std::net::TcpListener>,
-        inherited_http: Option<std::net::TcpListener>,
+        metrics: Option<String>,
+        inherited: &mut inherited::Inherited,
     ) -> anyhow::Result<ExtraListeners> {
-        let tcp = match (inherited_tcp, tcp) {
+        let tcp = match (inherited.tcp.take(), tcp) {
             (Some(listener), _) => Some(adopt_tcp(listener)?),
             (None, Some(addr)) => Some(transport::tcp::bind(&addr).await?),
             (None, None) => None,
         };
-        let http = match (inherited_http, http) {
+        let http = match (inherited.http.take(), http) {
             (Some(listener), _) => Some(adopt_tcp(listener)?),
             (None, Some(addr)) => Some(
                 tokio::net::TcpListener::bind(&addr)
@@ -182,11 +188,21 @@ impl ExtraListeners {
             ),
             (None, None) => None,
         };
+        let metrics = match (inherited.metrics.take(), metrics) {
+            (Some(listener), _) => Some(adopt_tcp(listener)?),
+            (None, Some(addr)) => Some(tokio::net::TcpListener::bind(&addr).await.map_err(|e| {
+                anyhow::anyhow!("cannot serve the metrics on {addr} (`[api_daemon] metrics_addr`): {e}")
+            })?),
+            (None, None) => None,
+        };
         let address = |listener: &Option<tokio::net::TcpListener>| -> anyhow::Result<Option<String>> {
             Ok(listener.as_ref().map(|l| l.local_addr()).transpose()?.map(|a| a.to_string()))
         };
         let listening = Listening { tcp: address(&tcp)?, http: address(&http)? };
-        Ok(ExtraListeners { tcp, http, listening })
+        if let Some(addr) = address(&metrics)? {
+            tracing::info!("metrics on http://{addr}/metrics");
+        }
+        Ok(ExtraListeners { tcp, http, metrics, listening })
     }
 
     /// Serves both until shutdown; TCP peers must present `token`, and so must HTTP clients
@@ -197,6 +213,10 @@ impl ExtraListeners {
             state.listeners.keep(inherited::TCP, tcp.as_fd());
         }
         http_bridge::start(state, transports.clone(), Arc::clone(&token), self.http, http_from_flag);
+        if let Some(metrics) = self.metrics {
+            state.listeners.keep(inherited::METRICS, metrics.as_fd());
+            state.lifecycle.tasks.spawn(transport::http::serve_metrics(transports.clone(), metrics));
+        }
         if let Some(tcp) = self.tcp {
             tokio::spawn(transport::tcp::serve(transports.clone(), tcp, token));
         }

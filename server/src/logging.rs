@@ -4,6 +4,10 @@
 //! message lands in the current log. The new file is opened as the starter opened the first
 //! (no symbolic link followed, a regular file of the user only), and rotation happens only when
 //! standard error really is that file (a starter that could not open the log gave another).
+//!
+//! For service managers: under systemd (`JOURNAL_STREAM` names standard error) lines carry no
+//! timestamp, since the journal adds its own; `--log-format json` writes one JSON object per
+//! line for log shippers.
 
 use std::fs::OpenOptions;
 use std::io::{self, Write};
@@ -11,15 +15,32 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 
+use tracing_subscriber::Layer;
+use tracing_subscriber::Registry;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::prelude::*;
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Plain lines (without the timestamp when the journal takes them)
+    #[default]
+    Text,
+    /// One JSON object per line (timestamp, level, fields)
+    Json,
+}
+
 /// Starts logging: `RUST_LOG` when set (`LEVEL` or `TARGET=LEVEL`, comma-separated), else
 /// debug or info. With `log_file`, standard error is that file and is rotated at
 /// [`mcli_shared::paths::LOG_MAX_BYTES`].
 pub fn init(debug: bool, log_file: Option<PathBuf>) {
+    init_as(debug, log_file, Format::Text);
+}
+
+/// [`init`], writing lines in `format`.
+pub fn init_as(debug: bool, log_file: Option<PathBuf>, format: Format) {
     let default = Targets::new().with_default(if debug { tracing::Level::DEBUG } else { tracing::Level::INFO });
     let rust_log = std::env::var("RUST_LOG").ok().filter(|v| !v.trim().is_empty());
     let parsed = rust_log.as_deref().map(str::parse::<Targets>);
@@ -34,11 +55,29 @@ pub fn init(debug: bool, log_file: Option<PathBuf>) {
         }
         None => BoxMakeWriter::new(io::stderr),
     };
-    let layer = tracing_subscriber::fmt::layer().with_ansi(false).with_target(false).with_writer(writer);
+    let base = tracing_subscriber::fmt::layer().with_ansi(false).with_target(false).with_writer(writer);
+    let layer: Box<dyn Layer<Registry> + Send + Sync> = match format {
+        Format::Json => base.json().boxed(),
+        Format::Text if stderr_is_journal(std::env::var("JOURNAL_STREAM").ok().as_deref()) => {
+            base.without_time().boxed()
+        }
+        Format::Text => base.boxed(),
+    };
     let _ = tracing_subscriber::registry().with(layer.with_filter(filter)).try_init();
     if let (Some(value), Some(Err(err))) = (&rust_log, &parsed) {
         tracing::warn!("RUST_LOG={value:?} is not a log filter ({err}); logging at the default level");
     }
+}
+
+/// Whether standard error is the journal's stream: systemd sets `JOURNAL_STREAM` to its
+/// `DEVICE:INODE`, which a process whose standard error was redirected since still inherits.
+fn stderr_is_journal(journal_stream: Option<&str>) -> bool {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    let Some((dev, ino)) = journal_stream.and_then(|v| v.split_once(':')) else { return false };
+    let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else { return false };
+    let stderr = io::stderr().as_fd().try_clone_to_owned().and_then(|fd| std::fs::File::from(fd).metadata());
+    stderr.is_ok_and(|meta| meta.dev() == dev && meta.ino() == ino)
 }
 
 /// Whether standard error is the file at `path` (the same device and inode).

@@ -18,7 +18,7 @@ use crate::history::Retention;
 use crate::state::State;
 
 /// Keys whose new value only a new server takes.
-const NEEDS_RESTART: [&str; 2] = ["api_daemon.enable_command_history", "api_daemon.debug"];
+const NEEDS_RESTART: [&str; 3] = ["api_daemon.enable_command_history", "api_daemon.debug", "api_daemon.metrics_addr"];
 
 /// The keys of the HTTP bridge: applied live by switching it (see `http_switch.rs`), unless
 /// `--http` decided the bridge or the server has none (`--stdio`).
@@ -132,6 +132,7 @@ async fn switch_http(state: &State, old: &Config, new: &mut Config, report: &mut
 fn keep_restart_only_values(old: &Config, new: &mut Config, http_switchable: bool) {
     new.api_daemon.enable_command_history = old.api_daemon.enable_command_history;
     new.api_daemon.debug = old.api_daemon.debug;
+    new.api_daemon.metrics_addr = old.api_daemon.metrics_addr.clone();
     if !http_switchable {
         keep_http_values(old, new);
     }

@@ -42,6 +42,9 @@ pub struct ApiDaemonConfig {
     pub enable_command_history: bool,
     /// The HTTP bridge asks for the token; `false` is accepted for a loopback host only.
     pub require_token: bool,
+    /// `GET /metrics` without the token on a listener of its own (`HOST:PORT`), which must be a
+    /// loopback address: it is open, as the bridge without a token may only be.
+    pub metrics_addr: Option<String>,
 }
 
 impl ApiDaemonConfig {
@@ -68,6 +71,7 @@ impl Default for ApiDaemonConfig {
             enable_command_caching: true,
             enable_command_history: true,
             require_token: true,
+            metrics_addr: None,
         }
     }
 }
@@ -384,9 +388,26 @@ fn set_key(cfg: &mut ApiDaemonConfig, key: &str, input: Input<'_>) -> Result<boo
         "enable_command_caching" => cfg.enable_command_caching = input.bool()?,
         "enable_command_history" => cfg.enable_command_history = input.bool()?,
         "require_token" => cfg.require_token = input.bool()?,
+        "metrics_addr" => cfg.metrics_addr = Some(loopback_addr(&input.string()?)?),
         _ => return Ok(false),
     }
     Ok(true)
+}
+
+/// A loopback `HOST:PORT` (`127.0.0.1:9100`, `[::1]:9100`, `localhost:9100`; port 0 picks one).
+fn loopback_addr(text: &str) -> Result<String, String> {
+    let rule = "must be a loopback address and port, such as \"127.0.0.1:9100\"";
+    let loopback = match text.strip_prefix("localhost:") {
+        Some(port) => port.parse::<u16>().is_ok(),
+        None => match text.parse::<std::net::SocketAddr>() {
+            Ok(addr) => addr.ip().is_loopback(),
+            Err(_) => return Err(format!("{rule}, not {text:?}")),
+        },
+    };
+    if !loopback {
+        return Err(format!("{rule} (the metrics there need no token), not {text:?}"));
+    }
+    Ok(text.to_owned())
 }
 
 /// Sets one `[server]` key. `Ok(false)` means the key is unknown.
@@ -452,6 +473,19 @@ mod tests {
         let mut errors = Vec::new();
         apply_file(&mut loaded, Path::new("/x/config.toml"), text, &mut errors);
         if errors.is_empty() { Ok(loaded) } else { Err(errors.swap_remove(0)) }
+    }
+
+    #[test]
+    fn metrics_addr_must_be_loopback() {
+        let cfg = load_text("[api_daemon]\nmetrics_addr = \"127.0.0.1:9100\"\n").unwrap().config.api_daemon;
+        assert_eq!(cfg.metrics_addr.as_deref(), Some("127.0.0.1:9100"));
+        for good in ["[::1]:0", "localhost:9100"] {
+            assert!(load_text(&format!("[api_daemon]\nmetrics_addr = {good:?}\n")).is_ok(), "{good}");
+        }
+        let err = load_text("[api_daemon]\nmetrics_addr = \"0.0.0.0:9100\"\n").unwrap_err().to_string();
+        assert!(err.contains("`api_daemon.metrics_addr` must be a loopback address and port"), "{err}");
+        let err = load_text("[api_daemon]\nmetrics_addr = \"9100\"\n").unwrap_err().to_string();
+        assert!(err.contains("not \"9100\""), "{err}");
     }
 
     #[test]

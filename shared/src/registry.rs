@@ -204,6 +204,11 @@ impl Registry {
         self.commands.values().map(|spec| spec.as_ref())
     }
 
+    /// The files of the commands dirs that would be commands if they were executable.
+    pub fn not_executable(&self) -> impl Iterator<Item = &Path> {
+        self.not_executable.values().map(PathBuf::as_path)
+    }
+
     /// Every command, sorted by name, broken ones with their error.
     pub fn list(&self) -> Vec<CommandEntry> {
         let mut list: Vec<CommandEntry> = self

@@ -419,3 +419,19 @@ fn a_client_of_a_new_release_says_so_while_the_old_server_is_busy() {
     assert!(!quiet.stderr.contains("this client is"), "-q silences it: {}", quiet.stderr);
     assert_eq!(slow.read_json_line()["result"]["exit_code"], 0);
 }
+
+#[test]
+fn the_metrics_listener_is_handed_over_too() {
+    let mut env = TestEnv::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    env.use_config(&format!("[api_daemon]\nmetrics_addr = \"127.0.0.1:{port}\"\n"));
+    env.server(&["start"]).expect_code(0);
+    let restart = env.server(&["restart"]);
+    restart.expect_code(0);
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("the metrics listener");
+    write!(stream, "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+}

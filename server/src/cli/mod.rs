@@ -5,8 +5,11 @@
 
 mod commands;
 mod common;
+mod completions;
 mod config;
+mod doctor;
 mod history;
+mod man;
 mod reload;
 mod restart;
 mod start;
@@ -14,6 +17,7 @@ mod status;
 mod stdio;
 mod stop;
 mod token;
+mod top;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,7 +29,7 @@ use mcli_shared::paths::{self, ServerPaths};
 use self::start::Listen;
 
 #[derive(Debug, Parser)]
-#[command(name = "mcli-server", version, about = "The mcli daemon: runs named commands for mcli-client and editors")]
+#[command(name = "mcli-server", version = env!("MCLI_LONG_VERSION"), about = "The mcli daemon: runs named commands for mcli-client and editors")]
 pub struct Cli {
     /// The server to act on
     #[arg(short = 's', long = "socket-name", env = "MCLI_SOCKET_NAME", value_name = "NAME", default_value = paths::DEFAULT_SERVER_NAME, global = true)]
@@ -69,8 +73,15 @@ enum Cmd {
     /// Show what the running server is doing (exit status 1 when none runs)
     Status {
         /// Print the status as JSON
-        #[arg(long)]
+        #[arg(long, conflicts_with = "watch")]
         json: bool,
+        /// Keep watching: redraw running commands, the queue and recent results in place on a
+        /// terminal, or print a line per event into a pipe
+        #[arg(long)]
+        watch: bool,
+        /// Seconds between refreshes of --watch
+        #[arg(long, value_name = "SECONDS", default_value = "1", requires = "watch", value_parser = parse_interval)]
+        interval: f64,
     },
     /// Show past executions: a table with the newest at the bottom, or JSON newest first (reads
     /// the history database; no server needed)
@@ -109,6 +120,27 @@ enum Cmd {
         /// Print the list as JSON
         #[arg(long)]
         json: bool,
+        /// Print only the names of the commands that can run, one per line (for completions)
+        #[arg(long, conflicts_with = "json")]
+        names: bool,
+    },
+    /// Check the runtime dir, state dir, config, commands dirs, python3 and the running server,
+    /// and say what to fix (exit status 1 when something is wrong)
+    Doctor {
+        /// Print the findings as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the man page of mcli-server, or of mcli-client, as roff
+    Man {
+        /// The page of mcli-client
+        #[arg(long)]
+        client: bool,
+    },
+    /// Print shell completions for mcli-server and mcli-client (command names included)
+    Completions {
+        /// The shell to complete in
+        shell: completions::Target,
     },
 }
 
@@ -153,7 +185,10 @@ pub(crate) fn fail(json: bool, message: &str) -> ExitCode {
 impl Cmd {
     fn wants_json(&self) -> bool {
         match self {
-            Cmd::Status { json } | Cmd::History { json, .. } | Cmd::Commands { json } | Cmd::Reload { json } => *json,
+            Cmd::Status { json, .. }
+            | Cmd::History { json, .. }
+            | Cmd::Commands { json, .. }
+            | Cmd::Reload { json } => *json,
             Cmd::Config { action: ConfigAction::Show { json } } => *json,
             _ => false,
         }
@@ -206,7 +241,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Start { foreground: false, listen, .. } => start::detached(&server, config, &listen),
         Cmd::Stop => stop::run(&server),
         Cmd::Restart { listen } => restart::run(&server, config, &listen),
-        Cmd::Status { json } => status::run(&server, json),
+        Cmd::Status { watch: true, interval, .. } => top::run(&server, std::time::Duration::from_secs_f64(interval)),
+        Cmd::Status { json, .. } => status::run(&server, json),
         Cmd::Token => token::run(&server),
         Cmd::Reload { json } => reload::run(&server, config, json),
         Cmd::Config { action: ConfigAction::Check { file } } => self::config::check(file.as_deref().or(config)),
@@ -214,7 +250,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::History { limit, command, failed, before, json } => {
             history::run(&server, HistoryParams { limit: Some(limit), command, failed: Some(failed), before }, json)
         }
-        Cmd::Commands { json } => commands::run(&server, config, json),
+        Cmd::Commands { names: true, .. } => Ok(commands::names(&server, config)),
+        Cmd::Commands { json, .. } => commands::run(&server, config, json),
+        Cmd::Completions { shell } => completions::run(shell),
+        Cmd::Man { client } => man::run(client),
+        Cmd::Doctor { json } => doctor::run(&server, config, json),
+    }
+}
+
+/// A refresh interval: from 0.05 to 3600 seconds.
+fn parse_interval(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(seconds) if (0.05..=3600.0).contains(&seconds) => Ok(seconds),
+        _ => Err(format!("`{text}` is not a number of seconds from 0.05 to 3600")),
     }
 }
 

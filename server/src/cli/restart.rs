@@ -54,6 +54,9 @@ fn successor(file: Option<&Path>, listen: &Listen, status: &StatusResult) -> any
     if listen.debug {
         args.push("--debug".to_owned());
     }
+    if listen.log_format == crate::logging::Format::Json {
+        args.extend(["--log-format".to_owned(), "json".to_owned()]);
+    }
     let mut handed = Vec::new();
     let (_, kept) = as_it_ran(file, listen, status)?;
     match (&listen.tcp, &status.tcp) {

@@ -27,6 +27,9 @@ pub(super) struct Listen {
     /// Serve the HTTP bridge, on ADDR or on `[api_daemon] host` and `port` (loopback by default)
     #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "")]
     pub(super) http: Option<String>,
+    /// How log lines are written: `text`, or `json` (one object per line, for log shippers)
+    #[arg(long, value_enum, value_name = "FORMAT", default_value = "text")]
+    pub(super) log_format: crate::logging::Format,
 }
 
 /// Starts a detached server, unless one answers already.
@@ -65,6 +68,9 @@ fn starter(server: &ServerPaths, file: Option<&Path>, listen: &Listen) -> anyhow
     }
     if let Some(addr) = &listen.http {
         starter.extra_args.push(format!("--http={addr}"));
+    }
+    if listen.log_format == crate::logging::Format::Json {
+        starter.extra_args.extend(["--log-format".to_owned(), "json".to_owned()]);
     }
     Ok(starter)
 }
@@ -118,7 +124,7 @@ fn serve_foreground(
     let config = common::load_config(file, listen.debug)?;
     // A detached server's standard error is its log file, which it keeps bounded.
     let log_file = how.notify_ready.then(|| paths::log_file(&paths::state_dir(paths::process_env), &server.name));
-    crate::logging::init(config.api_daemon.debug, log_file);
+    crate::logging::init_as(config.api_daemon.debug, log_file, listen.log_format);
     if let Err(err) = closed {
         tracing::warn!("cannot close the descriptors inherited from the starter: {err}");
     }

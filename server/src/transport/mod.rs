@@ -140,8 +140,10 @@ impl Transports {
                 continue;
             };
             let served = serve(stream, self.next_id());
+            let open = crate::metrics::connection_opened(transport);
             self.lifecycle.tasks.spawn(async move {
                 served.await;
+                drop(open);
                 drop(slot);
             });
         }

@@ -61,13 +61,34 @@ struct Shared {
 /// Serves the bridge on `listener` until the server stops; then lets each connection finish its
 /// request in flight.
 pub async fn serve(transports: Transports, listener: TcpListener, token: Option<Arc<str>>) {
-    let bound = match listener.local_addr() {
-        Ok(bound) => bound,
-        Err(err) => {
-            tracing::error!(%err, "the HTTP listener has no address");
-            return;
-        }
-    };
+    let bridge = Bridge::new(transports.clone(), token, bound_address(&listener));
+    serve_app(transports, listener, "http", router(bridge)).await;
+}
+
+/// Serves `GET /metrics` alone, without a token, on `listener` (`[api_daemon] metrics_addr`,
+/// a loopback address), until the server stops.
+pub async fn serve_metrics(transports: Transports, listener: TcpListener) {
+    let bridge = Bridge::new(transports.clone(), None, bound_address(&listener));
+    let app = Router::new()
+        .route("/metrics", get(routes::metrics))
+        .fallback(routes::not_found)
+        .layer(middleware::from_fn_with_state(bridge.clone(), guard::check_host))
+        .with_state(bridge);
+    serve_app(transports, listener, "metrics", app).await;
+}
+
+/// The address `listener` is bound to (the unspecified address if it has none, which no
+/// `Host` names).
+fn bound_address(listener: &TcpListener) -> std::net::SocketAddr {
+    listener.local_addr().unwrap_or_else(|err| {
+        tracing::error!(%err, "an HTTP listener has no address");
+        std::net::SocketAddr::from(([0, 0, 0, 0], 0))
+    })
+}
+
+/// Serves `app` on `listener` with the connection limits, timeouts and graceful close of the
+/// bridge; `transport` names the connections in the logs and metrics.
+async fn serve_app(transports: Transports, listener: TcpListener, transport: &'static str, app: Router) {
     // A burst of new connections waits in the kernel's accept queue while the accept loop
     // catches up; the default of 128 overflows under a flood, and then a new client's connect
     // stalls for a second (its SYN is dropped and sent again). The system's maximum, as Go's
@@ -75,7 +96,6 @@ pub async fn serve(transports: Transports, listener: TcpListener, token: Option<
     if let Err(err) = socket::listen(&listener, Backlog::MAXCONN) {
         tracing::warn!(%err, "the HTTP listener keeps its accept queue of 128");
     }
-    let app = router(Bridge::new(transports.clone(), token, bound));
     let shared = Shared {
         service: TowerToHyperService::new(app),
         admission: Admission::new(),
@@ -83,7 +103,7 @@ pub async fn serve(transports: Transports, listener: TcpListener, token: Option<
     };
     let serve = move |stream, id| serve_connection(shared.clone(), stream, id);
     let limit = Limit::Wait(MAX_CONNECTIONS + CLOSING_CONNECTIONS);
-    transports.accept_loop("http", listener, limit, serve).await;
+    transports.accept_loop(transport, listener, limit, serve).await;
 }
 
 /// The endpoints behind their checks.
@@ -95,6 +115,7 @@ fn router(bridge: Bridge) -> Router {
         .route("/status", get(routes::status))
         .route("/commands", get(routes::commands))
         .route("/history", get(routes::history))
+        .route("/metrics", get(routes::metrics))
         .route("/execute", post(routes::execute))
         .route("/rpc", post(routes::rpc))
         .route("/daemon/stop", post(routes::daemon_stop))

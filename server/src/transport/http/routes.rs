@@ -20,12 +20,13 @@ use super::guard::json_type;
 use super::reply::{error, rpc_error};
 
 /// Every endpoint, as `GET /` lists them.
-const ENDPOINTS: [&str; 9] = [
+const ENDPOINTS: [&str; 10] = [
     "GET /",
     "GET /health",
     "GET /status",
     "GET /commands",
     "GET /history",
+    "GET /metrics",
     "POST /execute",
     "POST /rpc",
     "POST /daemon/start",
@@ -65,6 +66,17 @@ pub async fn commands(State(bridge): State<Bridge>) -> Response {
         Ok(result) => {
             let total = result.commands.len();
             axum::Json(json!({ "commands": result.commands, "total": total })).into_response()
+        }
+        Err(err) => rpc_error(err),
+    }
+}
+
+/// The server's metrics in Prometheus' text format; the states (running, queued, workers)
+/// come from `status`.
+pub async fn metrics(State(bridge): State<Bridge>) -> Response {
+    match bridge.call::<Status>(NoParams {}).await {
+        Ok(status) => {
+            ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], crate::metrics::render(&status)).into_response()
         }
         Err(err) => rpc_error(err),
     }
