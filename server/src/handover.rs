@@ -55,6 +55,7 @@ pub async fn hand_over(state: &State, params: HandoverParams) -> Result<Handover
     starter.extra_args.extend(["--handover-from".to_owned(), std::process::id().to_string()]);
     // The name guard leaves the server file alone from now on: the successor writes its own.
     state.lifecycle.set_handing_over(true);
+    offer_workers(state);
     let paths = state.paths.clone();
     let started = tokio::task::spawn_blocking(move || {
         let borrowed: Vec<(&str, BorrowedFd<'_>)> = fds.iter().map(|(name, fd)| (*name, fd.as_fd())).collect();
@@ -64,17 +65,75 @@ pub async fn hand_over(state: &State, params: HandoverParams) -> Result<Handover
     let started = match started {
         Ok(Ok(started)) => started,
         Ok(Err(err)) => {
-            state.lifecycle.set_handing_over(false);
+            take_back(state);
             return Err(err.into());
         }
         Err(join) => {
-            state.lifecycle.set_handing_over(false);
+            take_back(state);
             return Err(HandoverError::Duplicate(std::io::Error::other(join.to_string())));
         }
     };
+    state.workers.offered(true);
     tracing::info!(successor = started.pid, "handed the listeners over; finishing the running commands");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::MainPid(started.pid)]);
     let running = state.executions.active().len();
     state.lifecycle.hand_over();
     Ok(HandoverResult { pid: started.pid, line: started.line, running })
+}
+
+/// Where the warm workers offered to a successor are described: `NAME.workers.json` in the
+/// runtime dir, written by the old server, read and removed by the new one.
+fn offer_file(paths: &mcli_shared::paths::ServerPaths) -> std::path::PathBuf {
+    paths.dir.join(format!("{}.workers.json", paths.name))
+}
+
+/// The offer: this server's pid, and its idle workers.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Offer {
+    from: u32,
+    pools: Vec<crate::workers::HandedPool>,
+}
+
+/// Offers the idle warm workers to the successor about to start; on any failure to describe
+/// them they stay here.
+fn offer_workers(state: &State) {
+    let pools = state.workers.offer();
+    if pools.is_empty() {
+        return;
+    }
+    let offer = Offer { from: std::process::id(), pools };
+    let written = serde_json::to_vec(&offer).map_err(std::io::Error::other).and_then(|text| {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let path = offer_file(&state.paths);
+        let _ = std::fs::remove_file(&path);
+        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?.write_all(&text)
+    });
+    if let Err(err) = written {
+        tracing::warn!(%err, "cannot offer the warm workers to the new server; it starts its own");
+        state.workers.offered(false);
+    }
+}
+
+/// A hand-over that failed: the workers offered go back to their pools, and this server goes
+/// on serving.
+fn take_back(state: &State) {
+    let _ = std::fs::remove_file(offer_file(&state.paths));
+    state.workers.offered(false);
+    state.lifecycle.set_handing_over(false);
+}
+
+/// In the successor: takes over the warm workers that the server `from` offered, if it did.
+pub fn take_workers(state: &State, from: u32) {
+    let path = offer_file(&state.paths);
+    let Ok(text) = mcli_shared::paths::read_own_file(&path, 1024 * 1024) else { return };
+    let _ = std::fs::remove_file(&path);
+    match serde_json::from_str::<Offer>(&text) {
+        Ok(offer) if offer.from == from => {
+            let adopted = state.workers.adopt(from, offer.pools);
+            tracing::info!(adopted, "took over the warm workers of the previous server");
+        }
+        Ok(_) => tracing::warn!("ignoring warm workers offered by another server"),
+        Err(err) => tracing::warn!(%err, "cannot read the warm workers offered"),
+    }
 }

@@ -88,6 +88,9 @@ pub async fn serve(options: ServeOptions, name_lock: Option<File>) -> anyhow::Re
     let transports = transport::Transports::new(Arc::clone(&state.lifecycle), methods::table(state.clone()));
     state.listeners.keep(inherited::SOCKET, listener.as_fd());
     state.listeners.set_auto_started(auto_started);
+    if let Some(from) = handover_from {
+        handover::take_workers(&state, from);
+    }
     extra.serve(&state, &transports, token, http_from_flag);
     let (rebound_tx, rebound_rx) = tokio::sync::mpsc::channel(1);
     tokio::spawn(transport::socket::serve(transports, listener, rebound_rx));

@@ -23,6 +23,21 @@ use tokio_util::sync::CancellationToken;
 #[derive(Default)]
 pub struct Workers {
     pools: Mutex<HashMap<String, Arc<Pool>>>,
+    /// Idle workers offered to a successor during a hand-over: neither used nor stopped here
+    /// until it has taken them (or failed, and they go back to their pools).
+    offered: Mutex<Vec<(Arc<Pool>, Worker)>>,
+}
+
+/// A pool's idle workers as a successor takes them over (`restart`): the pool's identity, so
+/// that it serves the same definition, and each worker's pipes in the process handing over.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct HandedPool {
+    key: String,
+    print: u64,
+    command: String,
+    max_workers: usize,
+    idle_timeout_secs: f64,
+    workers: Vec<worker::Handed>,
 }
 
 struct Pool {
@@ -31,6 +46,8 @@ struct Pool {
     /// Set when the pool is retired: workers coming back from a call are stopped.
     retired: std::sync::atomic::AtomicBool,
     command: String,
+    /// The most workers at once (`max_workers`), which `slots` counts.
+    max_workers: usize,
     slots: Arc<Semaphore>,
     idle_timeout: Duration,
     state: Mutex<PoolState>,
@@ -90,6 +107,7 @@ impl Workers {
                 print,
                 retired: std::sync::atomic::AtomicBool::new(false),
                 command: name.to_owned(),
+                max_workers: policy.max_workers,
                 slots: Arc::new(Semaphore::new(policy.max_workers)),
                 idle_timeout: policy.idle_timeout,
                 state: Mutex::new(PoolState::default()),
@@ -124,6 +142,75 @@ impl Workers {
                 tracing::debug!(command = %pool.command, stopped = before - state.idle.len(), "idle workers stopped");
             }
         }
+    }
+
+    /// Offers the idle workers of every live pool to a successor: they leave their pools (so
+    /// no call takes them meanwhile) until [`Workers::offered`] says whether it took them.
+    pub fn offer(&self) -> Vec<HandedPool> {
+        let pools: Vec<(String, Arc<Pool>)> = self.pools().iter().map(|(k, p)| (k.clone(), Arc::clone(p))).collect();
+        let mut offered = self.offered.lock().unwrap_or_else(|p| p.into_inner());
+        let mut handed = Vec::new();
+        for (key, pool) in pools {
+            let idle = std::mem::take(&mut pool.state().idle);
+            let mut workers = Vec::new();
+            for (mut worker, _) in idle {
+                if let (true, Some(h)) = (worker.is_alive(), worker.handed()) {
+                    workers.push(h);
+                    offered.push((Arc::clone(&pool), worker));
+                }
+            }
+            if !workers.is_empty() {
+                let (max_workers, idle_timeout_secs) = (pool.max_workers, pool.idle_timeout.as_secs_f64());
+                let (print, command) = (pool.print, pool.command.clone());
+                handed.push(HandedPool { key, print, command, max_workers, idle_timeout_secs, workers });
+            }
+        }
+        handed
+    }
+
+    /// Ends an offer: a successor that took the workers now runs them (this server lets go of
+    /// them without stopping them); otherwise they go back to their pools.
+    pub fn offered(&self, taken: bool) {
+        let offered = std::mem::take(&mut *self.offered.lock().unwrap_or_else(|p| p.into_inner()));
+        for (pool, worker) in offered {
+            if taken {
+                worker.release();
+            } else {
+                pool.state().idle.push((worker, Instant::now()));
+            }
+        }
+    }
+
+    /// Takes over the workers that the server `from` handed over, in pools of the same
+    /// definition. A worker whose pipes cannot be opened is left to its old server, which ends
+    /// it when it exits.
+    pub fn adopt(&self, from: u32, handed: Vec<HandedPool>) -> usize {
+        let mut adopted = 0;
+        let mut pools = self.pools();
+        for pool in handed {
+            let entry = pools.entry(pool.key.clone()).or_insert_with(|| {
+                Arc::new(Pool {
+                    print: pool.print,
+                    retired: std::sync::atomic::AtomicBool::new(false),
+                    command: pool.command.clone(),
+                    max_workers: pool.max_workers,
+                    slots: Arc::new(Semaphore::new(pool.max_workers)),
+                    idle_timeout: Duration::try_from_secs_f64(pool.idle_timeout_secs).unwrap_or(Duration::ZERO),
+                    state: Mutex::new(PoolState::default()),
+                })
+            });
+            for handed in &pool.workers {
+                let log = pool.command.clone();
+                match Worker::adopt(from, handed, move |line| tracing::info!(worker = %log, "{line}")) {
+                    Ok(worker) => {
+                        entry.state().idle.push((worker, Instant::now()));
+                        adopted += 1;
+                    }
+                    Err(err) => tracing::warn!(pid = handed.pid, %err, "cannot take over a warm worker"),
+                }
+            }
+        }
+        adopted
     }
 
     /// The workers now, for `status`.

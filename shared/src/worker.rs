@@ -19,7 +19,8 @@ use nix::unistd::Pid;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStdin, ChildStdout};
+use tokio::net::unix::pipe;
+use tokio::process::Child;
 use tokio::sync::mpsc;
 use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
@@ -237,10 +238,16 @@ impl Call {
 
 /// A running worker process.
 pub struct Worker {
-    child: Child,
+    process: Process,
     pgid: Option<Pid>,
-    stdin: ChildStdin,
-    stdout: ChildStdout,
+    stdin: pipe::Sender,
+    stdout: pipe::Receiver,
+    /// The number of the descriptor that reads its standard error, in this process (for a
+    /// hand-over), and the task reading it.
+    stderr_fd: i32,
+    stderr_task: tokio::task::AbortHandle,
+    /// Set once handed to a successor: dropping this value leaves the process running.
+    released: bool,
     buf: BytesMut,
     codec: FrameCodec,
     next_id: u64,
@@ -252,6 +259,25 @@ pub struct Worker {
     pub last_command: String,
     /// The last lines it wrote on standard error, for the message when it fails.
     stderr_tail: Arc<StderrTail>,
+}
+
+/// The worker process: one this process started, or one that the server it took over from
+/// started (`restart`), which this process can signal but not wait for.
+enum Process {
+    Spawned(Child),
+    Adopted(Pid),
+}
+
+/// What a successor needs to take a worker over: its pid, the numbers of its pipes in the
+/// process handing it over (the successor opens them through `/proc/PID/fd`), and its figures.
+#[derive(Debug, Clone, serde::Serialize, Deserialize)]
+pub struct Handed {
+    pub pid: u32,
+    pub stdin_fd: i32,
+    pub stdout_fd: i32,
+    pub stderr_fd: i32,
+    pub calls: u64,
+    pub last_command: String,
 }
 
 /// The last [`TAIL_LINES`] lines of a worker's standard error, and whether it has closed.
@@ -331,16 +357,49 @@ impl Worker {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .kill_on_drop(true);
+            // Ended by `kill` (its whole group) when dropped, unless it was handed over.
+            .kill_on_drop(false);
         let mut child = cmd.spawn()?;
         let pgid = child.id().map(|id| Pid::from_raw(id as i32));
         let (Some(stdin), Some(stdout), Some(stderr)) = (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {
             return Err(std::io::Error::other("the worker's pipes are missing"));
         };
+        let stdin = pipe::Sender::from_owned_fd(stdin.into_owned_fd()?)?;
+        let stdout = pipe::Receiver::from_owned_fd(stdout.into_owned_fd()?)?;
+        let stderr = pipe::Receiver::from_owned_fd(stderr.into_owned_fd()?)?;
+        Ok(Worker::of(Process::Spawned(child), pgid, stdin, stdout, stderr, on_stderr))
+    }
+
+    /// Takes over a worker that the server `from` handed over (see [`Handed`]): its pipes are
+    /// opened anew through `/proc/FROM/fd`, while that server still runs.
+    pub fn adopt(from: u32, handed: &Handed, on_stderr: impl Fn(&str) + Send + 'static) -> std::io::Result<Worker> {
+        let path = |fd: i32| format!("/proc/{from}/fd/{fd}");
+        let options = pipe::OpenOptions::new();
+        let stdin = options.open_sender(path(handed.stdin_fd))?;
+        let stdout = options.open_receiver(path(handed.stdout_fd))?;
+        let stderr = options.open_receiver(path(handed.stderr_fd))?;
+        let pid = Pid::from_raw(i32::try_from(handed.pid).map_err(std::io::Error::other)?);
+        let mut worker = Worker::of(Process::Adopted(pid), Some(pid), stdin, stdout, stderr, on_stderr);
+        worker.calls = handed.calls;
+        worker.last_command = handed.last_command.clone();
+        Ok(worker)
+    }
+
+    /// A worker on these pipes, its standard error read by a task of its own.
+    fn of(
+        process: Process,
+        pgid: Option<Pid>,
+        stdin: pipe::Sender,
+        stdout: pipe::Receiver,
+        stderr: pipe::Receiver,
+        on_stderr: impl Fn(&str) + Send + 'static,
+    ) -> Worker {
+        use std::os::fd::AsRawFd as _;
+        let stderr_fd = stderr.as_raw_fd();
         let stderr_tail = Arc::new(StderrTail::default());
         let tail = Arc::clone(&stderr_tail);
-        tokio::spawn(async move {
+        let stderr_task = tokio::spawn(async move {
             // Lines of any bytes, cut at 64 KiB, until the worker closes its standard error.
             let mut reader = BufReader::new(stderr);
             let mut line = Vec::new();
@@ -356,12 +415,16 @@ impl Worker {
                 }
             }
             tail.close();
-        });
-        Ok(Worker {
-            child,
+        })
+        .abort_handle();
+        Worker {
+            process,
             pgid,
             stdin,
             stdout,
+            stderr_fd,
+            stderr_task,
+            released: false,
             buf: BytesMut::with_capacity(8 * 1024),
             codec: FrameCodec::with_framing(Framing::Lines, MAX_MESSAGE),
             next_id: 1,
@@ -369,16 +432,49 @@ impl Worker {
             healthy: true,
             last_command: String::new(),
             stderr_tail,
+        }
+    }
+
+    /// What a successor needs to take this worker over (`None` once it has exited).
+    pub fn handed(&self) -> Option<Handed> {
+        use std::os::fd::AsRawFd as _;
+        Some(Handed {
+            pid: self.pid()?,
+            stdin_fd: self.stdin.as_raw_fd(),
+            stdout_fd: self.stdout.as_raw_fd(),
+            stderr_fd: self.stderr_fd,
+            calls: self.calls,
+            last_command: self.last_command.clone(),
         })
     }
 
+    /// Lets go of a worker a successor has taken over: its process runs on, and this process
+    /// stops reading its standard error.
+    pub fn release(mut self) {
+        self.released = true;
+        self.stderr_task.abort();
+    }
+
     pub fn pid(&self) -> Option<u32> {
-        self.child.id()
+        match &self.process {
+            Process::Spawned(child) => child.id(),
+            Process::Adopted(pid) => u32::try_from(pid.as_raw()).ok(),
+        }
     }
 
     /// Whether the process still runs (an idle worker may have died since its last call).
     pub fn is_alive(&mut self) -> bool {
-        self.healthy && matches!(self.child.try_wait(), Ok(None))
+        self.healthy
+            && match &mut self.process {
+                Process::Spawned(child) => matches!(child.try_wait(), Ok(None)),
+                // Not this process's child: alive while /proc shows it and not as a zombie.
+                Process::Adopted(pid) => {
+                    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                        .ok()
+                        .and_then(|stat| stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('Z')))
+                        == Some(false)
+                }
+            }
     }
 
     /// Serves one call, forwarding its output to `out` as it comes.
@@ -482,10 +578,9 @@ impl Worker {
             match self.stdout.read_buf(&mut self.buf).await {
                 Ok(0) => {
                     // Its output closed: give the process a moment to be reaped, to say how it ended.
-                    let status = tokio::time::timeout(Duration::from_millis(200), self.child.wait())
-                        .await
-                        .ok()
-                        .and_then(Result::ok);
+                    let Process::Spawned(child) = &mut self.process else { return Err(WorkerError::Closed) };
+                    let status =
+                        tokio::time::timeout(Duration::from_millis(200), child.wait()).await.ok().and_then(Result::ok);
                     return Err(status.map_or(WorkerError::Closed, WorkerError::Exited));
                 }
                 Ok(_) => {}
@@ -515,13 +610,17 @@ impl Worker {
         if let Some(pgid) = self.pgid.take() {
             let _ = killpg(pgid, Signal::SIGKILL);
         }
-        let _ = self.child.start_kill();
+        if let Process::Spawned(child) = &mut self.process {
+            let _ = child.start_kill();
+        }
     }
 }
 
 impl Drop for Worker {
     fn drop(&mut self) {
-        self.kill();
+        if !self.released {
+            self.kill();
+        }
     }
 }
 

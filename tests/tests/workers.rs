@@ -544,3 +544,44 @@ fn waiting_for_a_free_worker_counts_against_the_time_limit() {
     assert!(started.elapsed() < Duration::from_millis(3500), "timed out while waiting: {:?}", started.elapsed());
     Run::wait(first).expect_code(0);
 }
+
+#[test]
+fn warm_workers_and_their_state_survive_a_restart() {
+    let env = TestEnv::new();
+    setup(&env, "max_workers = 1");
+    let before = env.client(&["-q", "counter", "a"]);
+    before.expect_code(0);
+    let old_server = env.server_file("server")["pid"].clone();
+    env.server(&["restart"]).expect_code(0);
+    assert_ne!(env.server_file("server")["pid"], old_server, "a new server");
+    let after = env.client(&["-q", "counter", "b"]);
+    after.expect_code(0);
+    assert_eq!(field(&before.stdout, "pid"), field(&after.stdout, "pid"), "the same worker: {before:?} {after:?}");
+    assert_eq!(field(&after.stdout, "calls"), "2", "its state kept: {}", after.stdout);
+    let workers = status(&env)["workers"].clone();
+    assert_eq!(workers[0]["calls"], 2, "{workers}");
+    // The old server has gone; the worker is the new server's now, and goes with it.
+    let old = old_server.as_u64().unwrap() as u32;
+    wait_until("the old server to exit", || process_gone(old));
+    let again = env.client(&["-q", "counter", "c"]);
+    assert_eq!(field(&again.stdout, "calls"), "3", "{}", again.stdout);
+    let worker: u32 = field(&again.stdout, "pid").parse().unwrap();
+    env.server(&["stop"]).expect_code(0);
+    wait_until("the worker to end with its server", || process_gone(worker));
+}
+
+#[test]
+fn a_worker_whose_source_changed_across_a_restart_is_replaced() {
+    let env = TestEnv::new();
+    let dir = setup(&env, "max_workers = 1");
+    let before = env.client(&["-q", "counter", "a"]);
+    before.expect_code(0);
+    env.server(&["restart"]).expect_code(0);
+    // Edited while the new server runs: the adopted pool serves the old definition, so retires.
+    let source = std::fs::read_to_string(dir.join("worker.py")).unwrap();
+    std::fs::write(dir.join("worker.py"), format!("{source}\n# edited\n")).unwrap();
+    let after = env.client(&["-q", "counter", "b"]);
+    after.expect_code(0);
+    assert_ne!(field(&before.stdout, "pid"), field(&after.stdout, "pid"), "a new worker: {}", after.stdout);
+    assert_eq!(field(&after.stdout, "calls"), "1");
+}
