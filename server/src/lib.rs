@@ -10,6 +10,7 @@ pub mod commands;
 pub mod executions;
 pub mod history;
 pub mod ids;
+pub mod jobs;
 pub mod lifecycle;
 pub mod logging;
 pub mod methods;

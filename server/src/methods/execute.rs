@@ -56,9 +56,13 @@ pub async fn execute(
     if let Some(hit) = cache.as_ref().and_then(|(key, _)| state.cache.get(key)) {
         return replay(&state, &request, &params, &spec, hit, stream).await;
     }
-    let Some(_slot) = take_slot(&state, &request, stream).await? else {
+    if params.detach && params.stdin_stream {
+        return Err(error(code::INVALID_PARAMS, "invalid params: a detached job takes no `stdin_stream`"));
+    }
+    let Some(slot) = take_slot(&state, &request, stream).await? else {
         return never_ran(&state, &request, &params, &spec, stream).await;
     };
+    let (slot_for_job, _slot) = if params.detach { (Some(slot), None) } else { (None, Some(slot)) };
     let invocation = Invocation {
         args: params.args.clone(),
         cwd: params.cwd.as_ref().map(PathBuf::from),
@@ -68,6 +72,9 @@ pub async fn execute(
         ..Invocation::default()
     };
     let execution = Execution::new(spec, invocation, &state.config());
+    if let Some(slot) = slot_for_job {
+        return crate::jobs::detach(&state, slot, execution, &params, request.transport).await;
+    }
     let time_limit = execution.time_limit();
     let running = state.executions.begin(&execution.spec().name, request.cancel.clone()).await.map_err(no_id)?;
     let (id, started_at) = (running.id, SystemTime::now());
@@ -133,8 +140,9 @@ async fn never_ran(
 fn requested_timeout(timeout: Option<f64>) -> Result<Option<Duration>, ErrorObjectOwned> {
     timeout
         .map(|secs| {
-            Seconds::positive(secs).map(Seconds::duration).map_err(|_| {
-                error(code::INVALID_PARAMS, "invalid params: `timeout` must be a positive number of seconds, under 1e9")
+            // 0 is no limit at all: neither the manifest's nor `command_timeout`.
+            Seconds::new(secs).map(Seconds::duration).map_err(|_| {
+                error(code::INVALID_PARAMS, "invalid params: `timeout` must be a number of seconds from 0 (no limit) to 1e9")
             })
         })
         .transpose()
@@ -226,6 +234,7 @@ async fn recorded(
                 exit_code: result.exit_code,
                 signal: result.signal,
                 cached: result.cached,
+                detached: false,
             })
             .await;
     }
