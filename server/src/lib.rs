@@ -67,6 +67,8 @@ pub async fn serve(options: ServeOptions, name_lock: File) -> anyhow::Result<Opt
 
     let commands = Commands::new(config.commands_dirs(mcli_shared::paths::process_env));
     let state = Inner::new(config, paths, commands, history, ids, extra.listening.clone());
+    // What a dead server of this name left running is ended before anything new starts.
+    jobs::recover(&state).await;
     let transports = transport::Transports::new(Arc::clone(&state.lifecycle), methods::table(state.clone()));
     extra.serve(&state, &transports, token);
     let (rebound_tx, rebound_rx) = tokio::sync::mpsc::channel(1);

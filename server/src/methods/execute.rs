@@ -391,7 +391,7 @@ async fn send_queued(request: &RequestCtx, ahead: u64) {
 }
 
 /// Queues one `mcli/output` notification; false when the connection is gone.
-async fn send_output(request: &RequestCtx, id: u64, chunk: Chunk) -> bool {
+pub(super) async fn send_output(request: &RequestCtx, id: u64, chunk: Chunk) -> bool {
     let (data, data_b64) = encode_output(&chunk.data);
     let params =
         OutputParams { id, request_id: Some(request.request_id.clone()), stream: chunk.stream, data, data_b64 };
