@@ -11,6 +11,8 @@ mod reload;
 mod restart;
 mod start;
 mod status;
+mod jobs;
+mod cancel;
 mod stdio;
 mod stop;
 mod token;
@@ -62,6 +64,17 @@ enum Cmd {
     Restart {
         #[command(flatten)]
         listen: Listen,
+    },
+    /// List the running and recent detached jobs (`mcli-client --detach`)
+    Jobs {
+        /// Print the jobs as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a running job (or any running execution) by its id
+    Cancel {
+        /// The execution id (`mcli-server jobs` lists them)
+        id: u64,
     },
     /// Show what the running server is doing (exit status 1 when none runs)
     Status {
@@ -148,7 +161,7 @@ pub(crate) fn fail(json: bool, message: &str) -> ExitCode {
 impl Cmd {
     fn wants_json(&self) -> bool {
         match self {
-            Cmd::Status { json } | Cmd::History { json, .. } | Cmd::Commands { json } | Cmd::Reload { json } => *json,
+            Cmd::Status { json } | Cmd::Jobs { json } | Cmd::History { json, .. } | Cmd::Commands { json } | Cmd::Reload { json } => *json,
             Cmd::Config { action: ConfigAction::Show { json } } => *json,
             _ => false,
         }
@@ -201,6 +214,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Stop => stop::run(&server),
         Cmd::Restart { listen } => restart::run(&server, config, &listen),
         Cmd::Status { json } => status::run(&server, json),
+        Cmd::Jobs { json } => jobs::run(&server, json),
+        Cmd::Cancel { id } => cancel::run(&server, id),
         Cmd::Token => token::run(&server),
         Cmd::Reload { json } => reload::run(&server, config, json),
         Cmd::Config { action: ConfigAction::Check { file } } => self::config::check(file.as_deref().or(config)),

@@ -17,7 +17,7 @@ pub async fn attach(params: AttachParams, state: State, request: RequestCtx) -> 
         jobs: &state.jobs,
         id: params.id,
         offsets: (params.offset.unwrap_or(0), params.stderr_offset.unwrap_or(0)),
-        live: true,
+        live: params.follow.unwrap_or(true),
     };
     let emit = |chunk: Chunk| send_output(&request, params.id, chunk);
     match follow.run(emit, &request.cancel).await {

@@ -44,6 +44,10 @@ pub struct AttachParams {
     /// Bytes of standard error to skip (default 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stderr_offset: Option<u64>,
+    /// `false`: stop at the end of what the job has written so far and answer with the job as
+    /// it is (`running` while it runs), instead of following it to its end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follow: Option<bool>,
 }
 
 /// Params of `wait`.

@@ -12,6 +12,7 @@ mod body;
 mod bridge;
 mod guard;
 mod reply;
+mod jobs;
 mod routes;
 
 use std::sync::Arc;
@@ -95,6 +96,9 @@ fn router(bridge: Bridge) -> Router {
         .route("/status", get(routes::status))
         .route("/commands", get(routes::commands))
         .route("/history", get(routes::history))
+        .route("/jobs", get(jobs::list))
+        .route("/jobs/{id}", get(jobs::one))
+        .route("/jobs/{id}/output", get(jobs::output))
         .route("/execute", post(routes::execute))
         .route("/rpc", post(routes::rpc))
         .route("/daemon/stop", post(routes::daemon_stop))
