@@ -80,7 +80,8 @@ fn attach_all(cli: &Cli, ids: &[u64], mode: OnInterrupt) -> Result<i32, ClientEr
 
 /// Follows job `id` to its end; its exit status as a direct call would have had it.
 fn attach_one(target: &Target, id: u64, prefix: bool, cli: &Cli) -> Result<i32, ClientError> {
-    let mut conn = target.connect(false, cli.quiet, Framing::Lines)?;
+    // A server is started when none runs: jobs are on disk, and a new server reports them.
+    let mut conn = target.connect(true, cli.quiet, Framing::Lines)?;
     let request = conn.send_request::<Attach>(&AttachParams { id, ..AttachParams::default() });
     let what = format!("job {id}");
     let request = request.map_err(|err| ClientError::from_call(&what, err))?;
@@ -194,7 +195,7 @@ fn cancel(target: &Target, ids: &[u64], quiet: bool) {
 
 /// Waits for `ids` (all, or the first with `any`); the worst status of those ended.
 fn wait(cli: &Cli, ids: &[u64], any: bool) -> Result<i32, ClientError> {
-    let mut conn = Target::from_cli(cli)?.connect(false, cli.quiet, Framing::Lines)?;
+    let mut conn = Target::from_cli(cli)?.connect(true, cli.quiet, Framing::Lines)?;
     let progress = !cli.quiet && io::stderr().is_terminal();
     let timeout = progress.then_some(1.0);
     loop {
