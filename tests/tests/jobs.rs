@@ -279,7 +279,10 @@ fn jobs_outlive_a_kill_9_and_a_restart_of_the_server() {
     wait_until("the sleeper writes its pid", || std::fs::read_to_string(&pidfile).is_ok_and(|t| t.ends_with('\n')));
     let sleeper: u32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
     kill(Pid::from_raw(server as i32), Signal::SIGKILL).unwrap();
-    wait_until("the server is gone", || process_gone(server));
+    // Its other threads may still hold the socket a moment after the leader is a zombie.
+    wait_until("the server is gone", || {
+        process_gone(server) && std::os::unix::net::UnixStream::connect(env.socket("server")).is_err()
+    });
     start_server(&env);
     let finished = env.client(&["--attach", &done]);
     finished.expect_code(0);
