@@ -685,7 +685,7 @@ mod tests {
         }
         let before = std::fs::read(&path).unwrap();
         let err = History::open(&path, KEEP_ALL).err().unwrap().to_string();
-        assert!(err.contains("newer mcli (schema 99, this one knows 2)"), "{err}");
+        assert!(err.contains("newer mcli (schema 99, this one knows 3)"), "{err}");
         assert!(query(&path, &HistoryParams::default()).is_err());
         assert_eq!(std::fs::read(&path).unwrap(), before, "not modified");
     }
