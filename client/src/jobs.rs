@@ -12,8 +12,8 @@ use std::sync::Mutex;
 
 use mcli_protocol::framing::Framing;
 use mcli_protocol::{
-    Attach, AttachParams, Cancel, CancelParams, ExecStatus, Execute, ExecuteResult, JobInfo, OutputParams, Stream, Wait,
-    WaitParams,
+    Attach, AttachParams, Cancel, CancelParams, ExecStatus, Execute, ExecuteResult, JobInfo, OutputParams, Stream,
+    Wait, WaitParams,
 };
 
 use crate::args::Cli;

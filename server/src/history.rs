@@ -23,12 +23,11 @@ use rusqlite::{Connection, OpenFlags, params};
 use tokio::sync::oneshot;
 
 /// The migrations, in order; the database's `user_version` counts those applied.
-const MIGRATIONS: &[&str] =
-    &[
-        include_str!("../migrations/0001_create_executions.sql"),
-        include_str!("../migrations/0002_id_counter.sql"),
-        include_str!("../migrations/0003_detached.sql"),
-    ];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_create_executions.sql"),
+    include_str!("../migrations/0002_id_counter.sql"),
+    include_str!("../migrations/0003_detached.sql"),
+];
 /// Execution ids taken from the shared counter at a time.
 pub const ID_BLOCK: u64 = 1000;
 /// Rows waiting for the writer; callers wait beyond it (backpressure, not memory).

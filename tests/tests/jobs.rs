@@ -63,7 +63,7 @@ fn jobs_json(env: &TestEnv) -> Vec<Value> {
 }
 
 fn job(env: &TestEnv, id: &str) -> Value {
-    jobs_json(env).into_iter().find(|j| j["id"].to_string() == id).unwrap_or(Value::Null)
+    jobs_json(env).into_iter().find(|j| j["id"].as_u64() == id.parse().ok()).unwrap_or(Value::Null)
 }
 
 /// Spawns the client with stdout and stderr piped.
@@ -298,7 +298,7 @@ fn jobs_outlive_a_kill_9_and_a_restart_of_the_server() {
     let history = env.server(&["history", "--json"]);
     let entries: Value = serde_json::from_str(&history.stdout).unwrap();
     let entries = entries["entries"].as_array().unwrap();
-    let of = |id: &str| entries.iter().find(|e| e["id"].to_string() == id).cloned().unwrap_or(Value::Null);
+    let of = |id: &str| entries.iter().find(|e| e["id"].as_u64() == id.parse().ok()).cloned().unwrap_or(Value::Null);
     assert_eq!(of(&done)["detached"], true, "{entries:?}");
     assert_eq!(of(&running)["status"], "interrupted", "{entries:?}");
 }
@@ -316,7 +316,10 @@ fn history_flags_detached_jobs_and_the_jobs_table_lists_them() {
     assert!(!plain.contains("yes"), "{}", table.stdout);
     let jobs = env.server(&["jobs"]);
     jobs.expect_code(0);
-    assert!(jobs.stdout.contains("STATE") && jobs.stdout.contains("failed") && jobs.stdout.contains("exit 2"), "{jobs:?}");
+    assert!(
+        jobs.stdout.contains("STATE") && jobs.stdout.contains("failed") && jobs.stdout.contains("exit 2"),
+        "{jobs:?}"
+    );
     assert!(!jobs.stdout.contains("echo plain"), "{jobs:?}");
 }
 
@@ -340,13 +343,18 @@ fn the_attach_method_replays_from_an_offset() {
     let env = TestEnv::new();
     let id = detach(&env, &["echo", "hello", "world"]);
     env.client(&["--wait", &id]).expect_code(0);
-    let request = format!("{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"attach\",\"params\":{{\"id\":{id},\"offset\":6}}}}\n");
+    let request =
+        format!("{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"attach\",\"params\":{{\"id\":{id},\"offset\":6}}}}\n");
     let replies = env.raw_lines("server", &request, 2);
     assert_eq!(replies[0]["method"], "mcli/output", "{replies:?}");
     assert_eq!(replies[0]["params"]["data"], "world\n", "{replies:?}");
     assert_eq!(replies[1]["result"]["status"], "completed", "{replies:?}");
     assert_eq!(replies[1]["result"]["exit_code"], 0, "{replies:?}");
-    let bad = env.raw_lines("server", "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"jobs\",\"params\":{\"state\":\"asleep\"}}\n", 1);
+    let bad = env.raw_lines(
+        "server",
+        "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"jobs\",\"params\":{\"state\":\"asleep\"}}\n",
+        1,
+    );
     assert!(bad[0]["error"]["message"].as_str().unwrap().contains("unknown `state` \"asleep\""), "{bad:?}");
 }
 

@@ -3,16 +3,16 @@
 //! subcommands are clients of a running server (or read its files). The binary only parses the
 //! flags and calls [`main`].
 
+mod cancel;
 mod commands;
 mod common;
 mod config;
 mod history;
+mod jobs;
 mod reload;
 mod restart;
 mod start;
 mod status;
-mod jobs;
-mod cancel;
 mod stdio;
 mod stop;
 mod token;
@@ -161,7 +161,11 @@ pub(crate) fn fail(json: bool, message: &str) -> ExitCode {
 impl Cmd {
     fn wants_json(&self) -> bool {
         match self {
-            Cmd::Status { json } | Cmd::Jobs { json } | Cmd::History { json, .. } | Cmd::Commands { json } | Cmd::Reload { json } => *json,
+            Cmd::Status { json }
+            | Cmd::Jobs { json }
+            | Cmd::History { json, .. }
+            | Cmd::Commands { json }
+            | Cmd::Reload { json } => *json,
             Cmd::Config { action: ConfigAction::Show { json } } => *json,
             _ => false,
         }

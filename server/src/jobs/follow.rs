@@ -48,7 +48,8 @@ impl Follow<'_> {
         let mut progress = self.jobs.progress(id);
         self.meta().await?;
         let dir = self.jobs.job_dir(id);
-        let mut files = [open_at(dir.join("stdout"), self.offsets.0).await, open_at(dir.join("stderr"), self.offsets.1).await];
+        let mut files =
+            [open_at(dir.join("stdout"), self.offsets.0).await, open_at(dir.join("stderr"), self.offsets.1).await];
         loop {
             // Whether it had ended is read before the files: everything it wrote is there then.
             let ended = progress.as_mut().is_none_or(|p| p.borrow_and_update().ended) || !self.live;

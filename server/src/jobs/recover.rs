@@ -70,7 +70,8 @@ fn server_alive(pid: u32) -> bool {
     let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map_or(true, |stat| stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')));
     !zombie
-        && std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim_end().starts_with("mcli-server"))
+        && std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .is_ok_and(|comm| comm.trim_end().starts_with("mcli-server"))
 }
 
 /// Kills every process of this user whose `MCLI_RUN_TAG` says server `pid` started it, and

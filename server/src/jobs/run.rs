@@ -91,7 +91,13 @@ struct Job {
 }
 
 impl Job {
-    async fn run(mut self, execution: Execution, mut sink: JobSink, slot: Slot, cancel: tokio_util::sync::CancellationToken) {
+    async fn run(
+        mut self,
+        execution: Execution,
+        mut sink: JobSink,
+        slot: Slot,
+        cancel: tokio_util::sync::CancellationToken,
+    ) {
         let time_limit = execution.time_limit();
         let started = Instant::now();
         let mut outcome = execution.run(&self.state.workers, &mut sink, &cancel).await;

@@ -109,8 +109,7 @@ impl Jobs {
     /// Every job on disk, newest first (blocking). Directories that are not jobs are skipped.
     pub fn all(&self) -> Vec<(Meta, u64, u64)> {
         let Ok(entries) = std::fs::read_dir(&self.dir) else { return Vec::new() };
-        let mut ids: Vec<u64> =
-            entries.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok()).collect();
+        let mut ids: Vec<u64> = entries.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok()).collect();
         ids.sort_unstable_by(|a, b| b.cmp(a));
         ids.into_iter()
             .filter_map(|id| match self.lookup(id) {

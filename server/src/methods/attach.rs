@@ -12,7 +12,11 @@ use crate::jobs::{Follow, FollowError};
 use crate::state::State;
 use crate::transport::dispatch::RequestCtx;
 
-pub async fn attach(params: AttachParams, state: State, request: RequestCtx) -> Result<ExecuteResult, ErrorObjectOwned> {
+pub async fn attach(
+    params: AttachParams,
+    state: State,
+    request: RequestCtx,
+) -> Result<ExecuteResult, ErrorObjectOwned> {
     let follow = Follow {
         jobs: &state.jobs,
         id: params.id,

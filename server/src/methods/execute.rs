@@ -142,7 +142,10 @@ fn requested_timeout(timeout: Option<f64>) -> Result<Option<Duration>, ErrorObje
         .map(|secs| {
             // 0 is no limit at all: neither the manifest's nor `command_timeout`.
             Seconds::new(secs).map(Seconds::duration).map_err(|_| {
-                error(code::INVALID_PARAMS, "invalid params: `timeout` must be a number of seconds from 0 (no limit) to 1e9")
+                error(
+                    code::INVALID_PARAMS,
+                    "invalid params: `timeout` must be a number of seconds from 0 (no limit) to 1e9",
+                )
             })
         })
         .transpose()

@@ -19,7 +19,10 @@ pub struct JobsQuery {
     limit: Option<u32>,
 }
 
-pub async fn list(State(bridge): State<Bridge>, query: Result<Query<JobsQuery>, axum::extract::rejection::QueryRejection>) -> Response {
+pub async fn list(
+    State(bridge): State<Bridge>,
+    query: Result<Query<JobsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
     let Ok(Query(JobsQuery { state, limit })) = query else {
         return error(StatusCode::BAD_REQUEST, "query: state (a job state), limit (a number); no other keys");
     };
@@ -55,7 +58,10 @@ pub async fn output(
 ) -> Response {
     let Ok(id) = id.parse::<u64>() else { return bad_id(&id) };
     let Ok(Query(OutputQuery { follow, stream })) = query else {
-        return error(StatusCode::BAD_REQUEST, "query: follow (true or false), stream (stdout or stderr); no other keys");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "query: follow (true or false), stream (stdout or stderr); no other keys",
+        );
     };
     let params = AttachParams { id, follow: Some(follow.unwrap_or(false)), ..AttachParams::default() };
     let mut rx = bridge.streamed::<Attach>(params);

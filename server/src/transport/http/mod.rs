@@ -11,8 +11,8 @@ mod admission;
 mod body;
 mod bridge;
 mod guard;
-mod reply;
 mod jobs;
+mod reply;
 mod routes;
 
 use std::sync::Arc;
