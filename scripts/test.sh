@@ -15,6 +15,16 @@ if ! command -v python3 >/dev/null 2>&1; then
   fi
 fi
 
+# `script` (util-linux's bsdutils) gives a command a terminal: the jobs tests' progress of --wait.
+if ! command -v script >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && apt-get install -y -qq bsdutils >/dev/null
+  else
+    echo "scripts/test.sh: script(1) is needed (tests/tests/jobs.rs); install bsdutils" >&2
+    exit 1
+  fi
+fi
+
 # The end-to-end tests start the real binaries from target/debug, so build them first.
 cargo build --workspace --locked
 cargo test --workspace --locked

@@ -31,9 +31,10 @@ pub fn run(cli: &Cli) -> Option<Result<i32, ClientError>> {
         return Some(wait(cli, &cli.wait, cli.any));
     }
     if cli.detach {
+        // A job that never started (cancelled while it waited for a slot) has its status.
         return Some(detach(cli).map(|result| {
             println!("{}", result.id);
-            0
+            if result.status == ExecStatus::Running { 0 } else { exit::exit_status(&result) }
         }));
     }
     if cli.on_interrupt.as_deref() == Some("detach") && !cli.json {

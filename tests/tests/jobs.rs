@@ -429,3 +429,50 @@ fn http_detach_list_state_and_followed_output() {
     let (status, _) = http(&addr, "wrong", "GET", "/jobs", None);
     assert_eq!(status, 401);
 }
+
+#[test]
+fn wait_on_a_terminal_shows_progress() {
+    let env = TestEnv::new();
+    gated_script(&env);
+    let (go, never) = (gate(&env, "go"), gate(&env, "never"));
+    let quick = detach(&env, &["gated", go.to_str().unwrap(), "q", "0"]);
+    let slow = detach(&env, &["gated", never.to_str().unwrap(), "s", "0"]);
+    open(&go);
+    let line = format!("{} --wait {quick} {slow}", env.bin("mcli-client").display());
+    // script(1) runs the client on a terminal (scripts/test.sh installs it).
+    let mut waiter = env
+        .command("script")
+        .args(["-qec", &line, "/dev/null"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("script(1) is needed for this test (install bsdutils): {e}"));
+    let mut stdout = waiter.stdout.take().unwrap();
+    let mut seen = Vec::new();
+    let want = format!("1/2 done; running: {slow}");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 256];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&buf[..n]);
+            if String::from_utf8_lossy(&seen).contains(&want) {
+                break;
+            }
+        }
+        let _ = tx.send((String::from_utf8_lossy(&seen).into_owned(), stdout));
+    });
+    let Ok((seen, mut rest)) = rx.recv_timeout(WAIT) else {
+        let _ = waiter.kill();
+        panic!("no progress line within {WAIT:?}");
+    };
+    assert!(seen.contains(&format!("1/2 done; running: {slow}")), "{seen:?}");
+    env.server(&["cancel", &slow]).expect_code(0);
+    let mut tail = String::new();
+    let _ = rest.read_to_string(&mut tail);
+    let status = waiter.wait().unwrap();
+    assert!(tail.contains("2/2 done"), "{tail:?}");
+    assert_eq!(status.code(), Some(130), "the worst status: the cancelled job's");
+}

@@ -50,7 +50,8 @@ pub async fn execute(
     let (registry, generation) = state.commands.current().await;
     let spec = registry.get(&params.command).map_err(lookup_error)?;
     let stream = params.stream.unwrap_or(request.stream_by_default);
-    let cache = cache_plan(&state, &spec, &params, &stdin, generation);
+    // A detached job always runs: its output is for the job's files, not from the cache.
+    let cache = cache_plan(&state, &spec, &params, &stdin, generation).filter(|_| !params.detach);
     let limit = state.config().server.max_captured_output;
 
     if let Some(hit) = cache.as_ref().and_then(|(key, _)| state.cache.get(key)) {
