@@ -73,3 +73,32 @@ impl OutputSink for JobSink {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn sink_in(dir: &std::path::Path, limit: u64) -> (JobSink, watch::Receiver<Progress>) {
+        let open = |name: &str| {
+            let path = dir.join(name);
+            async move { tokio::fs::File::create(path).await.unwrap() }
+        };
+        let (tx, rx) = watch::channel(Progress::default());
+        (JobSink::new(open("stdout").await, open("stderr").await, limit, tx), rx)
+    }
+
+    #[tokio::test]
+    async fn keeps_the_head_marks_the_cut_and_drops_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut sink, progress) = sink_in(dir.path(), 10).await;
+        assert!(sink.accept(Chunk { stream: Stream::Stdout, data: "abcdef".into() }).await);
+        assert!(sink.accept(Chunk { stream: Stream::Stderr, data: "ghijkl".into() }).await);
+        assert!(sink.accept(Chunk { stream: Stream::Stdout, data: "more".into() }).await);
+        assert!(sink.truncated);
+        let stdout = std::fs::read(dir.path().join("stdout")).unwrap();
+        let stderr = String::from_utf8(std::fs::read(dir.path().join("stderr")).unwrap()).unwrap();
+        assert_eq!(stdout, b"abcdef");
+        assert_eq!(stderr, format!("ghij{}", cut_marker(10)));
+        assert_eq!(progress.borrow().bytes, 10 + cut_marker(10).len() as u64);
+    }
+}
