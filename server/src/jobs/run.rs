@@ -4,7 +4,7 @@
 
 use std::time::{Instant, SystemTime};
 
-use jsonrpsee_types::ErrorObjectOwned;
+use jsonrpsee_types::{ErrorObject, ErrorObjectOwned};
 use mcli_protocol::{ExecStatus, ExecuteParams, ExecuteResult, code};
 use mcli_shared::execution::Execution;
 use mcli_shared::runner::Outcome;
@@ -15,7 +15,6 @@ use super::sink::JobSink;
 use super::store::Progress;
 use crate::executions::{ExecutionGuard, Slot};
 use crate::history::{Record, rfc3339};
-use crate::methods::error;
 use crate::state::State;
 
 /// Starts `execution` as a detached job holding `slot`; answers `{id, status: "running"}` at
@@ -154,4 +153,10 @@ pub fn record(meta: &Meta, transport: &'static str) -> Record {
         cached: false,
         detached: true,
     }
+}
+
+/// An error object with a message and no data (as the methods make them; not imported from
+/// there, so that the methods depend on the jobs and not the other way round).
+fn error(code: i32, message: String) -> ErrorObjectOwned {
+    ErrorObject::owned(code, message, None::<()>)
 }
