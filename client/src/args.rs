@@ -51,13 +51,13 @@ pub struct Cli {
     #[arg(long, value_name = "ID", num_args = 1.., conflicts_with_all = ["command", "detach", "wait", "stdio", "json"])]
     pub attach: Vec<u64>,
     /// With --attach: Ctrl-C cancels the jobs instead of detaching
-    #[arg(long, requires = "attach")]
+    #[arg(long)]
     pub cancel_on_interrupt: bool,
     /// Wait for the jobs with these ids to end and exit with the worst status
     #[arg(long, value_name = "ID", num_args = 1.., conflicts_with_all = ["command", "detach", "stdio", "json"])]
     pub wait: Vec<u64>,
     /// With --wait: return when the first of them ends
-    #[arg(long, requires = "wait")]
+    #[arg(long)]
     pub any: bool,
     /// What Ctrl-C does to a running call: `cancel` (the default) or `detach` (it runs on as a
     /// job, whose id is printed; its standard input is not passed on)

@@ -23,6 +23,15 @@ use crate::target::Target;
 
 /// Handles the job flags of `cli`; `None` when none is given (a plain call).
 pub fn run(cli: &Cli) -> Option<Result<i32, ClientError>> {
+    for (given, flag, needs) in [
+        (cli.any && cli.wait.is_empty(), "--any", "--wait"),
+        (cli.cancel_on_interrupt && cli.attach.is_empty(), "--cancel-on-interrupt", "--attach"),
+    ] {
+        if given {
+            eprintln!("mcli-client: {flag} goes with {needs} ID...");
+            return Some(Ok(exit::USAGE));
+        }
+    }
     if !cli.attach.is_empty() {
         let mode = if cli.cancel_on_interrupt { OnInterrupt::Cancel } else { OnInterrupt::Detach };
         return Some(attach_all(cli, &cli.attach, mode));

@@ -476,3 +476,58 @@ fn wait_on_a_terminal_shows_progress() {
     assert!(tail.contains("2/2 done"), "{tail:?}");
     assert_eq!(status.code(), Some(130), "the worst status: the cancelled job's");
 }
+
+#[test]
+fn usage_and_params_errors_say_what_is_wrong() {
+    let env = TestEnv::new();
+    let cases: [(&[&str], &str); 5] = [
+        (&["--any", "echo", "x"], "mcli-client: --any goes with --wait ID..."),
+        (&["--cancel-on-interrupt", "echo", "x"], "mcli-client: --cancel-on-interrupt goes with --attach ID..."),
+        (&["-d", "--json", "echo", "x"], "cannot be used with"),
+        (&["--attach", "seven"], "invalid digit"),
+        (&["--on-interrupt", "pause", "echo", "x"], "possible values: cancel, detach"),
+    ];
+    for (args, says) in cases {
+        let run = env.client(args);
+        run.expect_code(2);
+        assert!(run.stderr.contains(says), "{args:?}: {run:?}");
+    }
+    env.client(&["hello"]).expect_code(0);
+    let raw = |request: &str| env.raw_lines("server", &format!("{request}\n"), 1).remove(0);
+    let streamed = raw(
+        r#"{"jsonrpc":"2.0","id":1,"method":"execute","params":{"command":"echo","detach":true,"stdin_stream":true}}"#,
+    );
+    assert!(streamed["error"]["message"].as_str().unwrap().contains("a detached job takes no `stdin_stream`"));
+    let empty = raw(r#"{"jsonrpc":"2.0","id":2,"method":"wait","params":{"ids":[]}}"#);
+    assert!(empty["error"]["message"].as_str().unwrap().contains("`ids` must name 1 to 1000 jobs"), "{empty}");
+    let missing = raw(r#"{"jsonrpc":"2.0","id":3,"method":"attach","params":{"id":5}}"#);
+    assert_eq!(missing["error"]["code"], -32021, "{missing}");
+    assert_eq!(missing["error"]["data"], serde_json::json!({"id": 5, "pruned": false}), "{missing}");
+}
+
+#[test]
+fn http_bad_ids_and_queries_are_refused() {
+    let env = TestEnv::new();
+    env.server(&["start", "--http", "127.0.0.1:0"]).expect_code(0);
+    let file = env.server_file("server");
+    let (addr, token) = (file["http"].as_str().unwrap().to_owned(), file["token"].as_str().unwrap().to_owned());
+    let (status, body) = http(&addr, &token, "GET", "/jobs/seven", None);
+    assert_eq!(status, 400);
+    assert!(String::from_utf8_lossy(&body).contains("`seven` is not a job id"));
+    let (status, body) = http(&addr, &token, "GET", "/jobs/1/output?tail=3", None);
+    assert_eq!(status, 400);
+    assert!(String::from_utf8_lossy(&body).contains("query: follow (true or false), stream (stdout or stderr)"));
+    let (status, body) = http(&addr, &token, "GET", "/jobs?sort=id", None);
+    assert_eq!(status, 400);
+    assert!(String::from_utf8_lossy(&body).contains("query: state (a job state), limit (a number)"));
+    let (status, body) = http(&addr, &token, "GET", "/jobs/424242", None);
+    assert_eq!(status, 404);
+    assert!(String::from_utf8_lossy(&body).contains("no job 424242"));
+    // Jobs are listed from the state dir when no server runs.
+    let id = detach(&env, &["echo", "kept"]);
+    env.client(&["--wait", &id]).expect_code(0);
+    env.server(&["stop"]).expect_code(0);
+    let jobs = env.server(&["jobs"]);
+    jobs.expect_code(0);
+    assert!(jobs.stdout.contains("echo kept"), "{jobs:?}");
+}
