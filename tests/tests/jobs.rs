@@ -278,6 +278,7 @@ fn jobs_outlive_a_kill_9_and_a_restart_of_the_server() {
     let running = detach(&env, &["sleeper"]);
     wait_until("the sleeper writes its pid", || std::fs::read_to_string(&pidfile).is_ok_and(|t| t.ends_with('\n')));
     let sleeper: u32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    wait_until("the server has kept its line", || job(&env, &running)["stdout_bytes"] == 9);
     kill(Pid::from_raw(server as i32), Signal::SIGKILL).unwrap();
     // Its other threads may still hold the socket a moment after the leader is a zombie.
     wait_until("the server is gone", || {
