@@ -38,16 +38,12 @@ if [ "$(id -u)" = 0 ] && [ "$(cat /proc/sys/fs/inotify/max_user_instances 2>/dev
 fi
 
 # The ecosystem tests check the completion scripts in real shells and render the man pages.
-for tool in zsh fish groff man; do
-  if ! command -v "$tool" >/dev/null 2>&1; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-      apt-get update -qq && apt-get install -y -qq zsh fish groff man-db >/dev/null
-    else
-      echo "scripts/test.sh: $tool is needed (tests/tests/ecosystem.rs); install zsh, fish, groff and man-db" >&2
-      exit 1
-    fi
-  fi
-done
+need zsh zsh "tests/tests/ecosystem.rs" || true
+need fish fish "tests/tests/ecosystem.rs" || true
+need groff groff "tests/tests/ecosystem.rs" || true
+need man man-db "tests/tests/ecosystem.rs" || true
+# `script` (util-linux's bsdutils) gives a command a terminal: the jobs tests' progress of --wait.
+need script bsdutils "tests/tests/jobs.rs" || true
 
 # The end-to-end tests start the real binaries from target/debug, so build them first.
 cargo build --workspace --locked

@@ -38,7 +38,10 @@ pub fn run(cli: Cli) -> i32 {
         // The bridge connects quietly, starting a local server on demand.
         return bridge::run(|framing| Target::from_cli(&cli)?.connect(true, true, framing));
     }
-    run_command(&cli).unwrap_or_else(|err| report_for(cli.json, &err))
+    match crate::jobs::run(&cli) {
+        Some(outcome) => outcome.unwrap_or_else(|err| report_for(cli.json, &err)),
+        None => run_command(&cli).unwrap_or_else(|err| report_for(cli.json, &err)),
+    }
 }
 
 /// What to do when no server answers.

@@ -423,6 +423,12 @@ impl Connection {
         Ok(())
     }
 
+    /// Sends a request of method `M`; its reply is read with a `wait_` method (an `attach`
+    /// answers as an `execute` does: [`Connection::wait_execute`]).
+    pub fn send_request<M: Method>(&mut self, params: &M::Params) -> Result<u64, CallError> {
+        self.send(M::NAME, params)
+    }
+
     /// Sends an `execute` request; the reply is read with [`Connection::wait_execute`].
     pub fn send_execute(&mut self, params: &ExecuteParams) -> Result<u64, CallError> {
         self.send(Execute::NAME, params)

@@ -176,6 +176,7 @@ impl ClientError {
             ClientError::Rpc(err) => match err.code {
                 code::COMMAND_NOT_FOUND => exit::NOT_FOUND,
                 code::COMMAND_BROKEN => exit::CANNOT_RUN,
+                code::JOB_NOT_FOUND => exit::NO_JOB,
                 code::INCOMPATIBLE_PROTOCOL | code::SHUTTING_DOWN => exit::UNAVAILABLE,
                 code::SERVER_BUSY => exit::TEMPFAIL,
                 _ => exit::FAILURE,

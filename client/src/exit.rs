@@ -16,6 +16,9 @@ pub const UNAVAILABLE: i32 = 69;
 pub const TEMPFAIL: i32 = 75;
 /// The command's timeout ended it, as `timeout(1)` reports it.
 pub const TIMED_OUT: i32 = 124;
+/// No detached job has that id: it never existed, or its output was pruned (sysexits'
+/// `EX_NOINPUT`; not 127, which says no command of a name exists).
+pub const NO_JOB: i32 = 66;
 /// The command exists but cannot run (a broken manifest), as a shell's 126.
 pub const CANNOT_RUN: i32 = 126;
 /// No command of that name exists, as a shell's 127.
@@ -49,11 +52,13 @@ pub fn exit_status(result: &ExecuteResult) -> i32 {
 }
 
 /// The exit status for how a command ended, as a shell reports it: its exit code, 128+N for
-/// signal N, 124 timed out, 130 cancelled.
+/// signal N, 124 timed out, 130 cancelled (or a job interrupted by its server's end).
 pub fn status_of(status: ExecStatus, exit_code: Option<i32>, signal: Option<i32>) -> i32 {
     match status {
         ExecStatus::TimedOut => TIMED_OUT,
-        ExecStatus::Cancelled => INTERRUPTED,
+        // A job that its server's end interrupted was ended before its end, as a cancel is.
+        ExecStatus::Cancelled | ExecStatus::Interrupted => INTERRUPTED,
+        ExecStatus::Running => FAILURE,
         ExecStatus::Completed | ExecStatus::Failed => match (exit_code, signal) {
             (Some(code), _) => code,
             (None, Some(signal)) => 128 + signal,

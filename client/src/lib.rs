@@ -39,6 +39,7 @@ mod client;
 pub mod connection;
 pub mod error;
 pub mod exit;
+mod jobs;
 mod local;
 mod remote;
 mod route;

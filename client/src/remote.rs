@@ -74,6 +74,7 @@ pub fn execute_params(name: &str, args: Vec<String>, cli: &Cli) -> Result<Execut
         timeout: cli.timeout,
         stream: Some(!cli.json),
         no_cache: cli.no_cache,
+        detach: false,
         protocol: Some(PROTOCOL_VERSION),
     })
 }

@@ -222,6 +222,11 @@ impl ExecutionGuard {
     pub fn finish(mut self, status: ExecStatus) {
         self.status = Some(status);
     }
+
+    /// As [`ExecutionGuard::finish`], for an owner that drops the guard later.
+    pub fn set_status(&mut self, status: ExecStatus) {
+        self.status = Some(status);
+    }
 }
 
 impl Drop for ExecutionGuard {

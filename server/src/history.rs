@@ -23,8 +23,11 @@ use rusqlite::{Connection, OpenFlags, params};
 use tokio::sync::oneshot;
 
 /// The migrations, in order; the database's `user_version` counts those applied.
-const MIGRATIONS: &[&str] =
-    &[include_str!("../migrations/0001_create_executions.sql"), include_str!("../migrations/0002_id_counter.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_create_executions.sql"),
+    include_str!("../migrations/0002_id_counter.sql"),
+    include_str!("../migrations/0003_detached.sql"),
+];
 /// Execution ids taken from the shared counter at a time.
 pub const ID_BLOCK: u64 = 1000;
 /// Rows waiting for the writer; callers wait beyond it (backpressure, not memory).
@@ -69,6 +72,8 @@ pub struct Record {
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
     pub cached: bool,
+    /// Run as a detached job.
+    pub detached: bool,
 }
 
 struct Job {
@@ -417,8 +422,8 @@ fn insert_once<'a>(conn: &mut Connection, records: impl Iterator<Item = &'a Reco
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     {
         let mut stmt = tx.prepare_cached(
-            "INSERT OR IGNORE INTO executions (id, command, args, cwd, transport, started, started_ms, duration_ms, status, exit_code, signal, cached)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            "INSERT OR IGNORE INTO executions (id, command, args, cwd, transport, started, started_ms, duration_ms, status, exit_code, signal, cached, detached)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         )?;
         for r in records {
             let args = serde_json::to_string(&r.args).unwrap_or_else(|_| "[]".to_owned());
@@ -439,6 +444,7 @@ fn insert_once<'a>(conn: &mut Connection, records: impl Iterator<Item = &'a Reco
                 r.exit_code,
                 r.signal,
                 r.cached,
+                r.detached,
             ])?;
         }
     }
@@ -506,7 +512,7 @@ pub fn query_page(path: &Path, filter: &HistoryParams, max_bytes: usize) -> Resu
     let before = filter.before.map(|id| i64::try_from(id).unwrap_or(i64::MAX));
     let mut stmt = conn
         .prepare(
-            "SELECT id, command, args, cwd, transport, started, duration_ms, status, exit_code, signal, cached
+            "SELECT id, command, args, cwd, transport, started, duration_ms, status, exit_code, signal, cached, detached
              FROM executions
              WHERE (?1 IS NULL OR command = ?1) AND (?2 = 0 OR status != 'completed') AND (?4 IS NULL OR id < ?4)
              ORDER BY id DESC LIMIT ?3",
@@ -527,6 +533,7 @@ pub fn query_page(path: &Path, filter: &HistoryParams, max_bytes: usize) -> Resu
                 exit_code: r.get(8)?,
                 signal: r.get(9)?,
                 cached: r.get(10)?,
+                detached: r.get(11)?,
             })
         })
         .map_err(sqlite)?;
@@ -582,6 +589,7 @@ mod tests {
             exit_code: Some(if status == ExecStatus::Completed { 0 } else { 1 }),
             signal: None,
             cached: false,
+            detached: false,
         }
     }
 
@@ -682,7 +690,7 @@ mod tests {
         }
         let before = std::fs::read(&path).unwrap();
         let err = History::open(&path, KEEP_ALL).err().unwrap().to_string();
-        assert!(err.contains("newer mcli (schema 99, this one knows 2)"), "{err}");
+        assert!(err.contains("newer mcli (schema 99, this one knows 3)"), "{err}");
         assert!(query(&path, &HistoryParams::default()).is_err());
         assert_eq!(std::fs::read(&path).unwrap(), before, "not modified");
     }

@@ -14,6 +14,7 @@ pub mod http_bridge;
 pub mod http_switch;
 pub mod ids;
 pub mod inherited;
+pub mod jobs;
 pub mod lifecycle;
 pub mod listeners;
 pub mod logging;
@@ -85,6 +86,8 @@ pub async fn serve(options: ServeOptions, name_lock: Option<File>) -> anyhow::Re
 
     let commands = Commands::new(config.commands_dirs(mcli_shared::paths::process_env));
     let state = Inner::new(config, paths, commands, history, ids, extra.listening.clone());
+    // What a dead server of this name left running is ended before anything new starts.
+    jobs::recover(&state).await;
     let transports = transport::Transports::new(Arc::clone(&state.lifecycle), methods::table(state.clone()));
     state.listeners.keep(inherited::SOCKET, listener.as_fd());
     state.listeners.set_auto_started(auto_started);

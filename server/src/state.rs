@@ -13,6 +13,7 @@ use crate::commands::Commands;
 use crate::executions::Executions;
 use crate::history::History;
 use crate::ids::Ids;
+use crate::jobs::Jobs;
 use crate::lifecycle::Lifecycle;
 use crate::workers::Workers;
 
@@ -28,6 +29,8 @@ pub struct Inner {
     pub cache: ResultCache,
     /// The warm workers of worker commands.
     pub workers: Workers,
+    /// The detached jobs, on disk under the state dir.
+    pub jobs: Jobs,
     /// The persistent history, unless `enable_command_history` is off.
     pub history: Option<Arc<History>>,
     /// Where the server listens besides its socket, for `status`.
@@ -65,7 +68,10 @@ impl Inner {
             config.api_daemon.max_concurrent_commands,
             config.server.max_queued_commands,
         ));
+        let state_dir = mcli_shared::paths::state_dir(mcli_shared::paths::process_env);
+        let jobs = Jobs::new(Jobs::dir_for(&state_dir, &paths.name));
         Arc::new(Inner {
+            jobs,
             config: RwLock::new(Arc::new(config)),
             paths,
             lifecycle,

@@ -96,6 +96,12 @@ pub struct ServerConfig {
     pub history_max_entries: u64,
     /// The oldest history kept, in days.
     pub history_max_age_days: f64,
+    /// Bytes of output (stdout and stderr together) kept on disk for one detached job; past it
+    /// the head is kept and the cut is marked.
+    pub job_output_max: u64,
+    /// Bytes of output kept on disk for all detached jobs together; the oldest finished jobs'
+    /// output is pruned first.
+    pub jobs_output_total_max: u64,
 }
 
 impl Default for ServerConfig {
@@ -108,6 +114,8 @@ impl Default for ServerConfig {
             idle_timeout: None,
             history_max_entries: 10_000,
             history_max_age_days: 90.0,
+            job_output_max: 16 * 1024 * 1024,
+            jobs_output_total_max: 1024 * 1024 * 1024,
         }
     }
 }
@@ -430,6 +438,8 @@ fn set_server_key(cfg: &mut ServerConfig, key: &str, value: &toml::Value, base: 
         "max_queued_commands" => cfg.max_queued_commands = input.int(0, 100_000)? as usize,
         "max_captured_output" => cfg.max_captured_output = input.int(0, 1 << 30)? as usize,
         "kill_grace" => cfg.kill_grace = input.seconds()?,
+        "job_output_max" => cfg.job_output_max = input.int(0, 1 << 40)? as u64,
+        "jobs_output_total_max" => cfg.jobs_output_total_max = input.int(0, 1 << 50)? as u64,
         "idle_timeout" => cfg.idle_timeout = Some(input.seconds()?),
         "history_max_entries" => cfg.history_max_entries = input.int(1, 100_000_000)? as u64,
         "history_max_age_days" => {

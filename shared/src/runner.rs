@@ -127,7 +127,8 @@ impl Outcome {
 /// `command_timeout` of `config` (0 meaning none).
 pub fn time_limit(requested: Option<Duration>, spec: &CommandSpec, config: &Config) -> Option<(Duration, String)> {
     if let Some(limit) = requested {
-        return Some((limit, "the call's timeout (-t)".to_owned()));
+        // A call's timeout of 0 asks for no limit at all.
+        return (!limit.is_zero()).then(|| (limit, "the call's timeout (-t)".to_owned()));
     }
     if let CommandKind::Manifest(manifest) = &spec.kind
         && let Some(limit) = manifest.timeout

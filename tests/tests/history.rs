@@ -124,7 +124,7 @@ fn a_history_from_a_newer_mcli_is_refused_untouched() {
     let before = std::fs::read(&path).unwrap();
     let run = env.server(&["start"]);
     run.expect_code(1);
-    assert!(run.stderr.contains("was written by a newer mcli (schema 42, this one knows 2)"), "{}", run.stderr);
+    assert!(run.stderr.contains("was written by a newer mcli (schema 42, this one knows 3)"), "{}", run.stderr);
     let listing = env.server(&["history"]);
     listing.expect_code(1);
     assert!(listing.stderr.contains("newer mcli"), "{}", listing.stderr);

@@ -23,13 +23,16 @@ use serde_json::{Value, json};
 const MAX_BODY: usize = 1024 * 1024;
 
 /// The endpoints `GET /` lists.
-const ENDPOINTS: [&str; 10] = [
+const ENDPOINTS: [&str; 13] = [
     "GET /",
     "GET /health",
     "GET /status",
     "GET /commands",
     "GET /history",
     "GET /metrics",
+    "GET /jobs",
+    "GET /jobs/ID",
+    "GET /jobs/ID/output",
     "POST /execute",
     "POST /rpc",
     "POST /daemon/start",
@@ -37,11 +40,14 @@ const ENDPOINTS: [&str; 10] = [
 ];
 
 /// The endpoints that need the token, with a body each accepts.
-const GUARDED: [(&str, &str, &str); 8] = [
+const GUARDED: [(&str, &str, &str); 11] = [
     ("GET", "/status", ""),
     ("GET", "/commands", ""),
     ("GET", "/history", ""),
     ("GET", "/metrics", ""),
+    ("GET", "/jobs", ""),
+    ("GET", "/jobs/1", ""),
+    ("GET", "/jobs/1/output", ""),
     ("POST", "/execute", r#"{"command_name": "hello"}"#),
     ("POST", "/rpc", r#"{"jsonrpc": "2.0", "id": 1, "method": "health"}"#),
     ("POST", "/daemon/start", "{}"),

@@ -6,7 +6,8 @@
 //! - cold start: `mcli-client hello` that has to start the server first (median of several);
 //! - idle memory: the server's resident set after the warm calls;
 //! - script overhead: a trivial script run directly and through `mcli-client`, interleaved;
-//! - throughput: built-in `execute` calls over 8 persistent connections at once.
+//! - throughput: built-in `execute` calls over 8 persistent connections at once;
+//! - jobs: the `--detach` round trip, and following a job that writes 1 GiB (`jobs.rs`).
 //!
 //! `mcli-bench --compare OLD_BIN_DIR NEW_BIN_DIR` instead measures two builds side by side
 //! (`scripts/bench/compare.sh REF` builds REF and compares it with the work tree).
@@ -21,6 +22,7 @@ use anyhow::{Context, bail};
 use mcli_protocol::ServerFile;
 
 mod compare;
+mod jobs;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -41,6 +43,10 @@ fn main() -> anyhow::Result<()> {
     println!("|---|---|");
 
     bench.client(&["-q", "hello"]).status().context("first call")?;
+    if std::env::var("MCLI_BENCH_ONLY").is_ok_and(|only| only == "jobs") {
+        // The jobs figures alone (`MCLI_BENCH_ONLY=jobs scripts/bench/run.sh`).
+        return jobs::run(&bench, iterations);
+    }
     let truth = Path::new("/bin/true");
     let (mut client, mut baseline, mut version) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..iterations {
@@ -109,6 +115,7 @@ fn main() -> anyhow::Result<()> {
     warm_worker(&bench)?;
     idle_connections(&bench, 1000)?;
     http(&bench)?;
+    jobs::run(&bench, iterations)?;
 
     let mut cold = Vec::new();
     for _ in 0..20 {

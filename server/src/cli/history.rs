@@ -18,8 +18,8 @@ pub(super) fn run(server: &ServerPaths, filter: HistoryParams, json: bool) -> an
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:>6}  {:20}  {:>9}  {:9}  {:>4}  {:6}  COMMAND",
-        "ID", "STARTED", "DURATION", "STATUS", "EXIT", "CACHED"
+        "{:>6}  {:20}  {:>9}  {:11}  {:>4}  {:6}  {:8}  COMMAND",
+        "ID", "STARTED", "DURATION", "STATUS", "EXIT", "CACHED", "DETACHED"
     );
     for e in entries.iter().rev() {
         let exit = match (e.exit_code, e.signal) {
@@ -28,13 +28,14 @@ pub(super) fn run(server: &ServerPaths, filter: HistoryParams, json: bool) -> an
             (None, None) => "-".to_owned(),
         };
         let cached = if e.cached { "yes" } else { "" };
+        let detached = if e.detached { "yes" } else { "" };
         let mut line = e.command.clone();
         for arg in &e.args {
             line.push(' ');
             line.push_str(&quote(arg));
         }
         println!(
-            "{:>6}  {:20}  {:>7}ms  {:9}  {:>4}  {cached:6}  {line}",
+            "{:>6}  {:20}  {:>7}ms  {:11}  {:>4}  {cached:6}  {detached:8}  {line}",
             e.id, e.started, e.duration_ms, e.status, exit
         );
     }

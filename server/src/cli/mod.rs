@@ -3,6 +3,7 @@
 //! subcommands are clients of a running server (or read its files). The binary only parses the
 //! flags and calls [`main`].
 
+mod cancel;
 mod commands;
 mod common;
 mod completions;
@@ -10,6 +11,7 @@ mod config;
 mod doctor;
 mod history;
 mod man;
+mod jobs;
 mod reload;
 mod restart;
 mod start;
@@ -69,6 +71,17 @@ enum Cmd {
     Restart {
         #[command(flatten)]
         listen: Listen,
+    },
+    /// List the running and recent detached jobs (`mcli-client --detach`)
+    Jobs {
+        /// Print the jobs as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a running job (or any running execution) by its id
+    Cancel {
+        /// The execution id (`mcli-server jobs` lists them)
+        id: u64,
     },
     /// Show what the running server is doing (exit status 1 when none runs)
     Status {
@@ -186,6 +199,7 @@ impl Cmd {
     fn wants_json(&self) -> bool {
         match self {
             Cmd::Status { json, .. }
+            | Cmd::Jobs { json }
             | Cmd::History { json, .. }
             | Cmd::Commands { json, .. }
             | Cmd::Reload { json } => *json,
@@ -243,6 +257,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Restart { listen } => restart::run(&server, config, &listen),
         Cmd::Status { watch: true, interval, .. } => top::run(&server, std::time::Duration::from_secs_f64(interval)),
         Cmd::Status { json, .. } => status::run(&server, json),
+        Cmd::Jobs { json } => jobs::run(&server, json),
+        Cmd::Cancel { id } => cancel::run(&server, id),
         Cmd::Token => token::run(&server),
         Cmd::Reload { json } => reload::run(&server, config, json),
         Cmd::Config { action: ConfigAction::Check { file } } => self::config::check(file.as_deref().or(config)),

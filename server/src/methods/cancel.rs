@@ -1,5 +1,6 @@
 //! `cancel`: end a running execution by its id, from any connection. `ok` says whether one
-//! was running with that id.
+//! was running with that id. A detached job is registered among the running executions with
+//! its own token (see `jobs::detach`), so it is cancelled the same way, and ends `cancelled`.
 
 use jsonrpsee_types::ErrorObjectOwned;
 use mcli_protocol::{CancelParams, OkResult};

@@ -50,15 +50,20 @@ pub async fn execute(
     let (registry, generation) = state.commands.current().await;
     let spec = registry.get(&params.command).map_err(lookup_error)?;
     let stream = params.stream.unwrap_or(request.stream_by_default);
-    let cache = cache_plan(&state, &spec, &params, &stdin, generation);
+    // A detached job always runs: its output is for the job's files, not from the cache.
+    let cache = cache_plan(&state, &spec, &params, &stdin, generation).filter(|_| !params.detach);
     let limit = state.config().server.max_captured_output;
 
     if let Some(hit) = cache.as_ref().and_then(|(key, _)| state.cache.get(key)) {
         return replay(&state, &request, &params, &spec, hit, stream).await;
     }
-    let Some(_slot) = take_slot(&state, &request, stream).await? else {
+    if params.detach && params.stdin_stream {
+        return Err(error(code::INVALID_PARAMS, "invalid params: a detached job takes no `stdin_stream`"));
+    }
+    let Some(slot) = take_slot(&state, &request, stream).await? else {
         return never_ran(&state, &request, &params, &spec, stream).await;
     };
+    let (slot_for_job, _slot) = if params.detach { (Some(slot), None) } else { (None, Some(slot)) };
     let invocation = Invocation {
         args: params.args.clone(),
         cwd: params.cwd.as_ref().map(PathBuf::from),
@@ -68,6 +73,9 @@ pub async fn execute(
         ..Invocation::default()
     };
     let execution = Execution::new(spec, invocation, &state.config());
+    if let Some(slot) = slot_for_job {
+        return crate::jobs::detach(&state, slot, execution, &params, request.transport).await;
+    }
     let time_limit = execution.time_limit();
     let running = state.executions.begin(&execution.spec().name, request.cancel.clone()).await.map_err(no_id)?;
     let (id, started_at) = (running.id, SystemTime::now());
@@ -133,8 +141,12 @@ async fn never_ran(
 fn requested_timeout(timeout: Option<f64>) -> Result<Option<Duration>, ErrorObjectOwned> {
     timeout
         .map(|secs| {
-            Seconds::positive(secs).map(Seconds::duration).map_err(|_| {
-                error(code::INVALID_PARAMS, "invalid params: `timeout` must be a positive number of seconds, under 1e9")
+            // 0 is no limit at all: neither the manifest's nor `command_timeout`.
+            Seconds::new(secs).map(Seconds::duration).map_err(|_| {
+                error(
+                    code::INVALID_PARAMS,
+                    "invalid params: `timeout` must be a number of seconds from 0 (no limit) to 1e9",
+                )
             })
         })
         .transpose()
@@ -226,6 +238,7 @@ async fn recorded(
                 exit_code: result.exit_code,
                 signal: result.signal,
                 cached: result.cached,
+                detached: false,
             })
             .await;
     }
@@ -382,7 +395,7 @@ async fn send_queued(request: &RequestCtx, ahead: u64) {
 }
 
 /// Queues one `mcli/output` notification; false when the connection is gone.
-async fn send_output(request: &RequestCtx, id: u64, chunk: Chunk) -> bool {
+pub(super) async fn send_output(request: &RequestCtx, id: u64, chunk: Chunk) -> bool {
     let (data, data_b64) = encode_output(&chunk.data);
     let params =
         OutputParams { id, request_id: Some(request.request_id.clone()), stream: chunk.stream, data, data_b64 };

@@ -2,15 +2,18 @@
 //! gets its params already decoded into the protocol crate's types, the server state, and the
 //! request's context.
 
+mod attach;
 mod cancel;
 mod execute;
 mod handover;
 mod health;
 mod history;
+mod jobs;
 mod list;
 mod reload;
 mod shutdown;
 mod status;
+mod wait;
 
 use std::sync::Arc;
 
@@ -34,6 +37,9 @@ pub fn table(state: State) -> Methods {
     register::<protocol::History, _, _>(&mut module, history::history);
     register::<protocol::Reload, _, _>(&mut module, reload::reload);
     register::<protocol::Handover, _, _>(&mut module, handover::handover);
+    register::<protocol::Attach, _, _>(&mut module, attach::attach);
+    register::<protocol::Wait, _, _>(&mut module, wait::wait);
+    register::<protocol::Jobs, _, _>(&mut module, jobs::jobs);
     module.into()
 }
 

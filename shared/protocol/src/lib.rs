@@ -6,9 +6,13 @@
 #![forbid(unsafe_code)]
 
 pub mod framing;
+mod jobs;
 mod seconds;
 mod server_file;
 
+pub use jobs::{
+    Attach, AttachParams, JobInfo, JobNotFound, Jobs, JobsParams, JobsResult, Wait, WaitParams, WaitResult,
+};
 pub use seconds::{Seconds, SecondsError};
 pub use server_file::ServerFile;
 
@@ -167,6 +171,8 @@ pub mod code {
     /// A `reload` found errors in the config and kept the old one; `data.errors` lists them.
     /// (Not -32008: jsonrpsee uses that for a reply over its size limit.)
     pub const CONFIG_INVALID: i32 = -32020;
+    /// No detached job has that id; `data` is a `JobNotFound` (whether its output was pruned).
+    pub const JOB_NOT_FOUND: i32 = -32021;
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -200,6 +206,10 @@ pub struct ExecuteParams {
     pub stream: Option<bool>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub no_cache: bool,
+    /// Run as a detached job: the result (`{id, status: "running"}`) comes at once, the output
+    /// is kept by the server for `attach`, and the client going away does not end it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub detach: bool,
     /// The protocol revision the client speaks; checked when present.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<u32>,
@@ -215,6 +225,10 @@ pub enum ExecStatus {
     Failed,
     TimedOut,
     Cancelled,
+    /// A detached job still running (the result of `execute` with `detach`).
+    Running,
+    /// A detached job that was running when its server ended.
+    Interrupted,
 }
 
 impl ExecStatus {
@@ -224,6 +238,8 @@ impl ExecStatus {
             ExecStatus::Failed => "failed",
             ExecStatus::TimedOut => "timed_out",
             ExecStatus::Cancelled => "cancelled",
+            ExecStatus::Running => "running",
+            ExecStatus::Interrupted => "interrupted",
         }
     }
 }
@@ -444,6 +460,9 @@ pub struct HistoryEntry {
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
     pub cached: bool,
+    /// Run as a detached job.
+    #[serde(default)]
+    pub detached: bool,
     /// How the request came: `socket`, `stdio`, `tcp` or `http`.
     pub transport: String,
 }

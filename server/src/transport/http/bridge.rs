@@ -12,6 +12,12 @@ use crate::transport::Transports;
 use crate::transport::context::ConnectionCtx;
 use crate::transport::dispatch;
 
+/// What a streamed call hands over: a notification as sent, then the result.
+pub enum Streamed<T> {
+    Note(bytes::Bytes),
+    Done(Result<T, ErrorObjectOwned>),
+}
+
 /// What every HTTP handler gets: the way to the methods, and what the checks need.
 #[derive(Clone)]
 pub struct Bridge {
@@ -35,6 +41,34 @@ impl Bridge {
             let message = format!("internal error: the `{}` call did not finish; see the server log", M::NAME);
             Err(ErrorObject::owned(code::INTERNAL_ERROR, message, None::<()>))
         })
+    }
+
+    /// Calls method `M` and hands over its notifications as they come, then its result: for an
+    /// endpoint that streams (`GET /jobs/ID/output?follow=true`). Dropping the receiver ends the
+    /// call as a hang-up would.
+    pub fn streamed<M: Method>(&self, params: M::Params) -> tokio::sync::mpsc::Receiver<Streamed<M::Result>> {
+        let lifecycle = &self.transports.lifecycle;
+        let (ctx, mut outgoing) = ConnectionCtx::new(lifecycle, self.transports.next_id(), "http", true);
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let (methods, hang_up) = (self.transports.methods.clone(), ctx.hang_up_token());
+        lifecycle.tasks.spawn(async move {
+            let call = async move {
+                let result = dispatch::call::<M>(&methods, &ctx, params).await;
+                drop(ctx);
+                result
+            };
+            let notes = tx.clone();
+            let forward = async move {
+                while let Some(message) = outgoing.recv().await {
+                    if notes.send(Streamed::Note(message)).await.is_err() {
+                        hang_up.cancel();
+                    }
+                }
+            };
+            let (result, ()) = tokio::join!(call, forward);
+            let _ = tx.send(Streamed::Done(result)).await;
+        });
+        rx
     }
 
     /// Dispatches one raw JSON-RPC message (or batch); output is not streamed over HTTP unless

@@ -11,6 +11,7 @@ mod admission;
 mod body;
 mod bridge;
 mod guard;
+mod jobs;
 mod reply;
 mod routes;
 
@@ -116,6 +117,9 @@ fn router(bridge: Bridge) -> Router {
         .route("/commands", get(routes::commands))
         .route("/history", get(routes::history))
         .route("/metrics", get(routes::metrics))
+        .route("/jobs", get(jobs::list))
+        .route("/jobs/{id}", get(jobs::one))
+        .route("/jobs/{id}/output", get(jobs::output))
         .route("/execute", post(routes::execute))
         .route("/rpc", post(routes::rpc))
         .route("/daemon/stop", post(routes::daemon_stop))

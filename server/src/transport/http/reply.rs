@@ -20,7 +20,7 @@ pub fn rpc_error(error: ErrorObjectOwned) -> Response {
 /// The HTTP status for a JSON-RPC error.
 fn status_of(error: &ErrorObjectOwned) -> StatusCode {
     match error.code() {
-        code::COMMAND_NOT_FOUND => StatusCode::NOT_FOUND,
+        code::COMMAND_NOT_FOUND | code::JOB_NOT_FOUND => StatusCode::NOT_FOUND,
         code::SERVER_BUSY | code::SHUTTING_DOWN => StatusCode::SERVICE_UNAVAILABLE,
         code::INVALID_PARAMS | code::INVALID_REQUEST | code::PARSE_ERROR => StatusCode::BAD_REQUEST,
         code::COMMAND_BROKEN => StatusCode::UNPROCESSABLE_ENTITY,

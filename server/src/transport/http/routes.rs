@@ -20,13 +20,16 @@ use super::guard::json_type;
 use super::reply::{error, rpc_error};
 
 /// Every endpoint, as `GET /` lists them.
-const ENDPOINTS: [&str; 10] = [
+const ENDPOINTS: [&str; 13] = [
     "GET /",
     "GET /health",
     "GET /status",
     "GET /commands",
     "GET /history",
     "GET /metrics",
+    "GET /jobs",
+    "GET /jobs/ID",
+    "GET /jobs/ID/output",
     "POST /execute",
     "POST /rpc",
     "POST /daemon/start",
@@ -133,7 +136,7 @@ pub async fn execute(State(bridge): State<Bridge>, headers: HeaderMap, body: Byt
         return error(StatusCode::BAD_REQUEST, "the body needs `command_name` (or `command`): the command to run");
     };
     let mut params = json!({ "command": command, "stream": false });
-    for field in ["args", "timeout", "cwd", "env", "stdin", "no_cache"] {
+    for field in ["args", "timeout", "cwd", "env", "stdin", "no_cache", "detach"] {
         if let Some(value) = body.get(field).filter(|v| !v.is_null()) {
             params[field] = value.clone();
         }
@@ -150,6 +153,11 @@ pub async fn execute(State(bridge): State<Bridge>, headers: HeaderMap, body: Byt
         Ok(result) => result,
         Err(err) => return rpc_error(err),
     };
+    if result.status == ExecStatus::Running {
+        // A detached job: accepted, running; `GET /jobs/ID` follows it.
+        let body = json!({ "id": result.id, "status": result.status, "command": result.command });
+        return (StatusCode::ACCEPTED, axum::Json(body)).into_response();
+    }
     let output = result.stdout.unwrap_or_default();
     let stderr = result.stderr.unwrap_or_default();
     let success = result.status == ExecStatus::Completed;
