@@ -435,3 +435,30 @@ fn the_metrics_listener_is_handed_over_too() {
     stream.read_to_string(&mut reply).unwrap();
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
 }
+
+#[test]
+fn a_job_running_across_a_restart_is_followed_from_the_new_server() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = TestEnv::new();
+    let dir = env.config_home.join("mcli/commands");
+    std::fs::create_dir_all(&dir).unwrap();
+    let go = env.root.path().join("go");
+    let script = dir.join("slowjob");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\necho one\nwhile [ ! -e {} ]; do sleep 0.05; done\necho two\nexit 3\n", go.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    env.server(&["start"]).expect_code(0);
+    let detached = env.client(&["-d", "slowjob"]);
+    detached.expect_code(0);
+    let id = detached.stdout.trim().to_owned();
+    env.server(&["restart"]).expect_code(0);
+    // The old server runs the job on; the new one follows it through its files.
+    let attach = env.client_cmd(&["--attach", &id]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    std::fs::write(&go, "").unwrap();
+    let out = attach.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "one\ntwo\n", "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(3));
+}

@@ -13,6 +13,9 @@ use super::READ_CHUNK;
 use super::meta::Meta;
 use super::store::{Jobs, Lookup};
 
+/// How often a job run by another server is looked at again.
+const ELSEWHERE_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Why a follow ended without the job's end.
 #[derive(Debug, thiserror::Error)]
 pub enum FollowError {
@@ -52,7 +55,10 @@ impl Follow<'_> {
             [open_at(dir.join("stdout"), self.offsets.0).await, open_at(dir.join("stderr"), self.offsets.1).await];
         loop {
             // Whether it had ended is read before the files: everything it wrote is there then.
-            let ended = progress.as_mut().is_none_or(|p| p.borrow_and_update().ended) || !self.live;
+            let ended = match progress.as_mut() {
+                Some(progress) => progress.borrow_and_update().ended,
+                None => !self.runs_elsewhere().await?,
+            } || !self.live;
             let mut any = false;
             for (file, stream) in files.iter_mut().zip([Stream::Stdout, Stream::Stderr]) {
                 let Some(file) = file else { continue };
@@ -66,13 +72,27 @@ impl Follow<'_> {
             if ended {
                 return self.meta().await;
             }
-            if !any && let Some(progress) = progress.as_mut() {
-                tokio::select! {
-                    changed = progress.changed() => if changed.is_err() { continue },
-                    () = stop.cancelled() => return Err(FollowError::Stopped(id)),
+            if !any {
+                match progress.as_mut() {
+                    Some(progress) => tokio::select! {
+                        changed = progress.changed() => if changed.is_err() { continue },
+                        () = stop.cancelled() => return Err(FollowError::Stopped(id)),
+                    },
+                    // Run by the server this one took over from: its files are all there is.
+                    None => tokio::select! {
+                        () = tokio::time::sleep(ELSEWHERE_POLL) => {}
+                        () = stop.cancelled() => return Err(FollowError::Stopped(id)),
+                    },
                 }
             }
         }
+    }
+
+    /// Whether the job still runs on another live server: the one this server took over from
+    /// (`restart`), which finishes its running jobs before it exits.
+    async fn runs_elsewhere(&self) -> Result<bool, FollowError> {
+        let meta = self.meta().await?;
+        Ok(meta.is_running() && super::recover::server_alive(meta.server_pid))
     }
 
     /// The job's `meta.json`, or why there is none.

@@ -62,7 +62,7 @@ fn interrupt_orphans(jobs: &Jobs) -> Vec<Meta> {
 
 /// Whether `pid` is another live mcli server (a `--stdio` session of the same name runs its
 /// own jobs): this process, or one with another name, is not.
-fn server_alive(pid: u32) -> bool {
+pub(super) fn server_alive(pid: u32) -> bool {
     if pid == std::process::id() {
         return false;
     }
