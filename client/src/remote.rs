@@ -75,6 +75,7 @@ pub fn execute_params(name: &str, args: Vec<String>, cli: &Cli) -> Result<Execut
         stream: Some(!cli.json),
         no_cache: cli.no_cache,
         protocol: Some(PROTOCOL_VERSION),
+        streams: None,
     })
 }
 

@@ -13,6 +13,7 @@ pub mod manifest;
 pub mod paths;
 pub mod registry;
 pub mod runner;
+pub mod streams;
 pub mod tree;
 pub mod worker;
 

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::manifest::Manifest;
 use crate::registry::{CommandKind, CommandSpec};
+use crate::streams::{Group, Passed};
 use crate::tree::{TAG_VAR, Tree};
 use mcli_protocol::{ExecStatus, ExecuteResult, Stream, encode_output};
 
@@ -56,6 +57,11 @@ pub struct Invocation {
     pub timeout: Option<Duration>,
     /// The pause between SIGTERM and SIGKILL when the command is ended.
     pub kill_grace: Duration,
+    /// Streams the command reads and writes itself instead of pipes (a process only; a
+    /// built-in or a worker call ignores them).
+    pub passed: Passed,
+    /// Filled with the command's process group while it runs, for forwarded signals.
+    pub group: Option<Group>,
 }
 
 /// Puts captured output in a result: `stdout`/`stderr` for UTF-8, the `_b64` fields otherwise.
@@ -230,13 +236,14 @@ impl Drop for TreeGuard {
 /// grace, SIGKILL).
 pub async fn run_process(
     program: Program,
-    inv: Invocation,
+    mut inv: Invocation,
     out: &mpsc::Sender<Chunk>,
     cancel: &CancellationToken,
     started: Instant,
 ) -> Outcome {
     let tree = Tree::new();
-    let mut child = match command(&program, &inv, tree.tag()).spawn() {
+    let passed = std::mem::take(&mut inv.passed);
+    let mut child = match command(&program, &inv, passed, tree.tag()).spawn() {
         Ok(child) => child,
         Err(err) => {
             let code = if err.kind() == io::ErrorKind::NotFound { 127 } else { 126 };
@@ -251,7 +258,12 @@ pub async fn run_process(
     // Declared after the child, so dropped before it: a dropped execution ends the tree while
     // its leader is not yet reaped (and its ids cannot have been reused).
     let mut tree = TreeGuard(tree);
-    tree.0.set_leader(child.id().map(|id| Pid::from_raw(id as i32)));
+    let leader = child.id().map(|id| Pid::from_raw(id as i32));
+    tree.0.set_leader(leader);
+    let group = GroupGuard(inv.group.take());
+    if let Some(group) = &group.0 {
+        group.set(leader);
+    }
     let stdin_task = child.stdin.take().map(|pipe| tokio::spawn(feed_stdin(pipe, inv.stdin)));
     let mut pumps = tokio::spawn(pump_output(child.stdout.take(), child.stderr.take(), out.clone()));
 
@@ -268,6 +280,7 @@ pub async fn run_process(
     // left behind after a normal exit runs on (a command may start a background service); only
     // a timeout, a cancel or a dropped execution ends the rest of the tree.
     tree.0.let_go();
+    drop(group);
     if let Some(task) = stdin_task {
         task.abort();
     }
@@ -283,9 +296,20 @@ pub async fn run_process(
     }
 }
 
+/// Empties the command's [`Group`] when the command is over, or its execution dropped.
+struct GroupGuard(Option<Group>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(group) = &self.0 {
+            group.clear();
+        }
+    }
+}
+
 /// The child process for `program`: the call's directory and environment (plus the program's
-/// own variables), its own process group, stdout and stderr piped.
-fn command(program: &Program, inv: &Invocation, tag: &str) -> tokio::process::Command {
+/// own variables), its own process group, stdout and stderr piped unless `passed` brings them.
+fn command(program: &Program, inv: &Invocation, passed: Passed, tag: &str) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(&program.path);
     cmd.args(&program.leading).args(&inv.args).process_group(0).kill_on_drop(false);
     if let Some(cwd) = &inv.cwd {
@@ -295,12 +319,14 @@ fn command(program: &Program, inv: &Invocation, tag: &str) -> tokio::process::Co
         cmd.env_clear().envs(env);
     }
     cmd.envs(&program.extra_env).env(TAG_VAR, tag);
-    cmd.stdin(match &inv.stdin {
-        Stdin::Null => Stdio::null(),
-        Stdin::Bytes(_) | Stdin::Stream(_) => Stdio::piped(),
-        Stdin::Inherit => Stdio::inherit(),
+    cmd.stdin(match (&inv.stdin, passed.stdin) {
+        (_, Some(fd)) => Stdio::from(fd),
+        (Stdin::Null, None) => Stdio::null(),
+        (Stdin::Bytes(_) | Stdin::Stream(_), None) => Stdio::piped(),
+        (Stdin::Inherit, None) => Stdio::inherit(),
     });
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdout(passed.stdout.map_or_else(Stdio::piped, Stdio::from));
+    cmd.stderr(passed.stderr.map_or_else(Stdio::piped, Stdio::from));
     cmd
 }
 

@@ -20,9 +20,10 @@ use mcli_protocol::{
 use mcli_shared::execution::{Capture, Execution, OutputSink};
 use mcli_shared::registry::{CommandKind, CommandSpec, LookupError};
 use mcli_shared::runner::{Chunk, Invocation, Outcome, Stdin};
+use mcli_shared::streams::Group;
 use serde::Serialize;
 
-use super::error;
+use super::{error, streams};
 use crate::cache::{Entry, MAX_ENTRY_BYTES};
 use crate::executions::{Refusal, Slot};
 use crate::history::Record;
@@ -46,15 +47,21 @@ pub async fn execute(
     let timeout = requested_timeout(params.timeout)?;
     check_env(params.env.as_ref())?;
     check_cwd(params.cwd.as_deref()).await?;
-    let stdin = stdin_source(&params, &request)?;
+    let passed = streams::claim(&params, &request)?;
+    let mut stdin = stdin_source(&params, &request)?;
     let (registry, generation) = state.commands.current().await;
     let spec = registry.get(&params.command).map_err(lookup_error)?;
     let stream = params.stream.unwrap_or(request.stream_by_default);
-    let cache = cache_plan(&state, &spec, &params, &stdin, generation);
+    let cache =
+        cache_plan(&state, &spec, &params, &stdin, generation).filter(|_| !streams::stdin_is_input(passed.as_ref()));
     let limit = state.config().server.max_captured_output;
+    let plan = streams::plan(passed, &spec, cache.is_some());
+    if let Some(from_passed) = plan.stdin {
+        stdin = from_passed;
+    }
 
     if let Some(hit) = cache.as_ref().and_then(|(key, _)| state.cache.get(key)) {
-        return replay(&state, &request, &params, &spec, hit, stream).await;
+        return replay(&state, &request, &params, &spec, hit, stream, plan.out).await;
     }
     let Some(_slot) = take_slot(&state, &request, stream).await? else {
         return never_ran(&state, &request, &params, &spec, stream).await;
@@ -65,6 +72,8 @@ pub async fn execute(
         env: params.env.take(),
         stdin,
         timeout,
+        passed: plan.process,
+        group: Some(Group::default()).filter(|group| request.terminal.route(&request.key, group.clone())),
         ..Invocation::default()
     };
     let execution = Execution::new(spec, invocation, &state.config());
@@ -73,6 +82,7 @@ pub async fn execute(
     let (id, started_at) = (running.id, SystemTime::now());
     tracing::debug!(execution = id, command = %execution.spec().name, "started");
     let mut sink = ResultSink::new(&request, id, stream, limit, cache.is_some());
+    sink.passed = plan.out;
     let outcome = execution.run(&state.workers, &mut sink, &request.cancel).await;
     running.finish(outcome.status);
     tracing::debug!(execution = id, status = outcome.status.as_str(), "ended");
@@ -98,10 +108,12 @@ async fn replay(
     spec: &CommandSpec,
     hit: Entry,
     stream: bool,
+    passed: streams::PassedOut,
 ) -> Result<ExecuteResult, ErrorObjectOwned> {
     let execution = state.executions.begin(&spec.name, request.cancel.clone()).await.map_err(no_id)?;
     let (started, started_at) = (Instant::now(), SystemTime::now());
     let mut sink = ResultSink::new(request, execution.id, stream, state.config().server.max_captured_output, false);
+    sink.passed = passed;
     for chunk in hit.output {
         sink.accept(chunk).await;
     }
@@ -323,12 +335,23 @@ struct ResultSink<'a> {
     /// The output kept for the cache; dropped when it grows past what the cache keeps.
     kept: Option<Vec<Chunk>>,
     kept_bytes: usize,
+    /// The client's own stdout and stderr, passed with the request, when the server writes
+    /// the output there itself.
+    passed: streams::PassedOut,
 }
 
 impl<'a> ResultSink<'a> {
     fn new(request: &'a RequestCtx, id: u64, stream: bool, limit: usize, keep: bool) -> Self {
         let capture = Capture::new(if stream { 0 } else { limit });
-        ResultSink { request, id, stream, capture, kept: keep.then(Vec::new), kept_bytes: 0 }
+        ResultSink {
+            request,
+            id,
+            stream,
+            capture,
+            kept: keep.then(Vec::new),
+            kept_bytes: 0,
+            passed: Default::default(),
+        }
     }
 
     fn result(self, id: u64, command: String, outcome: Outcome, cached: bool) -> ExecuteResult {
@@ -350,6 +373,9 @@ impl OutputSink for ResultSink<'_> {
             } else {
                 kept.push(chunk.clone());
             }
+        }
+        if let Some(written) = self.passed.write(&chunk).await {
+            return written;
         }
         if self.stream {
             return send_output(self.request, self.id, chunk).await;

@@ -9,7 +9,9 @@ mod history;
 mod list;
 mod reload;
 mod shutdown;
+mod signal;
 mod status;
+mod streams;
 
 use std::sync::Arc;
 
@@ -32,6 +34,7 @@ pub fn table(state: State) -> Methods {
     register::<protocol::Health, _, _>(&mut module, health::health);
     register::<protocol::History, _, _>(&mut module, history::history);
     register::<protocol::Reload, _, _>(&mut module, reload::reload);
+    register::<protocol::Signal, _, _>(&mut module, signal::signal);
     module.into()
 }
 

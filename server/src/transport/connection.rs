@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::context::ConnectionCtx;
 use super::dispatch::{self, error_reply};
 use super::hangup::{HANGUP_CHECK, Hangup};
+use super::terminal::Terminal;
 use crate::lifecycle::Lifecycle;
 
 /// Requests one connection may have in flight, batch members included; reading pauses beyond it.
@@ -48,7 +49,8 @@ where
 {
     /// A connection with peer number `id` on `transport`; nothing is read or written yet.
     pub fn new(lifecycle: &Arc<Lifecycle>, id: usize, transport: &'static str, reader: R, writer: W) -> Self {
-        let (ctx, outgoing) = ConnectionCtx::new(lifecycle, id, transport, true);
+        let terminal = Terminal::new(reader.passed_fds());
+        let (ctx, outgoing) = ConnectionCtx::with_terminal(lifecycle, id, transport, true, terminal);
         Connection {
             ctx,
             frames: FramedRead::new(reader, FrameCodec::detect(DEFAULT_MAX_FRAME)),
@@ -124,6 +126,12 @@ where
                     continue;
                 }
             };
+            // Passed streams go to their request here, in the order the requests came.
+            self.ctx.terminal.take_for(&text);
+            if let Some(overflow) = self.ctx.terminal.overflow() {
+                tracing::debug!(connection = self.id(), "{overflow}");
+                self.send(error_reply("null", code::INVALID_REQUEST, &format!("invalid request: {overflow}"))).await;
+            }
             // Standard input is delivered here, in order, not in a task of its own.
             if mentions_stdin(&text) && self.deliver_stdin(&text).await {
                 continue;

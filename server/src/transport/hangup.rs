@@ -18,6 +18,11 @@ pub trait Hangup {
     fn end_of_input_is_hang_up(&self) -> bool {
         false
     }
+
+    /// Where descriptors the peer passes are queued: the local socket only.
+    fn passed_fds(&self) -> Option<std::sync::Arc<super::fds::PassedFds>> {
+        None
+    }
 }
 
 impl Hangup for tokio::net::unix::OwnedReadHalf {

@@ -8,9 +8,11 @@
 pub mod framing;
 mod seconds;
 mod server_file;
+pub mod terminal;
 
 pub use seconds::{Seconds, SecondsError};
 pub use server_file::ServerFile;
+pub use terminal::{FORWARDED_SIGNALS, SignalParams, SignalResult, Streams};
 
 use std::collections::BTreeMap;
 
@@ -84,6 +86,12 @@ method!(
 method!(
     /// Read the config again and put it in force (what SIGHUP does).
     Reload, "reload", NoParams, ReloadResult
+);
+
+method!(
+    /// Forward a terminal's signal to the process group of a command this connection runs
+    /// (see [`terminal`]).
+    Signal, "signal", SignalParams, SignalResult
 );
 
 /// What `reload` did.
@@ -175,6 +183,10 @@ pub struct ExecuteParams {
     /// The protocol revision the client speaks; checked when present.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<u32>,
+    /// `passed`: the client's stdin, stdout and stderr came with this request (local socket
+    /// only); see [`terminal::Streams`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub streams: Option<Streams>,
 }
 
 /// How an execution ended.

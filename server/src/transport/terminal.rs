@@ -1,0 +1,115 @@
+//! What ties a connection's requests to their client's terminal: the standard streams each
+//! `execute` with `streams: "passed"` took from the descriptors its client passed, and the
+//! process group of each running command, which the `signal` method reaches by request id.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use mcli_shared::streams::{Group, Passed};
+
+use super::fds::PassedFds;
+
+/// Requests of one connection that may hold passed streams or a signal route at once (as many as
+/// may be in flight).
+const MAX_ROUTES: usize = 64;
+
+/// The terminal side of one connection.
+#[derive(Default)]
+pub struct Terminal {
+    /// Descriptors received and not yet taken; empty on transports that cannot pass any.
+    fds: Arc<PassedFds>,
+    inner: Mutex<Routes>,
+}
+
+#[derive(Default)]
+struct Routes {
+    /// The streams taken for each request, until its `execute` claims them.
+    streams: HashMap<String, Passed>,
+    /// The process groups of running commands, by request.
+    groups: HashMap<String, Group>,
+}
+
+impl Terminal {
+    /// The terminal side of a connection whose descriptors queue in `fds`, if it can get any.
+    pub fn new(fds: Option<Arc<PassedFds>>) -> Terminal {
+        Terminal { fds: fds.unwrap_or_default(), inner: Mutex::default() }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Routes> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Called by the reader for each message, in order: a request that asks for passed streams
+    /// takes the next three descriptors (stdin, stdout, stderr) now, before later messages can.
+    pub fn take_for(&self, text: &[u8]) {
+        // A cheap test first: most messages are not such requests.
+        if memchr::memmem::find(text, b"passed").is_none() {
+            return;
+        }
+        let Some(key) = passed_request_key(text) else { return };
+        let Some(fds) = self.fds.take(3) else { return };
+        let mut fds = fds.into_iter();
+        let passed = Passed { stdin: fds.next(), stdout: fds.next(), stderr: fds.next() };
+        let mut routes = self.lock();
+        if routes.streams.len() < MAX_ROUTES || routes.streams.contains_key(&key) {
+            routes.streams.insert(key, passed);
+        }
+    }
+
+    /// What the peer must be told about descriptors closed unused, once.
+    pub fn overflow(&self) -> Option<String> {
+        self.fds.take_overflow()
+    }
+
+    /// The streams request `key` took, once.
+    pub fn claim(&self, key: &str) -> Option<Passed> {
+        self.lock().streams.remove(key)
+    }
+
+    /// Routes signals for request `key` to `group` until [`Terminal::release`]; false when too
+    /// many commands of this connection have routes.
+    pub fn route(&self, key: &str, group: Group) -> bool {
+        let mut routes = self.lock();
+        if routes.groups.len() >= MAX_ROUTES && !routes.groups.contains_key(key) {
+            return false;
+        }
+        routes.groups.insert(key.to_owned(), group);
+        true
+    }
+
+    /// The process group of the command that request `key` runs.
+    pub fn group(&self, key: &str) -> Option<Group> {
+        self.lock().groups.get(key).cloned()
+    }
+
+    /// Forgets request `key`: its streams (closing them) and its signal route.
+    pub fn release(&self, key: &str) {
+        let mut routes = self.lock();
+        routes.streams.remove(key);
+        routes.groups.remove(key);
+    }
+}
+
+/// The id (as the connection's key: its JSON text) of an `execute` request with
+/// `streams: "passed"`.
+fn passed_request_key(text: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Message<'a> {
+        #[serde(borrow)]
+        id: Option<&'a serde_json::value::RawValue>,
+        method: Option<std::borrow::Cow<'a, str>>,
+        params: Option<Params>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Params {
+        streams: Option<mcli_protocol::Streams>,
+    }
+    use mcli_protocol::Method as _;
+    let message: Message<'_> = serde_json::from_slice(text).ok()?;
+    let asks = message.method.as_deref() == Some(mcli_protocol::Execute::NAME)
+        && message.params.and_then(|p| p.streams) == Some(mcli_protocol::Streams::Passed);
+    if !asks {
+        return None;
+    }
+    Some(super::dispatch::id_key(message.id?))
+}

@@ -1,0 +1,110 @@
+//! A command's own standard streams, when it gets the caller's instead of pipes: the client's
+//! stdin, stdout and stderr passed to the server over the local socket, or the client's own in
+//! its local mode. Also the handle through which a terminal's signals reach the command's
+//! process group while it runs.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::sync::mpsc;
+
+/// Descriptors a command reads and writes itself; a stream left `None` is piped as usual.
+#[derive(Debug, Default)]
+pub struct Passed {
+    pub stdin: Option<OwnedFd>,
+    pub stdout: Option<OwnedFd>,
+    pub stderr: Option<OwnedFd>,
+}
+
+impl Passed {
+    /// Copies of this process's own stdin, stdout and stderr (the client's local mode).
+    pub fn own() -> io::Result<Passed> {
+        Ok(Passed {
+            stdin: Some(io::stdin().as_fd().try_clone_to_owned()?),
+            stdout: Some(io::stdout().as_fd().try_clone_to_owned()?),
+            stderr: Some(io::stderr().as_fd().try_clone_to_owned()?),
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.stdin.is_none() && self.stdout.is_none() && self.stderr.is_none()
+    }
+}
+
+/// Whether `fd` carries input worth reading for a command that cannot take the descriptor
+/// itself (a built-in, a worker call): not a terminal (which would be read until the user types
+/// Ctrl-D), and not /dev/null. The same rule the client applies to its own stdin when it
+/// forwards it as `mcli/stdin`.
+pub fn is_input(fd: &OwnedFd) -> bool {
+    if nix::unistd::isatty(fd.as_fd()).unwrap_or(false) {
+        return false;
+    }
+    let Ok(stat) = nix::sys::stat::fstat(fd.as_fd()) else { return false };
+    let is_char_device = (stat.st_mode & nix::libc::S_IFMT) == nix::libc::S_IFCHR;
+    !(is_char_device && nix::sys::stat::stat("/dev/null").is_ok_and(|null| null.st_rdev == stat.st_rdev))
+}
+
+/// Reads `fd` to its end on a thread of its own, in chunks on a bounded channel (the reader
+/// waits for the command), for a command that takes its input as a stream.
+pub fn read_in_chunks(fd: OwnedFd) -> mpsc::Receiver<Bytes> {
+    let (tx, rx) = mpsc::channel(8);
+    std::thread::spawn(move || {
+        let mut file = File::from(fd);
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match file.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => {
+                    if tx.blocking_send(Bytes::copy_from_slice(&buf[..n])).is_err() {
+                        return;
+                    }
+                }
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
+    });
+    rx
+}
+
+/// Writes all of `data` to `file` off the async threads (the descriptor is the client's, in
+/// blocking mode, and may be a slow terminal or a full pipe).
+pub async fn write_blocking(file: &Arc<File>, data: Bytes) -> io::Result<()> {
+    let file = Arc::clone(file);
+    tokio::task::spawn_blocking(move || (&*file).write_all(&data).and_then(|()| (&*file).flush()))
+        .await
+        .unwrap_or_else(|join| Err(io::Error::other(join)))
+}
+
+/// The process group of a running command, for signals from its client's terminal. Empty
+/// before the command starts and after its leader is reaped (the group id may be reused then).
+#[derive(Debug, Clone, Default)]
+pub struct Group(Arc<Mutex<Option<Pid>>>);
+
+impl Group {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Pid>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The group is `leader`'s, from now until [`Group::clear`].
+    pub fn set(&self, leader: Option<Pid>) {
+        *self.lock() = leader;
+    }
+
+    pub fn clear(&self) {
+        *self.lock() = None;
+    }
+
+    /// Sends `signal` to the group; false when there is no group (any more).
+    pub fn signal(&self, signal: Signal) -> bool {
+        // The lock is held while signalling, so the group cannot be cleared (and its leader
+        // reaped and its id reused) in between.
+        let group = self.lock();
+        group.is_some_and(|pid| killpg(pid, signal).is_ok())
+    }
+}
