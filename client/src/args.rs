@@ -33,6 +33,10 @@ pub struct Cli {
     /// Print the result object as JSON (output captured, not streamed)
     #[arg(long)]
     pub json: bool,
+    /// Stream the command's input and output through the server instead of handing it this
+    /// process's stdin, stdout and stderr (also MCLI_PASS_STREAMS=0)
+    #[arg(long)]
+    pub no_pass_streams: bool,
     /// Say nothing of the client's own doings (such as starting the server)
     #[arg(short = 'q', long)]
     pub quiet: bool,
@@ -40,7 +44,7 @@ pub struct Cli {
     #[arg(short = 'f', long = "server-file", value_name = "FILE")]
     pub server_file: Option<std::path::PathBuf>,
     /// Bridge standard input and output to the server (for editors), instead of running a command
-    #[arg(long, conflicts_with_all = ["command", "json", "timeout", "no_cache"])]
+    #[arg(long, conflicts_with_all = ["command", "json", "timeout", "no_cache", "no_pass_streams"])]
     pub stdio: bool,
     /// The command to run, then its arguments
     #[arg(value_name = "COMMAND", required_unless_present = "stdio", trailing_var_arg = true, allow_hyphen_values = true, num_args = 1..)]
