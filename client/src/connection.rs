@@ -434,10 +434,13 @@ impl Connection {
     }
 
     /// Sends an `execute` request with `fds` attached to its bytes (`SCM_RIGHTS`): with
-    /// `streams: "passed"`, this process's stdin, stdout and stderr. The local socket only.
+    /// `streams: "passed"`, this process's stdin, stdout and stderr. The local socket only. The
+    /// terminal's signals are forwarded to the command (see [`crate::forward`]) from before the
+    /// request leaves, so that none can stop or end this client alone once the command may run.
     pub fn send_execute_passing(&mut self, params: &ExecuteParams, fds: &[BorrowedFd<'_>]) -> Result<u64, CallError> {
         let id = self.next_id;
         self.next_id += 1;
+        self.forwarding = Some((Forwarder::install()?, id));
         let payload = serde_json::to_vec(&Request::new(id, Execute::NAME, params)).map_err(CallError::Encode)?;
         let mut frame = Vec::with_capacity(payload.len() + 32);
         encode_frame(self.framing, &payload, &mut frame);
@@ -445,13 +448,6 @@ impl Connection {
         let sent = send_with_fds(writer.as_fd(), &frame, fds)?;
         writer.write_all(&frame[sent..])?;
         Ok(id)
-    }
-
-    /// Forwards the terminal's signals (see [`crate::forward`]) to the command of `execute`
-    /// request `id` while its result is awaited.
-    pub fn forward_signals(&mut self, id: u64) -> io::Result<()> {
-        self.forwarding = Some((Forwarder::install()?, id));
-        Ok(())
     }
 
     /// Runs a command, handing each piece of streamed output to `on_output` as it arrives.

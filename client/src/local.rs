@@ -40,8 +40,12 @@ pub fn run(name: &str, args: &[String], cli: &Cli) -> i32 {
         stdin: if stdin_is_forwarded() { Stdin::Inherit } else { Stdin::Null },
         timeout: cli.timeout.map(Duration::from_secs_f64),
         // A process gets this client's own streams (its terminal, its files and pipes) unless
-        // the output is wanted for `--json`.
-        passed: if cli.json { Passed::default() } else { Passed::own().unwrap_or_default() },
+        // the output is wanted for `--json`, or `--no-pass-streams` asks for it to be pumped.
+        passed: if crate::passing::streams_stay_with_mcli(cli) {
+            Passed::default()
+        } else {
+            Passed::own().unwrap_or_default()
+        },
         ..Invocation::default()
     };
     let execution = Execution::new(spec, invocation, &config);

@@ -4,31 +4,36 @@
 //! with SIGPIPE, and output costs the server nothing.
 
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use crate::args::Cli;
 use crate::target::Target;
 
 /// Whether this call passes the client's streams: over the local socket, when the output is
 /// not wanted by the client itself (`--json`), unless `--no-pass-streams` or
-/// `MCLI_PASS_STREAMS=0` says to stream them through the server, and only when all three are
-/// open.
+/// `MCLI_PASS_STREAMS=0` says to stream them through the server.
 pub fn passes_streams(target: &Target, cli: &Cli) -> bool {
-    matches!(target, Target::Socket(_))
-        && !cli.json
-        && !cli.no_pass_streams
-        && !switched_off(std::env::var("MCLI_PASS_STREAMS").ok().as_deref())
-        && all_open()
+    matches!(target, Target::Socket(_)) && !streams_stay_with_mcli(cli)
+}
+
+/// Whether the command's output must go through mcli: `--json` wants it, or
+/// `--no-pass-streams` / `MCLI_PASS_STREAMS=0` asks for it (also in the local mode).
+pub fn streams_stay_with_mcli(cli: &Cli) -> bool {
+    cli.json || cli.no_pass_streams || switched_off(std::env::var("MCLI_PASS_STREAMS").ok().as_deref())
 }
 
 fn switched_off(value: Option<&str>) -> bool {
     value.is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "0" | "false" | "no" | "off"))
 }
 
-/// Whether stdin, stdout and stderr are open descriptors (a closed one cannot be passed).
-fn all_open() -> bool {
-    let open = |fd: std::os::fd::BorrowedFd<'_>| nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).is_ok();
-    open(io::stdin().as_fd()) && open(io::stdout().as_fd()) && open(io::stderr().as_fd())
+/// This process's stdin, stdout and stderr, to pass; one that is closed is passed as /dev/null
+/// (a descriptor cannot be passed closed), read-only for stdin, write-only for the others.
+pub fn own_streams() -> io::Result<[OwnedFd; 3]> {
+    let own = |fd: BorrowedFd<'_>, write: bool| match fd.try_clone_to_owned() {
+        Ok(fd) => Ok(fd),
+        Err(_) => std::fs::OpenOptions::new().read(!write).write(write).open("/dev/null").map(OwnedFd::from),
+    };
+    Ok([own(io::stdin().as_fd(), false)?, own(io::stdout().as_fd(), true)?, own(io::stderr().as_fd(), true)?])
 }
 
 #[cfg(test)]

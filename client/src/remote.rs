@@ -118,9 +118,9 @@ fn execute(conn: &mut Connection, params: &ExecuteParams, json: bool, pass: bool
 fn execute_passing(conn: &mut Connection, params: &ExecuteParams) -> Result<ExecuteResult, CallError> {
     use std::os::fd::AsFd as _;
     let params = ExecuteParams { streams: Some(Streams::Passed), stdin_stream: false, ..params.clone() };
-    let (stdin, stdout, stderr) = (io::stdin(), io::stdout(), io::stderr());
-    let id = conn.send_execute_passing(&params, &[stdin.as_fd(), stdout.as_fd(), stderr.as_fd()])?;
-    conn.forward_signals(id)?;
+    let streams = passing::own_streams().map_err(CallError::Io)?;
+    let fds: Vec<_> = streams.iter().map(|stream| stream.as_fd()).collect();
+    let id = conn.send_execute_passing(&params, &fds)?;
     conn.wait_execute(id, write_output)
 }
 

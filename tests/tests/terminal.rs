@@ -1,0 +1,261 @@
+//! The command gets the client's terminal and streams: over the local socket the client hands
+//! its stdin, stdout and stderr to the server (SCM_RIGHTS) and the command uses them directly;
+//! the terminal's signals are forwarded to the command's process group; `-a local` inherits.
+//! Terminal cases run the client under a pseudo-terminal from Python's `pty` module.
+
+#![forbid(unsafe_code)]
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+
+use mcli_tests::{RawConn, Run, TestEnv, wait_until};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// Runs the rest of argv on a new pseudo-terminal of `rows` x `cols` (its controlling terminal),
+/// and copies what it writes there to stdout; exits with its status.
+const ON_PTY: &str = r#"
+import fcntl, os, struct, subprocess, sys, termios
+rows, cols = int(sys.argv[1]), int(sys.argv[2])
+master, slave = os.openpty()
+fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+def ctty():
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+child = subprocess.Popen(sys.argv[3:], stdin=slave, stdout=slave, stderr=slave, start_new_session=True, preexec_fn=ctty)
+os.close(slave)
+out = b""
+while True:
+    try:
+        data = os.read(master, 65536)
+    except OSError:
+        break
+    if not data:
+        break
+    out += data
+sys.stdout.write(out.decode(errors="replace").replace("\r\n", "\n"))
+sys.exit(child.wait())
+"#;
+
+fn script(env: &TestEnv, name: &str, body: &str) {
+    let dir = env.config_home.join("mcli/commands");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// `env`'s command line run on a pseudo-terminal of 33 rows and 99 columns.
+fn on_pty(env: &TestEnv, program: &std::path::Path, args: &[&str]) -> Run {
+    let mut cmd = env.command("python3");
+    cmd.args(["-c", ON_PTY, "33", "99"]).arg(program).args(args);
+    let run = Run::of(&mut cmd);
+    assert!(!run.stderr.contains("No such file"), "python3 is needed (scripts/test.sh installs it): {run:?}");
+    run
+}
+
+const TTY_CHECK: &str = r#"if [ -t 0 ] && [ -t 1 ]; then echo "tty yes $(stty size)"; else echo "tty no"; fi"#;
+
+#[test]
+fn a_command_sees_the_clients_terminal_and_its_size() {
+    let env = TestEnv::new();
+    script(&env, "tty", TTY_CHECK);
+    let run = on_pty(&env, &env.bin("mcli-client"), &["-q", "tty"]);
+    run.expect_code(0);
+    assert!(run.stdout.contains("tty yes 33 99"), "{run:?}");
+}
+
+#[test]
+fn no_pass_streams_streams_through_the_server_as_before() {
+    let env = TestEnv::new();
+    script(&env, "tty", TTY_CHECK);
+    let run = on_pty(&env, &env.bin("mcli-client"), &["-q", "--no-pass-streams", "tty"]);
+    assert!(run.stdout.contains("tty no"), "{run:?}");
+    let run = Run::of(env.client_cmd(&["tty"]).env("MCLI_PASS_STREAMS", "0"));
+    assert_eq!(run.stdout, "tty no\n");
+}
+
+#[test]
+fn local_mode_commands_inherit_the_terminal() {
+    let env = TestEnv::new();
+    script(&env, "tty", TTY_CHECK);
+    let mut cmd = env.command("python3");
+    cmd.args(["-c", ON_PTY, "33", "99"]).arg(env.bin("mcli-client")).arg("tty").env("MCLI_DAEMON_ROUTING", "0");
+    let run = Run::of(&mut cmd);
+    assert!(run.stdout.contains("tty yes 33 99"), "{run:?}");
+}
+
+#[test]
+fn output_to_a_file_is_written_by_the_command_itself() {
+    let env = TestEnv::new();
+    // 8 MiB, and the command says what its stdout is: the file itself, not a pipe.
+    script(&env, "big", "out=$(readlink /proc/$$/fd/1); head -c 8388608 /dev/zero; echo \"$out\" >&2");
+    let file = env.root.path().join("out.bin");
+    let out = std::fs::File::create(&file).unwrap();
+    let child = env.client_cmd(&["-q", "big"]).stdout(out).stderr(Stdio::piped()).spawn().unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(std::fs::metadata(&file).unwrap().len(), 8 * 1024 * 1024);
+    assert_eq!(stderr.trim(), file.display().to_string(), "the command's stdout is the file");
+}
+
+#[test]
+fn a_closed_pipe_ends_the_command_with_sigpipe() {
+    let env = TestEnv::new();
+    script(&env, "yes1", "while :; do echo y; done");
+    let line = format!("{} -q yes1 | head -1; echo \"rc=${{PIPESTATUS[0]}}\"", env.bin("mcli-client").display());
+    let run = Run::of(env.command("bash").args(["-c", &line]));
+    assert_eq!(run.stdout, "y\nrc=141\n", "{run:?}");
+}
+
+#[test]
+fn the_command_reads_the_clients_stdin_directly() {
+    let env = TestEnv::new();
+    script(&env, "upper", "tr a-z A-Z; [ -p /proc/self/fd/0 ] && echo piped");
+    let mut child = env.client_cmd(&["-q", "upper"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"hello\n").unwrap();
+    let run = Run::wait(child);
+    run.expect_code(0);
+    assert_eq!(run.stdout, "HELLO\npiped\n");
+}
+
+/// Starts `name` through the client with its stdout piped; returns the client and its output's
+/// reader, after the command said `ready`.
+fn start(env: &TestEnv, name: &str) -> (std::process::Child, BufReader<std::process::ChildStdout>) {
+    let mut child = env.client_cmd(&["-q", name]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    (child, out)
+}
+
+fn next_line(out: &mut BufReader<std::process::ChildStdout>) -> String {
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    line
+}
+
+#[test]
+fn window_changes_reach_the_command() {
+    let env = TestEnv::new();
+    script(
+        &env,
+        "winch",
+        "trap 'echo winch' WINCH; echo ready; i=0; while [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done",
+    );
+    let (mut child, mut out) = start(&env, "winch");
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGWINCH).unwrap();
+    assert_eq!(next_line(&mut out), "winch\n");
+    child.kill().unwrap();
+    let _ = child.wait();
+}
+
+#[test]
+fn hangup_and_quit_are_forwarded() {
+    let env = TestEnv::new();
+    script(&env, "hup", "trap 'echo hup; exit 3' HUP; echo ready; while :; do sleep 0.1; done");
+    script(&env, "quit", "echo ready; exec sleep 300");
+    let (child, mut out) = start(&env, "hup");
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGHUP).unwrap();
+    assert_eq!(next_line(&mut out), "hup\n");
+    let run = Run::wait(child);
+    assert_eq!(run.code, Some(3), "{run:?}");
+
+    let (child, _out) = start(&env, "quit");
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGQUIT).unwrap();
+    let run = Run::wait(child);
+    assert_eq!(run.code, Some(128 + 3), "the command ended by SIGQUIT: {run:?}");
+}
+
+/// The state letter of process `pid` (`S`, `T`, ...).
+fn state(pid: u32) -> char {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next()).unwrap_or('?')
+}
+
+#[test]
+fn ctrl_z_stops_the_command_and_the_client_and_fg_resumes_both() {
+    let env = TestEnv::new();
+    let pidfile = env.root.path().join("pid");
+    let body = format!(
+        "echo $$ > {}; echo ready; i=0; while [ $i -lt 10 ]; do sleep 0.1; i=$((i+1)); done; echo done",
+        pidfile.display()
+    );
+    script(&env, "job", &body);
+    let (child, mut out) = start(&env, "job");
+    let command: u32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    let client = Pid::from_raw(child.id() as i32);
+    kill(client, Signal::SIGTSTP).unwrap();
+    wait_until("the command is stopped", || state(command) == 'T');
+    wait_until("the client is stopped", || state(child.id()) == 'T');
+    kill(client, Signal::SIGCONT).unwrap();
+    assert_eq!(next_line(&mut out), "done\n");
+    Run::wait(child).expect_code(0);
+}
+
+#[test]
+fn signal_errors_say_what_is_wrong() {
+    let env = TestEnv::new();
+    env.client(&["hello"]).expect_code(0);
+    let mut conn = RawConn::connect(&env.socket("server"));
+    conn.send(
+        b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"signal\",\"params\":{\"request_id\":99,\"signal\":\"WINCH\"}}\n",
+    );
+    let reply = conn.read_json_line();
+    let message = reply["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("no `execute` request 99 runs on this connection"), "{reply}");
+    conn.send(
+        b"{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"signal\",\"params\":{\"request_id\":1,\"signal\":\"KILL\"}}\n",
+    );
+    let reply = conn.read_json_line();
+    let message = reply["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("signal `KILL` may not be forwarded; one of INT, QUIT"), "{reply}");
+}
+
+#[test]
+fn passed_streams_without_descriptors_are_refused() {
+    let env = TestEnv::new();
+    env.client(&["hello"]).expect_code(0);
+    let mut conn = RawConn::connect(&env.socket("server"));
+    conn.send(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"execute\",\"params\":{\"command\":\"hello\",\"streams\":\"passed\"}}\n");
+    let reply = conn.read_json_line();
+    let message = reply["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("no descriptors came with this request on the socket transport"), "{reply}");
+}
+
+#[test]
+fn too_many_descriptors_are_closed_and_reported() {
+    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags, sendmsg};
+    use std::os::fd::AsFd;
+    let env = TestEnv::new();
+    env.client(&["hello"]).expect_code(0);
+    let stream = std::os::unix::net::UnixStream::connect(env.socket("server")).unwrap();
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+    let null = std::fs::File::open("/dev/null").unwrap();
+    let fds = [null.as_fd(); 8];
+    // 4 messages of 8 descriptors, none asked for by a request: 32 over the bound of 24.
+    for _ in 0..4 {
+        let mut space = [std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(8))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        assert!(control.push(SendAncillaryMessage::ScmRights(&fds)));
+        sendmsg(&stream, &[std::io::IoSlice::new(b" ")], &mut control, SendFlags::empty()).unwrap();
+    }
+    std::io::Write::write_all(&mut &stream, b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"health\"}\n").unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert!(
+        line.contains(
+            "too many descriptors passed on this connection: at most 24 wait for their requests; 8 were closed"
+        ),
+        "{line}"
+    );
+}
+
+#[test]
+fn python_is_available_for_these_tests() {
+    let found = Command::new("python3").arg("-c").arg("import pty").status();
+    assert!(found.is_ok_and(|s| s.success()), "python3 is needed for the terminal tests (scripts/test.sh installs it)");
+}
