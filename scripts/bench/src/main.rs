@@ -6,7 +6,9 @@
 //! - cold start: `mcli-client hello` that has to start the server first (median of several);
 //! - idle memory: the server's resident set after the warm calls;
 //! - script overhead: a trivial script run directly and through `mcli-client`, interleaved;
-//! - throughput: built-in `execute` calls over 8 persistent connections at once.
+//! - throughput: built-in `execute` calls over 8 persistent connections at once;
+//! - streams: the client's streams passed against streamed through the server (`streams.rs`);
+//!   `MCLI_BENCH_ONLY=streams` runs only these.
 //!
 //! `mcli-bench --compare OLD_BIN_DIR NEW_BIN_DIR` instead measures two builds side by side
 //! (`scripts/bench/compare.sh REF` builds REF and compares it with the work tree).
@@ -21,6 +23,7 @@ use anyhow::{Context, bail};
 use mcli_protocol::ServerFile;
 
 mod compare;
+mod streams;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -39,6 +42,9 @@ fn main() -> anyhow::Result<()> {
     println!();
     println!("| measure | value |");
     println!("|---|---|");
+    if std::env::var("MCLI_BENCH_ONLY").is_ok_and(|only| only == "streams") {
+        return streams::run(&bench, iterations);
+    }
 
     bench.client(&["-q", "hello"]).status().context("first call")?;
     let truth = Path::new("/bin/true");
@@ -106,6 +112,7 @@ fn main() -> anyhow::Result<()> {
     }
     bench.command("mcli-server", &["--socket-name", "nohist", "stop"]).status()?;
 
+    streams::run(&bench, iterations)?;
     warm_worker(&bench)?;
     idle_connections(&bench, 1000)?;
     http(&bench)?;
