@@ -37,6 +37,10 @@ pub struct Cli {
     /// process's stdin, stdout and stderr (also MCLI_PASS_STREAMS=0)
     #[arg(long)]
     pub no_pass_streams: bool,
+    /// Run the command on a pseudo-terminal on the server, of this terminal's size, with this
+    /// terminal in raw mode (for servers reached over TCP, where the terminal cannot be passed)
+    #[arg(long, conflicts_with_all = ["json", "stdio"])]
+    pub tty: bool,
     /// Say nothing of the client's own doings (such as starting the server)
     #[arg(short = 'q', long)]
     pub quiet: bool,

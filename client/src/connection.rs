@@ -14,7 +14,8 @@ use bytes::BytesMut;
 use mcli_protocol::framing::{DEFAULT_MAX_FRAME, Frame, FrameCodec, FrameError, Framing, encode_frame};
 use mcli_protocol::{
     AUTHENTICATE_METHOD, CANCEL_REQUEST_NOTIFICATION, ErrorObject, Execute, ExecuteParams, ExecuteResult, Incoming,
-    Method, OUTPUT_NOTIFICATION, OutputParams, QUEUED_NOTIFICATION, Request, ServerFile, Signal, SignalParams, code,
+    Method, OUTPUT_NOTIFICATION, OutputParams, QUEUED_NOTIFICATION, RESIZE_NOTIFICATION, Request, ResizeParams,
+    ServerFile, Signal, SignalParams, code,
 };
 use mcli_shared::paths::{self, ServerPaths};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -135,6 +136,9 @@ pub struct Connection {
     on_queued: Option<Box<dyn FnMut(u64) + Send>>,
     /// The terminal's signals being forwarded, and the `execute` request they go to.
     forwarding: Option<(Forwarder, u64)>,
+    /// Whether the command runs on a terminal on the server (`--tty`): window changes then go
+    /// as `mcli/resize`.
+    remote_tty: bool,
 }
 
 /// Sends notifications on a connection from any thread.
@@ -389,6 +393,7 @@ impl Connection {
             engaged: false,
             on_queued: None,
             forwarding: None,
+            remote_tty: false,
         })
     }
 
@@ -433,6 +438,16 @@ impl Connection {
         self.send(Execute::NAME, params)
     }
 
+    /// Forwards the terminal's signals (see [`crate::forward`]) to the command of `execute`
+    /// request `id` while its result is awaited; with `remote_tty` (`--tty`), window changes go
+    /// as `mcli/resize` and SIGTERM is forwarded too (the client then ends with the command, and
+    /// its terminal is restored).
+    pub fn forward_signals(&mut self, id: u64, remote_tty: bool) -> io::Result<()> {
+        self.forwarding = Some((Forwarder::install(remote_tty)?, id));
+        self.remote_tty = remote_tty;
+        Ok(())
+    }
+
     /// Sends an `execute` request with `fds` attached to its bytes (`SCM_RIGHTS`): with
     /// `streams: "passed"`, this process's stdin, stdout and stderr. The local socket only. The
     /// terminal's signals are forwarded to the command (see [`crate::forward`]) from before the
@@ -440,7 +455,7 @@ impl Connection {
     pub fn send_execute_passing(&mut self, params: &ExecuteParams, fds: &[BorrowedFd<'_>]) -> Result<u64, CallError> {
         let id = self.next_id;
         self.next_id += 1;
-        self.forwarding = Some((Forwarder::install()?, id));
+        self.forward_signals(id, false)?;
         let payload = serde_json::to_vec(&Request::new(id, Execute::NAME, params)).map_err(CallError::Encode)?;
         let mut frame = Vec::with_capacity(payload.len() + 32);
         encode_frame(self.framing, &payload, &mut frame);
@@ -632,6 +647,12 @@ impl Connection {
         let Some((name, id)) = self.forwarding.as_ref().and_then(|(f, id)| Some((f.fired(index)?, *id))) else {
             return;
         };
+        if self.remote_tty && name == "WINCH" {
+            let size = crate::tty::size();
+            let resize = ResizeParams { request_id: id.into(), rows: size.rows, cols: size.cols };
+            let _ = self.notifier().notify(RESIZE_NOTIFICATION, &resize);
+            return;
+        }
         let params = SignalParams { request_id: id.into(), signal: name.to_owned() };
         if self.send(Signal::NAME, &params).is_ok() {
             Forwarder::after_forwarding(name);

@@ -8,11 +8,14 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
-use signal_hook::consts::{SIGCONT, SIGHUP, SIGQUIT, SIGTSTP, SIGWINCH};
+use signal_hook::consts::{SIGCONT, SIGHUP, SIGQUIT, SIGTERM, SIGTSTP, SIGWINCH};
 
 /// The signals forwarded, with their names in the protocol.
 const FORWARDED: [(i32, &str); 5] =
     [(SIGWINCH, "WINCH"), (SIGTSTP, "TSTP"), (SIGCONT, "CONT"), (SIGQUIT, "QUIT"), (SIGHUP, "HUP")];
+/// Forwarded too when the terminal is in raw mode for the call (`--tty`): the client must not
+/// die with it raw.
+const FORWARDED_WITH_RAW_TERMINAL: [(i32, &str); 1] = [(SIGTERM, "TERM")];
 
 /// The handlers in place: one readable end per signal.
 pub struct Forwarder {
@@ -23,9 +26,10 @@ pub struct Forwarder {
 impl Forwarder {
     /// Puts the handlers in place; from now on these signals no longer have their default
     /// effect on the client (stopping it, ending it) but are forwarded.
-    pub fn install() -> io::Result<Forwarder> {
+    pub fn install(raw_terminal: bool) -> io::Result<Forwarder> {
         let mut forwarder = Forwarder { pipes: Vec::new(), ids: Vec::new() };
-        for (signal, name) in FORWARDED {
+        let extra = if raw_terminal { &FORWARDED_WITH_RAW_TERMINAL[..] } else { &[] };
+        for &(signal, name) in FORWARDED.iter().chain(extra) {
             let (read, write) = UnixStream::pair()?;
             read.set_nonblocking(true)?;
             forwarder.ids.push(signal_hook::low_level::pipe::register(signal, write)?);

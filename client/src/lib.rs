@@ -46,6 +46,7 @@ mod remote;
 mod route;
 mod stdin;
 mod target;
+mod tty;
 
 pub use client::{Client, Command, Error, Output};
 pub use mcli_protocol::{ExecStatus, HistoryParams, Stream};

@@ -23,11 +23,15 @@ const RETRIES: usize = 4;
 /// and returns its exit status. A missing server is [`ClientError::NoServer`], for the caller's
 /// fallback.
 pub fn run(target: &Target, params: &ExecuteParams, start: bool, cli: &Cli) -> Result<i32, ClientError> {
+    if cli.tty && !crate::tty::stdin_is_terminal() {
+        return Err(ClientError::TtyWithoutTerminal);
+    }
     // A server that was shutting down is replaced by a new one. A few attempts, not one: a
     // client told to retry can land in the backlog of the old server's closing listener.
     for attempt in 0..RETRIES {
         // Passed stdin may have been read by a command that started.
-        let may_retry = attempt + 1 < RETRIES && (!params.stdin_stream || passing::passes_streams(target, cli));
+        let may_retry =
+            attempt + 1 < RETRIES && !cli.tty && (!params.stdin_stream || passing::passes_streams(target, cli));
         let mut conn = target.connect(start, cli.quiet, Framing::Lines)?;
         if !cli.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
             conn.on_queued(|ahead| {
@@ -35,7 +39,14 @@ pub fn run(target: &Target, params: &ExecuteParams, start: bool, cli: &Cli) -> R
                 eprintln!("mcli-client: waiting for a free slot, {ahead} ahead");
             });
         }
-        match execute(&mut conn, params, cli.json, passing::passes_streams(target, cli)) {
+        let how = if cli.tty {
+            How::Tty
+        } else if passing::passes_streams(target, cli) {
+            How::Passed
+        } else {
+            How::Streamed
+        };
+        match execute(&mut conn, params, cli.json, how) {
             // A retry is safe only if no input was consumed for the first attempt.
             Err(CallError::Rpc(err)) if err.code == code::SHUTTING_DOWN && may_retry => {
                 // The old server holds its name until it exits; a new one waits for it.
@@ -78,7 +89,19 @@ pub fn execute_params(name: &str, args: Vec<String>, cli: &Cli) -> Result<Execut
         no_cache: cli.no_cache,
         protocol: Some(PROTOCOL_VERSION),
         streams: None,
+        tty: None,
     })
+}
+
+/// How the command's streams travel.
+#[derive(Clone, Copy)]
+enum How {
+    /// Through the server: `mcli/output` and `mcli/stdin`.
+    Streamed,
+    /// This process's own, passed to the command over the local socket.
+    Passed,
+    /// Through the server, with the command on a pseudo-terminal there (`--tty`).
+    Tty,
 }
 
 /// Writes streamed output as it arrives.
@@ -94,10 +117,12 @@ fn write_output(output: &OutputParams) -> io::Result<()> {
     }
 }
 
-fn execute(conn: &mut Connection, params: &ExecuteParams, json: bool, pass: bool) -> Result<ExecuteResult, CallError> {
+fn execute(conn: &mut Connection, params: &ExecuteParams, json: bool, how: How) -> Result<ExecuteResult, CallError> {
     conn.cancel_on_interrupt()?;
-    if pass {
-        return execute_passing(conn, params);
+    match how {
+        How::Passed => return execute_passing(conn, params),
+        How::Tty => return crate::tty::execute(conn, params, write_output),
+        How::Streamed => {}
     }
     let id = conn.send_execute(params)?;
     if params.stdin_stream {

@@ -11,6 +11,7 @@ pub mod execution;
 pub mod lockfile;
 pub mod manifest;
 pub mod paths;
+pub mod pty;
 pub mod registry;
 pub mod runner;
 pub mod streams;

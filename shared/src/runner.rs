@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -62,6 +63,10 @@ pub struct Invocation {
     pub passed: Passed,
     /// Filled with the command's process group while it runs, for forwarded signals.
     pub group: Option<Group>,
+    /// The master side of the pseudo-terminal whose slave `passed` holds: the command is made a
+    /// session leader with it as its controlling terminal, its output is read from the master
+    /// and its input written there.
+    pub tty: Option<OwnedFd>,
 }
 
 /// Puts captured output in a result: `stdout`/`stderr` for UTF-8, the `_b64` fields otherwise.
@@ -243,7 +248,8 @@ pub async fn run_process(
 ) -> Outcome {
     let tree = Tree::new();
     let passed = std::mem::take(&mut inv.passed);
-    let mut child = match command(&program, &inv, passed, tree.tag()).spawn() {
+    let tty = inv.tty.take();
+    let mut child = match command(&program, &inv, passed, tty.is_some(), tree.tag()).spawn() {
         Ok(child) => child,
         Err(err) => {
             let code = if err.kind() == io::ErrorKind::NotFound { 127 } else { 126 };
@@ -264,6 +270,10 @@ pub async fn run_process(
     if let Some(group) = &group.0 {
         group.set(leader);
     }
+    let (master_pump, master_feed) = match tty {
+        Some(master) => attach_tty(master, std::mem::take(&mut inv.stdin), out),
+        None => (None, None),
+    };
     let stdin_task = child.stdin.take().map(|pipe| tokio::spawn(feed_stdin(pipe, inv.stdin)));
     let mut pumps = tokio::spawn(pump_output(child.stdout.take(), child.stderr.take(), out.clone()));
 
@@ -287,6 +297,14 @@ pub async fn run_process(
     if tokio::time::timeout(DRAIN_AFTER_EXIT, &mut pumps).await.is_err() {
         pumps.abort();
     }
+    if let Some(feed) = master_feed {
+        feed.abort();
+    }
+    if let Some(pump) = master_pump {
+        // A blocking read cannot be aborted: a process left behind on the terminal keeps it
+        // until it closes the terminal; the output is no longer waited for.
+        let _ = tokio::time::timeout(DRAIN_AFTER_EXIT, pump).await;
+    }
     match status {
         Ok(status) => Outcome::from_exit(status, ended, started),
         Err(err) => {
@@ -309,9 +327,22 @@ impl Drop for GroupGuard {
 
 /// The child process for `program`: the call's directory and environment (plus the program's
 /// own variables), its own process group, stdout and stderr piped unless `passed` brings them.
-fn command(program: &Program, inv: &Invocation, passed: Passed, tag: &str) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(&program.path);
-    cmd.args(&program.leading).args(&inv.args).process_group(0).kill_on_drop(false);
+fn command(program: &Program, inv: &Invocation, passed: Passed, tty: bool, tag: &str) -> tokio::process::Command {
+    let mut cmd = match crate::pty::setsid_program().filter(|_| tty) {
+        // Its own session (so its own process group) with the terminal on stdin as its
+        // controlling terminal.
+        Some(setsid) => {
+            let mut cmd = tokio::process::Command::new(setsid);
+            cmd.arg("--ctty").arg(&program.path);
+            cmd
+        }
+        None => {
+            let mut cmd = tokio::process::Command::new(&program.path);
+            cmd.process_group(0);
+            cmd
+        }
+    };
+    cmd.args(&program.leading).args(&inv.args).kill_on_drop(false);
     if let Some(cwd) = &inv.cwd {
         cmd.current_dir(cwd);
     }
@@ -328,6 +359,16 @@ fn command(program: &Program, inv: &Invocation, passed: Passed, tag: &str) -> to
     cmd.stdout(passed.stdout.map_or_else(Stdio::piped, Stdio::from));
     cmd.stderr(passed.stderr.map_or_else(Stdio::piped, Stdio::from));
     cmd
+}
+
+/// Starts reading the terminal's output and writing its input; the tasks that do it.
+fn attach_tty(
+    master: OwnedFd,
+    stdin: Stdin,
+    out: &mpsc::Sender<Chunk>,
+) -> (Option<tokio::task::JoinHandle<()>>, Option<tokio::task::JoinHandle<()>>) {
+    let feed = master.try_clone().ok().map(|writer| tokio::spawn(crate::pty::feed_master(writer, stdin)));
+    (Some(crate::pty::pump_master(master, out.clone())), feed)
 }
 
 /// Writes the command's input into its stdin pipe; a command that exits without reading all of

@@ -16,25 +16,38 @@ use nix::unistd::Pid;
 /// Runs the rest of argv on a new pseudo-terminal of `rows` x `cols` (its controlling terminal),
 /// and copies what it writes there to stdout; exits with its status.
 const ON_PTY: &str = r#"
-import fcntl, os, struct, subprocess, sys, termios
+import fcntl, os, select, struct, subprocess, sys, termios, time
 rows, cols = int(sys.argv[1]), int(sys.argv[2])
 master, slave = os.openpty()
 fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+before = termios.tcgetattr(slave)
 def ctty():
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 child = subprocess.Popen(sys.argv[3:], stdin=slave, stdout=slave, stderr=slave, start_new_session=True, preexec_fn=ctty)
-os.close(slave)
-out = b""
-while True:
-    try:
-        data = os.read(master, 65536)
-    except OSError:
+# Once the command says `ready`: PTY_RESIZE="ROWS COLS" resizes the terminal, PTY_TYPE is typed.
+resize, typed = os.environ.get("PTY_RESIZE"), os.environ.get("PTY_TYPE")
+out, acted, deadline = b"", False, time.time() + 60
+while time.time() < deadline:
+    ready, _, _ = select.select([master], [], [], 0.1)
+    if ready:
+        try:
+            data = os.read(master, 65536)
+        except OSError:
+            data = b""
+        out += data
+    elif child.poll() is not None:
         break
-    if not data:
-        break
-    out += data
+    if not acted and b"ready" in out:
+        acted = True
+        if resize:
+            r, c = map(int, resize.split())
+            fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", r, c, 0, 0))
+        if typed:
+            os.write(master, typed.encode())
+status = child.wait()
 sys.stdout.write(out.decode(errors="replace").replace("\r\n", "\n"))
-sys.exit(child.wait())
+print("terminal restored" if termios.tcgetattr(slave) == before else "terminal left changed")
+sys.exit(status)
 "#;
 
 fn script(env: &TestEnv, name: &str, body: &str) {
@@ -252,6 +265,65 @@ fn too_many_descriptors_are_closed_and_reported() {
         ),
         "{line}"
     );
+}
+
+/// A server with a TCP listener, and the path of its server file.
+fn tcp_server(env: &TestEnv) -> String {
+    env.server(&["start", "--tcp", "127.0.0.1:0"]).expect_code(0);
+    env.runtime_dir.join("server.json").display().to_string()
+}
+
+#[test]
+fn tty_over_tcp_gives_the_command_a_terminal_of_the_clients_size() {
+    let env = TestEnv::new();
+    script(&env, "tty", TTY_CHECK);
+    let file = tcp_server(&env);
+    let run = on_pty(&env, &env.bin("mcli-client"), &["-q", "-f", &file, "--tty", "tty"]);
+    run.expect_code(0);
+    assert!(run.stdout.contains("tty yes 33 99"), "{run:?}");
+    assert!(run.stdout.contains("terminal restored"), "raw mode is undone: {run:?}");
+}
+
+#[test]
+fn tty_over_tcp_follows_window_changes_and_takes_keys() {
+    let env = TestEnv::new();
+    script(&env, "resize", "trap 'echo \"size $(stty size)\"; exit 0' WINCH; echo ready; while :; do sleep 0.1; done");
+    script(&env, "ask", "echo ready; read line; echo \"got $line\"");
+    let file = tcp_server(&env);
+    let mut cmd = env.command("python3");
+    cmd.args(["-c", ON_PTY, "33", "99"]).arg(env.bin("mcli-client")).args(["-q", "-f", &file, "--tty", "resize"]);
+    let run = Run::of(cmd.env("PTY_RESIZE", "40 120"));
+    run.expect_code(0);
+    assert!(run.stdout.contains("size 40 120"), "{run:?}");
+
+    let mut cmd = env.command("python3");
+    cmd.args(["-c", ON_PTY, "33", "99"]).arg(env.bin("mcli-client")).args(["-q", "-f", &file, "--tty", "ask"]);
+    let run = Run::of(cmd.env("PTY_TYPE", "hello\r"));
+    run.expect_code(0);
+    assert!(run.stdout.contains("got hello"), "{run:?}");
+    assert!(run.stdout.contains("terminal restored"), "{run:?}");
+}
+
+#[test]
+fn tty_without_a_terminal_is_a_usage_error() {
+    let env = TestEnv::new();
+    let file = tcp_server(&env);
+    let run = Run::of(env.client_cmd(&["-f", &file, "--tty", "hello"]).stdin(Stdio::null()));
+    run.expect_code(2);
+    assert!(run.stderr.contains("--tty needs a terminal on standard input"), "{run:?}");
+}
+
+#[test]
+fn tty_and_passed_streams_together_are_refused() {
+    let env = TestEnv::new();
+    script(&env, "tty", TTY_CHECK);
+    env.client(&["hello"]).expect_code(0);
+    let mut conn = RawConn::connect(&env.socket("server"));
+    let request = r#"{"jsonrpc":"2.0","id":1,"method":"execute","params":{"command":"tty","streams":"passed","tty":{"rows":5,"cols":5}}}"#;
+    conn.send(format!("{request}\n").as_bytes());
+    let reply = conn.read_json_line();
+    let message = reply["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("give `tty` or `streams: \"passed\"`, not both"), "{reply}");
 }
 
 #[test]

@@ -28,7 +28,11 @@ pub fn run(bench: &Bench, iterations: usize) -> anyhow::Result<()> {
             streamed.push(time(&mut bench.client(&["--no-pass-streams", command]))?);
         }
         let (p, s) = (median(&mut passed), median(&mut streamed));
-        println!("| warm `mcli-client {command}`, streams passed / streamed (median of {rounds}) | {} / {} |", ms(p), ms(s));
+        println!(
+            "| warm `mcli-client {command}`, streams passed / streamed (median of {rounds}) | {} / {} |",
+            ms(p),
+            ms(s)
+        );
     }
     let gib = commands.join("gib");
     let (mut direct, mut passed, mut streamed) = (Duration::MAX, Duration::MAX, Duration::MAX);

@@ -59,6 +59,10 @@ pub async fn execute(
     if let Some(from_passed) = plan.stdin {
         stdin = from_passed;
     }
+    let (process, tty) = match streams::tty(&params, &spec, &request)? {
+        Some((slave, master)) => (slave, Some(master)),
+        None => (plan.process, None),
+    };
 
     if let Some(hit) = cache.as_ref().and_then(|(key, _)| state.cache.get(key)) {
         return replay(&state, &request, &params, &spec, hit, stream, plan.out).await;
@@ -72,7 +76,8 @@ pub async fn execute(
         env: params.env.take(),
         stdin,
         timeout,
-        passed: plan.process,
+        passed: process,
+        tty,
         group: Some(Group::default()).filter(|group| request.terminal.route(&request.key, group.clone())),
         ..Invocation::default()
     };

@@ -3,13 +3,15 @@
 //! and reads and writes them itself; where the server must see the output (a cacheable
 //! manifest, a built-in, a worker call), it writes that output to the passed stdout and stderr
 //! itself, and a command that takes its input as a stream reads the passed stdin through the
-//! server.
+//! server. A call with `tty` gets a pseudo-terminal instead (`mcli_shared::pty`).
 
 use std::fs::File;
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
 use jsonrpsee_types::ErrorObjectOwned;
 use mcli_protocol::{ExecuteParams, Stream, Streams, code};
+use mcli_shared::pty::{Pty, setsid_program};
 use mcli_shared::registry::{CommandKind, CommandSpec};
 use mcli_shared::runner::{Chunk, Stdin};
 use mcli_shared::streams::{Passed, is_input, read_in_chunks, write_blocking};
@@ -21,6 +23,12 @@ use crate::transport::dispatch::RequestCtx;
 pub fn claim(params: &ExecuteParams, request: &RequestCtx) -> Result<Option<Passed>, ErrorObjectOwned> {
     if params.streams != Some(Streams::Passed) {
         return Ok(None);
+    }
+    if params.tty.is_some() {
+        return Err(error(
+            code::INVALID_PARAMS,
+            "invalid params: give `tty` or `streams: \"passed\"`, not both: passed streams are the client's own terminal",
+        ));
     }
     if params.stdin.is_some() || params.stdin_b64.is_some() || params.stdin_stream {
         return Err(error(
@@ -37,6 +45,39 @@ pub fn claim(params: &ExecuteParams, request: &RequestCtx) -> Result<Option<Pass
                 request.transport
             ),
         )),
+    }
+}
+
+/// A pseudo-terminal for the command when the call asks for one (`tty`) and the command runs
+/// as a process: the slave as its three streams, and the master for the runner; `mcli/resize`
+/// reaches it through the connection's terminal routes.
+pub fn tty(
+    params: &ExecuteParams,
+    spec: &CommandSpec,
+    request: &RequestCtx,
+) -> Result<Option<(Passed, OwnedFd)>, ErrorObjectOwned> {
+    let Some(size) = params.tty else { return Ok(None) };
+    if !is_process(spec) {
+        return Ok(None);
+    }
+    let failed = |what: String| {
+        error(code::INTERNAL_ERROR, format!("the server cannot give the command a terminal: {what}; nothing was run"))
+    };
+    if setsid_program().is_none() {
+        return Err(failed("`setsid` (util-linux) is not installed".to_owned()));
+    }
+    let pty = Pty::open(size.rows, size.cols).map_err(|e| failed(e.to_string()))?;
+    let dup = |fd: &OwnedFd| fd.try_clone().map_err(|e| failed(e.to_string()));
+    let passed = Passed { stdin: Some(dup(&pty.slave)?), stdout: Some(dup(&pty.slave)?), stderr: Some(pty.slave) };
+    request.terminal.route_pty(&request.key, Arc::new(dup(&pty.master)?));
+    Ok(Some((passed, pty.master)))
+}
+
+fn is_process(spec: &CommandSpec) -> bool {
+    match &spec.kind {
+        CommandKind::Builtin(_) => false,
+        CommandKind::Script(_) => true,
+        CommandKind::Manifest(manifest) => manifest.worker.is_none(),
     }
 }
 
@@ -61,11 +102,7 @@ pub struct Plan {
 /// output (the call may be cached).
 pub fn plan(passed: Option<Passed>, spec: &CommandSpec, watched: bool) -> Plan {
     let Some(mut passed) = passed else { return Plan::default() };
-    let is_process = match &spec.kind {
-        CommandKind::Builtin(_) => false,
-        CommandKind::Script(_) => true,
-        CommandKind::Manifest(manifest) => manifest.worker.is_none(),
-    };
+    let is_process = is_process(spec);
     if is_process && !watched {
         return Plan { process: passed, ..Plan::default() };
     }

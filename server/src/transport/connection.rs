@@ -132,6 +132,9 @@ where
                 tracing::debug!(connection = self.id(), "{overflow}");
                 self.send(error_reply("null", code::INVALID_REQUEST, &format!("invalid request: {overflow}"))).await;
             }
+            if self.ctx.terminal.resize_from(&text) {
+                continue;
+            }
             // Standard input is delivered here, in order, not in a task of its own.
             if mentions_stdin(&text) && self.deliver_stdin(&text).await {
                 continue;

@@ -1,10 +1,14 @@
 //! What ties a connection's requests to their client's terminal: the standard streams each
 //! `execute` with `streams: "passed"` took from the descriptors its client passed, and the
-//! process group of each running command, which the `signal` method reaches by request id.
+//! process group of each running command, which the `signal` method reaches by request id, and
+//! the pseudo-terminal of each command run with `tty`, which `mcli/resize` reaches.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use std::os::fd::OwnedFd;
+
+use mcli_protocol::{RESIZE_NOTIFICATION, ResizeParams};
 use mcli_shared::streams::{Group, Passed};
 
 use super::fds::PassedFds;
@@ -27,6 +31,9 @@ struct Routes {
     streams: HashMap<String, Passed>,
     /// The process groups of running commands, by request.
     groups: HashMap<String, Group>,
+    /// The master sides of the pseudo-terminals of running commands, by request, for
+    /// `mcli/resize`.
+    ptys: HashMap<String, Arc<OwnedFd>>,
 }
 
 impl Terminal {
@@ -82,11 +89,51 @@ impl Terminal {
         self.lock().groups.get(key).cloned()
     }
 
-    /// Forgets request `key`: its streams (closing them) and its signal route.
+    /// Routes `mcli/resize` for request `key` to the terminal of `master` until
+    /// [`Terminal::release`]; false when too many commands of this connection have one.
+    pub fn route_pty(&self, key: &str, master: Arc<OwnedFd>) -> bool {
+        let mut routes = self.lock();
+        if routes.ptys.len() >= MAX_ROUTES && !routes.ptys.contains_key(key) {
+            return false;
+        }
+        routes.ptys.insert(key.to_owned(), master);
+        true
+    }
+
+    /// Applies `text` if it is a `mcli/resize` notification; false when it is something else.
+    /// A resize for a request without a terminal (or that has ended) is dropped, as
+    /// notifications get no reply.
+    pub fn resize_from(&self, text: &[u8]) -> bool {
+        if memchr::memmem::find(text, RESIZE_NOTIFICATION.as_bytes()).is_none() {
+            return false;
+        }
+        #[derive(serde::Deserialize)]
+        struct Message {
+            method: String,
+            #[serde(default)]
+            id: Option<serde_json::Value>,
+            params: Option<serde_json::Value>,
+        }
+        let Ok(message) = serde_json::from_slice::<Message>(text) else { return false };
+        if message.method != RESIZE_NOTIFICATION || message.id.is_some() {
+            return false;
+        }
+        let params = message.params.and_then(|p| serde_json::from_value::<ResizeParams>(p).ok());
+        let master = params.as_ref().and_then(|p| self.lock().ptys.get(&p.request_id.to_string()).cloned());
+        if let (Some(params), Some(master)) = (params, master)
+            && let Err(err) = mcli_shared::pty::resize(&master, params.rows, params.cols)
+        {
+            tracing::debug!(%err, "cannot resize a terminal");
+        }
+        true
+    }
+
+    /// Forgets request `key`: its streams (closing them), its signal route and its terminal.
     pub fn release(&self, key: &str) {
         let mut routes = self.lock();
         routes.streams.remove(key);
         routes.groups.remove(key);
+        routes.ptys.remove(key);
     }
 }
 

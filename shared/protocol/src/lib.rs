@@ -12,7 +12,9 @@ pub mod terminal;
 
 pub use seconds::{Seconds, SecondsError};
 pub use server_file::ServerFile;
-pub use terminal::{FORWARDED_SIGNALS, SignalParams, SignalResult, Streams};
+pub use terminal::{
+    FORWARDED_SIGNALS, RESIZE_NOTIFICATION, ResizeParams, SignalParams, SignalResult, Streams, TtySize,
+};
 
 use std::collections::BTreeMap;
 
@@ -187,6 +189,10 @@ pub struct ExecuteParams {
     /// only); see [`terminal::Streams`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub streams: Option<Streams>,
+    /// Run the command on a pseudo-terminal of this size, for clients that cannot pass their
+    /// own (TCP, editors); see [`terminal`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tty: Option<TtySize>,
 }
 
 /// How an execution ended.

@@ -39,3 +39,25 @@ pub struct SignalResult {
     /// just ended: there was nobody to signal.
     pub delivered: bool,
 }
+
+/// The size of a terminal, in character cells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TtySize {
+    pub rows: u16,
+    pub cols: u16,
+}
+
+/// The notification that tells the server the client's terminal changed size, for an `execute`
+/// with `tty`: params [`ResizeParams`].
+pub const RESIZE_NOTIFICATION: &str = "mcli/resize";
+
+/// Params of `mcli/resize`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResizeParams {
+    /// The id of the `execute` request, as the client sent it.
+    pub request_id: serde_json::Value,
+    pub rows: u16,
+    pub cols: u16,
+}
