@@ -4,7 +4,7 @@
 //! process group while it runs.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 
@@ -50,26 +50,45 @@ pub fn is_input(fd: &OwnedFd) -> bool {
 }
 
 /// Reads `fd` to its end on a thread of its own, in chunks on a bounded channel (the reader
-/// waits for the command), for a command that takes its input as a stream.
+/// waits for the command), for a command that takes its input as a stream. The thread also
+/// ends, within [`INPUT_CHECK`], once the command no longer takes input: a client's stdin that
+/// never closes does not keep it.
 pub fn read_in_chunks(fd: OwnedFd) -> mpsc::Receiver<Bytes> {
     let (tx, rx) = mpsc::channel(8);
     std::thread::spawn(move || {
-        let mut file = File::from(fd);
         let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            match file.read(&mut buf) {
-                Ok(0) => return,
-                Ok(n) => {
-                    if tx.blocking_send(Bytes::copy_from_slice(&buf[..n])).is_err() {
-                        return;
-                    }
-                }
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return,
+        while let Some(n) = next_read(&fd, &tx, &mut buf) {
+            if tx.blocking_send(Bytes::copy_from_slice(&buf[..n])).is_err() {
+                return;
             }
         }
     });
     rx
+}
+
+/// How often a reader of passed input checks that its command still takes input.
+const INPUT_CHECK: u16 = 200;
+
+/// The next read of `fd` into `buf`: `None` at its end, on an error, or once `tx` is closed.
+fn next_read(fd: &OwnedFd, tx: &mpsc::Sender<Bytes>, buf: &mut [u8]) -> Option<usize> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    loop {
+        if tx.is_closed() {
+            return None;
+        }
+        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(INPUT_CHECK)) {
+            Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+        match nix::unistd::read(fd, buf) {
+            Ok(0) => return None,
+            Ok(n) => return Some(n),
+            Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => continue,
+            Err(_) => return None,
+        }
+    }
 }
 
 /// Writes all of `data` to `file` off the async threads (the descriptor is the client's, in
