@@ -266,16 +266,8 @@ pub async fn run_process(
     let mut tree = TreeGuard(tree);
     let leader = child.id().map(|id| Pid::from_raw(id as i32));
     tree.0.set_leader(leader);
-    let group = GroupGuard(inv.group.take());
-    if let Some(group) = &group.0 {
-        group.set(leader);
-    }
-    let (master_pump, master_feed) = match tty {
-        Some(master) => attach_tty(master, std::mem::take(&mut inv.stdin), out),
-        None => (None, None),
-    };
-    let stdin_task = child.stdin.take().map(|pipe| tokio::spawn(feed_stdin(pipe, inv.stdin)));
-    let mut pumps = tokio::spawn(pump_output(child.stdout.take(), child.stderr.take(), out.clone()));
+    let group = GroupGuard::set(inv.group.take(), leader);
+    let io = Io::start(&mut child, std::mem::take(&mut inv.stdin), tty, out);
 
     let ended = tokio::select! {
         status = child.wait() => Ok(status),
@@ -291,20 +283,7 @@ pub async fn run_process(
     // a timeout, a cancel or a dropped execution ends the rest of the tree.
     tree.0.let_go();
     drop(group);
-    if let Some(task) = stdin_task {
-        task.abort();
-    }
-    if tokio::time::timeout(DRAIN_AFTER_EXIT, &mut pumps).await.is_err() {
-        pumps.abort();
-    }
-    if let Some(feed) = master_feed {
-        feed.abort();
-    }
-    if let Some(pump) = master_pump {
-        // A blocking read cannot be aborted: a process left behind on the terminal keeps it
-        // until it closes the terminal; the output is no longer waited for.
-        let _ = tokio::time::timeout(DRAIN_AFTER_EXIT, pump).await;
-    }
+    io.finish().await;
     match status {
         Ok(status) => Outcome::from_exit(status, ended, started),
         Err(err) => {
@@ -316,6 +295,60 @@ pub async fn run_process(
 
 /// Empties the command's [`Group`] when the command is over, or its execution dropped.
 struct GroupGuard(Option<Group>);
+
+impl GroupGuard {
+    /// Fills `group` with the group that `leader` leads.
+    fn set(group: Option<Group>, leader: Option<Pid>) -> GroupGuard {
+        if let Some(group) = &group {
+            group.set(leader);
+        }
+        GroupGuard(group)
+    }
+}
+
+/// The tasks that move a command's input and output.
+struct Io {
+    stdin: Option<tokio::task::JoinHandle<()>>,
+    pumps: tokio::task::JoinHandle<()>,
+    /// Input written to the command's terminal, and its output read, for a command on a
+    /// pseudo-terminal.
+    master_feed: Option<tokio::task::JoinHandle<()>>,
+    master_pump: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Io {
+    fn start(child: &mut tokio::process::Child, stdin: Stdin, tty: Option<OwnedFd>, out: &mpsc::Sender<Chunk>) -> Io {
+        let (master_pump, master_feed, stdin) = match tty {
+            Some(master) => {
+                let (pump, feed) = attach_tty(master, stdin, out);
+                (pump, feed, Stdin::Null)
+            }
+            None => (None, None, stdin),
+        };
+        Io {
+            stdin: child.stdin.take().map(|pipe| tokio::spawn(feed_stdin(pipe, stdin))),
+            pumps: tokio::spawn(pump_output(child.stdout.take(), child.stderr.take(), out.clone())),
+            master_feed,
+            master_pump,
+        }
+    }
+
+    /// Once the command has exited: stops feeding it, and lets its output drain for
+    /// [`DRAIN_AFTER_EXIT`] at most.
+    async fn finish(mut self) {
+        for task in [self.stdin.take(), self.master_feed.take()].into_iter().flatten() {
+            task.abort();
+        }
+        if tokio::time::timeout(DRAIN_AFTER_EXIT, &mut self.pumps).await.is_err() {
+            self.pumps.abort();
+        }
+        if let Some(pump) = self.master_pump {
+            // A blocking read cannot be aborted: a process left behind on the terminal keeps it
+            // until it closes the terminal; the output is no longer waited for.
+            let _ = tokio::time::timeout(DRAIN_AFTER_EXIT, pump).await;
+        }
+    }
+}
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {

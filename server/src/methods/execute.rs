@@ -20,8 +20,9 @@ use mcli_protocol::{
 use mcli_shared::execution::{Capture, Execution, OutputSink};
 use mcli_shared::registry::{CommandKind, CommandSpec, LookupError};
 use mcli_shared::runner::{Chunk, Invocation, Outcome, Stdin};
-use mcli_shared::streams::Group;
+use mcli_shared::streams::{Group, Passed};
 use serde::Serialize;
+use std::os::fd::OwnedFd;
 
 use super::{error, streams};
 use crate::cache::{Entry, MAX_ENTRY_BYTES};
@@ -47,25 +48,14 @@ pub async fn execute(
     let timeout = requested_timeout(params.timeout)?;
     check_env(params.env.as_ref())?;
     check_cwd(params.cwd.as_deref()).await?;
-    let passed = streams::claim(&params, &request)?;
-    let mut stdin = stdin_source(&params, &request)?;
     let (registry, generation) = state.commands.current().await;
     let spec = registry.get(&params.command).map_err(lookup_error)?;
     let stream = params.stream.unwrap_or(request.stream_by_default);
-    let cache =
-        cache_plan(&state, &spec, &params, &stdin, generation).filter(|_| !streams::stdin_is_input(passed.as_ref()));
     let limit = state.config().server.max_captured_output;
-    let plan = streams::plan(passed, &spec, cache.is_some());
-    if let Some(from_passed) = plan.stdin {
-        stdin = from_passed;
-    }
-    let (process, tty) = match streams::tty(&params, &spec, &request)? {
-        Some((slave, master)) => (slave, Some(master)),
-        None => (plan.process, None),
-    };
+    let Prepared { stdin, cache, process, tty, out } = prepare(&state, &params, &request, &spec, generation)?;
 
     if let Some(hit) = cache.as_ref().and_then(|(key, _)| state.cache.get(key)) {
-        return replay(&state, &request, &params, &spec, hit, stream, plan.out).await;
+        return replay(&state, &request, &params, &spec, hit, stream, out).await;
     }
     let Some(_slot) = take_slot(&state, &request, stream).await? else {
         return never_ran(&state, &request, &params, &spec, stream).await;
@@ -87,7 +77,7 @@ pub async fn execute(
     let (id, started_at) = (running.id, SystemTime::now());
     tracing::debug!(execution = id, command = %execution.spec().name, "started");
     let mut sink = ResultSink::new(&request, id, stream, limit, cache.is_some());
-    sink.passed = plan.out;
+    sink.passed = out;
     let outcome = execution.run(&state.workers, &mut sink, &request.cancel).await;
     running.finish(outcome.status);
     tracing::debug!(execution = id, status = outcome.status.as_str(), "ended");
@@ -103,6 +93,40 @@ pub async fn execute(
         result.time_limit = time_limit;
     }
     Ok(recorded(&state, &request, &params, started_at, result).await)
+}
+
+/// The command's streams (the client's passed ones, a terminal, or pipes) and the cache plan.
+struct Prepared {
+    stdin: Stdin,
+    cache: Option<(String, Duration)>,
+    /// Descriptors the process uses as its own stdio.
+    process: Passed,
+    /// The master side of the command's terminal, for `tty`.
+    tty: Option<OwnedFd>,
+    /// Passed stdout and stderr the server writes to itself.
+    out: streams::PassedOut,
+}
+
+fn prepare(
+    state: &State,
+    params: &ExecuteParams,
+    request: &RequestCtx,
+    spec: &CommandSpec,
+    generation: u64,
+) -> Result<Prepared, ErrorObjectOwned> {
+    let passed = streams::claim(params, request)?;
+    let mut stdin = stdin_source(params, request)?;
+    let cache = cache_plan(state, spec, params, &stdin, generation)
+        .filter(|_| !streams::stdin_is_input(passed.as_ref()) && params.tty.is_none());
+    let plan = streams::plan(passed, spec, cache.is_some());
+    if let Some(from_passed) = plan.stdin {
+        stdin = from_passed;
+    }
+    let (process, tty) = match streams::tty(params, spec, request)? {
+        Some((slave, master)) => (slave, Some(master)),
+        None => (plan.process, None),
+    };
+    Ok(Prepared { stdin, cache, process, tty, out: plan.out })
 }
 
 /// Answers a call from the cache: the kept output, replayed as the command wrote it.
