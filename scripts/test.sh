@@ -15,6 +15,17 @@ if ! command -v python3 >/dev/null 2>&1; then
   fi
 fi
 
+# The terminal tests (tests/tests/terminal.rs) run commands on a server-side terminal through
+# util-linux's `setsid --ctty` (Essential on Debian, so normally there).
+if ! command -v setsid >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && apt-get install -y -qq util-linux >/dev/null
+  else
+    echo "scripts/test.sh: setsid (util-linux) is needed by tests/tests/terminal.rs; install it" >&2
+    exit 1
+  fi
+fi
+
 # The end-to-end tests start the real binaries from target/debug, so build them first.
 cargo build --workspace --locked
 cargo test --workspace --locked
