@@ -100,30 +100,61 @@ pub async fn write_blocking(file: &Arc<File>, data: Bytes) -> io::Result<()> {
         .unwrap_or_else(|join| Err(io::Error::other(join)))
 }
 
-/// The process group of a running command, for signals from its client's terminal. Empty
-/// before the command starts and after its leader is reaped (the group id may be reused then).
+/// The process group of a running command, for signals from its client's terminal. A signal
+/// that comes before the command has started (its client saw its first output before the
+/// server learnt its pid) waits for it; once the leader is reaped the group is gone (its id may
+/// be reused) and signals are refused.
 #[derive(Debug, Clone, Default)]
-pub struct Group(Arc<Mutex<Option<Pid>>>);
+pub struct Group(Arc<Mutex<GroupState>>);
+
+#[derive(Debug, Default)]
+struct GroupState {
+    leader: Option<Pid>,
+    /// Signals that came before the command started, delivered when it does (bounded).
+    pending: Vec<Signal>,
+    ended: bool,
+}
+
+/// Signals kept for a command that has not started yet.
+const MAX_PENDING: usize = 8;
 
 impl Group {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Pid>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, GroupState> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The group is `leader`'s, from now until [`Group::clear`].
+    /// The group is `leader`'s, from now until [`Group::clear`]; signals that waited for it are
+    /// sent now.
     pub fn set(&self, leader: Option<Pid>) {
-        *self.lock() = leader;
+        let mut state = self.lock();
+        state.leader = leader;
+        if let Some(pid) = leader {
+            for signal in std::mem::take(&mut state.pending) {
+                let _ = killpg(pid, signal);
+            }
+        }
     }
 
+    /// The command is over: nothing is signalled any more.
     pub fn clear(&self) {
-        *self.lock() = None;
+        let mut state = self.lock();
+        (state.leader, state.ended) = (None, true);
+        state.pending.clear();
     }
 
-    /// Sends `signal` to the group; false when there is no group (any more).
+    /// Sends `signal` to the group, or keeps it until the command starts; false when the
+    /// command is over (or too many wait).
     pub fn signal(&self, signal: Signal) -> bool {
         // The lock is held while signalling, so the group cannot be cleared (and its leader
         // reaped and its id reused) in between.
-        let group = self.lock();
-        group.is_some_and(|pid| killpg(pid, signal).is_ok())
+        let mut state = self.lock();
+        match state.leader {
+            Some(pid) => killpg(pid, signal).is_ok(),
+            None if !state.ended && state.pending.len() < MAX_PENDING => {
+                state.pending.push(signal);
+                true
+            }
+            None => false,
+        }
     }
 }

@@ -36,7 +36,10 @@ while time.time() < deadline:
             data = b""
         out += data
     elif child.poll() is not None:
-        break
+        # What the command wrote last may reach the master side a moment after it exited.
+        more, _, _ = select.select([master], [], [], 1.0)
+        if not more:
+            break
     if not acted and b"ready" in out:
         acted = True
         if resize:
@@ -191,10 +194,12 @@ fn state(pid: u32) -> char {
 #[test]
 fn ctrl_z_stops_the_command_and_the_client_and_fg_resumes_both() {
     let env = TestEnv::new();
-    let pidfile = env.root.path().join("pid");
+    let (pidfile, go) = (env.root.path().join("pid"), env.root.path().join("go"));
+    // The command waits for the test's word, so it cannot end before it has been stopped.
     let body = format!(
-        "echo $$ > {}; echo ready; i=0; while [ $i -lt 10 ]; do sleep 0.1; i=$((i+1)); done; echo done",
-        pidfile.display()
+        "echo $$ > {}; echo ready; while [ ! -e {} ]; do sleep 0.1; done; echo done",
+        pidfile.display(),
+        go.display()
     );
     script(&env, "job", &body);
     let (child, mut out) = start(&env, "job");
@@ -204,6 +209,8 @@ fn ctrl_z_stops_the_command_and_the_client_and_fg_resumes_both() {
     wait_until("the command is stopped", || state(command) == 'T');
     wait_until("the client is stopped", || state(child.id()) == 'T');
     kill(client, Signal::SIGCONT).unwrap();
+    wait_until("the command runs again", || state(command) != 'T');
+    std::fs::write(&go, "").unwrap();
     assert_eq!(next_line(&mut out), "done\n");
     Run::wait(child).expect_code(0);
 }

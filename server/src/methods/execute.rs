@@ -68,7 +68,7 @@ pub async fn execute(
         timeout,
         passed: process,
         tty,
-        group: Some(Group::default()).filter(|group| request.terminal.route(&request.key, group.clone())),
+        group: signal_route(&request, &spec),
         ..Invocation::default()
     };
     let execution = Execution::new(spec, invocation, &state.config());
@@ -93,6 +93,16 @@ pub async fn execute(
         result.time_limit = time_limit;
     }
     Ok(recorded(&state, &request, &params, started_at, result).await)
+}
+
+/// The process group that `signal` reaches for this request. A built-in or a worker call has
+/// no process of its own: its group is over from the start, so `signal` says `delivered: false`.
+fn signal_route(request: &RequestCtx, spec: &CommandSpec) -> Option<Group> {
+    let group = Group::default();
+    if !streams::is_process(spec) {
+        group.clear();
+    }
+    request.terminal.route(&request.key, group.clone()).then_some(group)
 }
 
 /// The command's streams (the client's passed ones, a terminal, or pipes) and the cache plan.

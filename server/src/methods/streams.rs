@@ -73,7 +73,8 @@ pub fn tty(
     Ok(Some((passed, pty.master)))
 }
 
-fn is_process(spec: &CommandSpec) -> bool {
+/// Whether the command runs as a process of its own (a script, a manifest's `run`).
+pub fn is_process(spec: &CommandSpec) -> bool {
     match &spec.kind {
         CommandKind::Builtin(_) => false,
         CommandKind::Script(_) => true,
