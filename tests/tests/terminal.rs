@@ -193,7 +193,8 @@ fn state(pid: u32) -> char {
 
 #[test]
 fn ctrl_z_stops_the_command_and_the_client_and_fg_resumes_both() {
-    let env = TestEnv::new();
+    let mut env = TestEnv::new();
+    env.set_env("RUST_LOG", "mcli_server=debug");
     let (pidfile, go) = (env.root.path().join("pid"), env.root.path().join("go"));
     // The command waits for the test's word, so it cannot end before it has been stopped.
     let body = format!(
@@ -206,7 +207,13 @@ fn ctrl_z_stops_the_command_and_the_client_and_fg_resumes_both() {
     let command: u32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
     let client = Pid::from_raw(child.id() as i32);
     kill(client, Signal::SIGTSTP).unwrap();
-    wait_until("the command is stopped", || state(command) == 'T');
+    let stopped = std::time::Instant::now();
+    while state(command) != 'T' {
+        let log = env.log("server");
+        let forwarded: Vec<&str> = log.lines().filter(|l| l.contains("signal")).collect();
+        assert!(stopped.elapsed() < std::time::Duration::from_secs(20), "the command was not stopped: {forwarded:#?}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     wait_until("the client is stopped", || state(child.id()) == 'T');
     kill(client, Signal::SIGCONT).unwrap();
     wait_until("the command runs again", || state(command) != 'T');
