@@ -20,9 +20,9 @@ use mcli_protocol::{
 use mcli_shared::paths::{self, ServerPaths};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use serde::Serialize;
+use tokio_util::codec::Decoder;
 
 use crate::forward::Forwarder;
-use tokio_util::codec::Decoder;
 
 /// Why a connection could not be made.
 #[derive(Debug, thiserror::Error)]

@@ -14,12 +14,8 @@ use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::PathBuf;
 
 use bytes::Bytes;
-use mcli_protocol::Stream;
 use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
 use rustix::termios::{Winsize, tcsetwinsize};
-use tokio::sync::mpsc;
-
-use crate::runner::{Chunk, Stdin};
 
 /// Both sides of a new pseudo-terminal.
 #[derive(Debug)]
@@ -57,9 +53,13 @@ pub fn setsid_program() -> Option<PathBuf> {
     ["/usr/bin/setsid", "/bin/setsid", "/usr/local/bin/setsid"].iter().map(PathBuf::from).find(|p| p.is_file())
 }
 
-/// Reads what the command writes to its terminal, on a blocking thread, as stdout chunks until
-/// the terminal is closed (every slave descriptor gone: EIO).
-pub fn pump_master(master: OwnedFd, out: mpsc::Sender<Chunk>) -> tokio::task::JoinHandle<()> {
+/// Reads what the command writes to its terminal, on a blocking thread, handing each piece to
+/// `deliver` (false: nobody takes it any more) until the terminal is closed (every slave
+/// descriptor gone: EIO).
+pub fn pump_master(
+    master: OwnedFd,
+    mut deliver: impl FnMut(Bytes) -> bool + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
     tokio::task::spawn_blocking(move || {
         let mut file = File::from(master);
         let mut buf = vec![0u8; 32 * 1024];
@@ -67,8 +67,7 @@ pub fn pump_master(master: OwnedFd, out: mpsc::Sender<Chunk>) -> tokio::task::Jo
             match file.read(&mut buf) {
                 Ok(0) => return,
                 Ok(n) => {
-                    let chunk = Chunk { stream: Stream::Stdout, data: Bytes::copy_from_slice(&buf[..n]) };
-                    if out.blocking_send(chunk).is_err() {
+                    if !deliver(Bytes::copy_from_slice(&buf[..n])) {
                         return;
                     }
                 }
@@ -79,22 +78,8 @@ pub fn pump_master(master: OwnedFd, out: mpsc::Sender<Chunk>) -> tokio::task::Jo
     })
 }
 
-/// Writes the command's input to its terminal as it comes (what the user types, raw).
-pub async fn feed_master(master: OwnedFd, stdin: Stdin) {
-    let Stdin::Stream(mut chunks) = stdin else {
-        if let Stdin::Bytes(bytes) = stdin {
-            let _ = write_all(&master, bytes).await;
-        }
-        return;
-    };
-    while let Some(chunk) = chunks.recv().await {
-        if write_all(&master, chunk).await.is_err() {
-            return;
-        }
-    }
-}
-
-async fn write_all(master: &OwnedFd, data: Bytes) -> io::Result<()> {
+/// Writes `data` to the terminal of `master` (what the user types), off the async threads.
+pub async fn write_all(master: &OwnedFd, data: Bytes) -> io::Result<()> {
     let file = File::from(master.as_fd().try_clone_to_owned()?);
     tokio::task::spawn_blocking(move || (&file).write_all(&data)).await.unwrap_or_else(|e| Err(io::Error::other(e)))
 }

@@ -400,8 +400,27 @@ fn attach_tty(
     stdin: Stdin,
     out: &mpsc::Sender<Chunk>,
 ) -> (Option<tokio::task::JoinHandle<()>>, Option<tokio::task::JoinHandle<()>>) {
-    let feed = master.try_clone().ok().map(|writer| tokio::spawn(crate::pty::feed_master(writer, stdin)));
-    (Some(crate::pty::pump_master(master, out.clone())), feed)
+    let feed = master.try_clone().ok().map(|writer| tokio::spawn(feed_master(writer, stdin)));
+    let out = out.clone();
+    let deliver = move |data| out.blocking_send(Chunk { stream: Stream::Stdout, data }).is_ok();
+    (Some(crate::pty::pump_master(master, deliver)), feed)
+}
+
+/// Writes the command's input to its terminal as it comes (what the user types, raw).
+async fn feed_master(master: OwnedFd, stdin: Stdin) {
+    match stdin {
+        Stdin::Bytes(bytes) => {
+            let _ = crate::pty::write_all(&master, bytes).await;
+        }
+        Stdin::Stream(mut chunks) => {
+            while let Some(chunk) = chunks.recv().await {
+                if crate::pty::write_all(&master, chunk).await.is_err() {
+                    return;
+                }
+            }
+        }
+        Stdin::Null | Stdin::Inherit => {}
+    }
 }
 
 /// Writes the command's input into its stdin pipe; a command that exits without reading all of

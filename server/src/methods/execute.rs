@@ -7,6 +7,7 @@
 //! (waiting in a bounded queue).
 
 use std::collections::BTreeMap;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -22,7 +23,6 @@ use mcli_shared::registry::{CommandKind, CommandSpec, LookupError};
 use mcli_shared::runner::{Chunk, Invocation, Outcome, Stdin};
 use mcli_shared::streams::{Group, Passed};
 use serde::Serialize;
-use std::os::fd::OwnedFd;
 
 use super::{error, streams};
 use crate::cache::{Entry, MAX_ENTRY_BYTES};

@@ -127,7 +127,9 @@ where
                 }
             };
             // Passed streams go to their request here, in the order the requests came.
-            self.ctx.terminal.take_for(&text);
+            if let Some(key) = passed_request_key(&text) {
+                self.ctx.terminal.take_for(key);
+            }
             if let Some(overflow) = self.ctx.terminal.overflow() {
                 tracing::debug!(connection = self.id(), "{overflow}");
                 self.send(error_reply("null", code::INVALID_REQUEST, &format!("invalid request: {overflow}"))).await;
@@ -230,6 +232,32 @@ fn too_large(len: Option<usize>, limit: usize) -> Vec<u8> {
         None => format!("invalid request: a message is over the limit of {limit} bytes"),
     };
     error_reply("null", code::INVALID_REQUEST, &message)
+}
+
+/// The id (as the connection's key: its JSON text) of an `execute` request with
+/// `streams: "passed"`.
+fn passed_request_key(text: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Message<'a> {
+        #[serde(borrow)]
+        id: Option<&'a serde_json::value::RawValue>,
+        method: Option<std::borrow::Cow<'a, str>>,
+        params: Option<Params>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Params {
+        streams: Option<mcli_protocol::Streams>,
+    }
+    use mcli_protocol::Method as _;
+    // A cheap test first: most messages are not such requests.
+    memchr::memmem::find(text, b"passed")?;
+    let message: Message<'_> = serde_json::from_slice(text).ok()?;
+    let asks = message.method.as_deref() == Some(mcli_protocol::Execute::NAME)
+        && message.params.and_then(|p| p.streams) == Some(mcli_protocol::Streams::Passed);
+    if !asks {
+        return None;
+    }
+    Some(dispatch::id_key(message.id?))
 }
 
 /// A cheap first test: could this message be a `mcli/stdin` notification?

@@ -7,17 +7,15 @@
 use std::collections::VecDeque;
 use std::io::{self, IoSliceMut};
 use std::mem::MaybeUninit;
+use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 
 use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, recvmsg};
-use std::os::fd::OwnedFd;
 use tokio::io::{AsyncRead, Interest, ReadBuf};
 use tokio::net::UnixStream;
 use tokio::net::unix::OwnedReadHalf;
-
-use super::hangup::Hangup;
 
 /// Descriptors one connection may have waiting for their requests: the streams of 8 requests.
 pub const MAX_QUEUED_FDS: usize = 24;
@@ -93,6 +91,16 @@ impl FdReader {
     pub fn new(half: OwnedReadHalf) -> Self {
         FdReader { half, fds: Arc::default() }
     }
+
+    /// The socket's reading half.
+    pub fn half(&self) -> &OwnedReadHalf {
+        &self.half
+    }
+
+    /// Where the descriptors received on this connection wait.
+    pub fn fds(&self) -> Arc<PassedFds> {
+        Arc::clone(&self.fds)
+    }
 }
 
 impl AsyncRead for FdReader {
@@ -130,14 +138,4 @@ fn receive(stream: &UnixStream, buf: &mut [u8], fds: &PassedFds) -> io::Result<u
         fds.push(received.into_iter(), truncated);
     }
     Ok(message.bytes)
-}
-
-impl Hangup for FdReader {
-    fn peer_hung_up(&self) -> bool {
-        self.half.peer_hung_up()
-    }
-
-    fn passed_fds(&self) -> Option<Arc<PassedFds>> {
-        Some(Arc::clone(&self.fds))
-    }
 }

@@ -4,9 +4,8 @@
 //! the pseudo-terminal of each command run with `tty`, which `mcli/resize` reaches.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-
 use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex};
 
 use mcli_protocol::{RESIZE_NOTIFICATION, ResizeParams};
 use mcli_shared::streams::{Group, Passed};
@@ -46,14 +45,10 @@ impl Terminal {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Called by the reader for each message, in order: a request that asks for passed streams
-    /// takes the next three descriptors (stdin, stdout, stderr) now, before later messages can.
-    pub fn take_for(&self, text: &[u8]) {
-        // A cheap test first: most messages are not such requests.
-        if memchr::memmem::find(text, b"passed").is_none() {
-            return;
-        }
-        let Some(key) = passed_request_key(text) else { return };
+    /// Called by the reader, in the order the requests came, for each `execute` request with
+    /// `streams: "passed"` (see `connection.rs`): request `key` takes the next three
+    /// descriptors (stdin, stdout, stderr) now, before later messages can.
+    pub fn take_for(&self, key: String) {
         let Some(fds) = self.fds.take(3) else { return };
         let mut fds = fds.into_iter();
         let passed = Passed { stdin: fds.next(), stdout: fds.next(), stderr: fds.next() };
@@ -135,28 +130,4 @@ impl Terminal {
         routes.groups.remove(key);
         routes.ptys.remove(key);
     }
-}
-
-/// The id (as the connection's key: its JSON text) of an `execute` request with
-/// `streams: "passed"`.
-fn passed_request_key(text: &[u8]) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Message<'a> {
-        #[serde(borrow)]
-        id: Option<&'a serde_json::value::RawValue>,
-        method: Option<std::borrow::Cow<'a, str>>,
-        params: Option<Params>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Params {
-        streams: Option<mcli_protocol::Streams>,
-    }
-    use mcli_protocol::Method as _;
-    let message: Message<'_> = serde_json::from_slice(text).ok()?;
-    let asks = message.method.as_deref() == Some(mcli_protocol::Execute::NAME)
-        && message.params.and_then(|p| p.streams) == Some(mcli_protocol::Streams::Passed);
-    if !asks {
-        return None;
-    }
-    Some(super::dispatch::id_key(message.id?))
 }
