@@ -44,6 +44,9 @@ need groff groff "tests/tests/ecosystem.rs" || true
 need man man-db "tests/tests/ecosystem.rs" || true
 # `script` (util-linux's bsdutils) gives a command a terminal: the jobs tests' progress of --wait.
 need script bsdutils "tests/tests/jobs.rs" || true
+# The terminal tests (tests/tests/terminal.rs) run commands on a server-side terminal through
+# util-linux's `setsid --ctty` (Essential on Debian, so normally there).
+need setsid util-linux "tests/tests/terminal.rs" || true
 
 # The end-to-end tests start the real binaries from target/debug, so build them first.
 cargo build --workspace --locked

@@ -34,6 +34,14 @@ pub struct Cli {
     /// Print the result object as JSON (output captured, not streamed)
     #[arg(long)]
     pub json: bool,
+    /// Stream the command's input and output through the server instead of handing it this
+    /// process's stdin, stdout and stderr (also MCLI_PASS_STREAMS=0)
+    #[arg(long)]
+    pub no_pass_streams: bool,
+    /// Run the command on a pseudo-terminal on the server, of this terminal's size, with this
+    /// terminal in raw mode (for servers reached over TCP, where the terminal cannot be passed)
+    #[arg(long, conflicts_with_all = ["json", "stdio"])]
+    pub tty: bool,
     /// Say nothing of the client's own doings (such as starting the server)
     #[arg(short = 'q', long)]
     pub quiet: bool,
@@ -41,7 +49,7 @@ pub struct Cli {
     #[arg(short = 'f', long = "server-file", value_name = "FILE")]
     pub server_file: Option<std::path::PathBuf>,
     /// Bridge standard input and output to the server (for editors), instead of running a command
-    #[arg(long, conflicts_with_all = ["command", "json", "timeout", "no_cache"])]
+    #[arg(long, conflicts_with_all = ["command", "json", "timeout", "no_cache", "no_pass_streams"])]
     pub stdio: bool,
     /// Start COMMAND as a detached job on the server: print its id and exit 0 at once
     #[arg(short = 'd', long, conflicts_with_all = ["json", "stdio"])]

@@ -3,7 +3,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
@@ -14,12 +14,15 @@ use bytes::BytesMut;
 use mcli_protocol::framing::{DEFAULT_MAX_FRAME, Frame, FrameCodec, FrameError, Framing, encode_frame};
 use mcli_protocol::{
     AUTHENTICATE_METHOD, CANCEL_REQUEST_NOTIFICATION, ErrorObject, Execute, ExecuteParams, ExecuteResult, Incoming,
-    Method, OUTPUT_NOTIFICATION, OutputParams, QUEUED_NOTIFICATION, Request, ServerFile, code,
+    Method, OUTPUT_NOTIFICATION, OutputParams, QUEUED_NOTIFICATION, RESIZE_NOTIFICATION, Request, ResizeParams,
+    ServerFile, Signal, SignalParams, code,
 };
 use mcli_shared::paths::{self, ServerPaths};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use serde::Serialize;
 use tokio_util::codec::Decoder;
+
+use crate::forward::Forwarder;
 
 /// Why a connection could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -131,6 +134,11 @@ pub struct Connection {
     engaged: bool,
     /// Told, with the number of calls ahead, when an `execute` waits for a free slot.
     on_queued: Option<Box<dyn FnMut(u64) + Send>>,
+    /// The terminal's signals being forwarded, and the `execute` request they go to.
+    forwarding: Option<(Forwarder, u64)>,
+    /// Whether the command runs on a terminal on the server (`--tty`): window changes then go
+    /// as `mcli/resize`.
+    remote_tty: bool,
 }
 
 /// Sends notifications on a connection from any thread.
@@ -384,6 +392,8 @@ impl Connection {
             input_pending: Arc::new(AtomicBool::new(false)),
             engaged: false,
             on_queued: None,
+            forwarding: None,
+            remote_tty: false,
         })
     }
 
@@ -432,6 +442,33 @@ impl Connection {
     /// Sends an `execute` request; the reply is read with [`Connection::wait_execute`].
     pub fn send_execute(&mut self, params: &ExecuteParams) -> Result<u64, CallError> {
         self.send(Execute::NAME, params)
+    }
+
+    /// Forwards the terminal's signals (see [`crate::forward`]) to the command of `execute`
+    /// request `id` while its result is awaited; with `remote_tty` (`--tty`), window changes go
+    /// as `mcli/resize` and SIGTERM is forwarded too (the client then ends with the command, and
+    /// its terminal is restored).
+    pub fn forward_signals(&mut self, id: u64, remote_tty: bool) -> io::Result<()> {
+        self.forwarding = Some((Forwarder::install(remote_tty)?, id));
+        self.remote_tty = remote_tty;
+        Ok(())
+    }
+
+    /// Sends an `execute` request with `fds` attached to its bytes (`SCM_RIGHTS`): with
+    /// `streams: "passed"`, this process's stdin, stdout and stderr. The local socket only. The
+    /// terminal's signals are forwarded to the command (see [`crate::forward`]) from before the
+    /// request leaves, so that none can stop or end this client alone once the command may run.
+    pub fn send_execute_passing(&mut self, params: &ExecuteParams, fds: &[BorrowedFd<'_>]) -> Result<u64, CallError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.forward_signals(id, false)?;
+        let payload = serde_json::to_vec(&Request::new(id, Execute::NAME, params)).map_err(CallError::Encode)?;
+        let mut frame = Vec::with_capacity(payload.len() + 32);
+        encode_frame(self.framing, &payload, &mut frame);
+        let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let sent = send_with_fds(writer.as_fd(), &frame, fds)?;
+        writer.write_all(&frame[sent..])?;
+        Ok(id)
     }
 
     /// Runs a command, handing each piece of streamed output to `on_output` as it arrives.
@@ -555,19 +592,11 @@ impl Connection {
                 Ok(None) => {}
                 Err(e) => return Err(CallError::BadReply(e.into())),
             }
-            if let Some(pipe) = &self.interrupts {
-                // Wait for the server or for a SIGINT, whichever comes first.
-                let mut fds =
-                    [PollFd::new(self.stream.as_fd(), PollFlags::POLLIN), PollFd::new(pipe.as_fd(), PollFlags::POLLIN)];
-                match poll(&mut fds, PollTimeout::NONE) {
-                    Err(nix::errno::Errno::EINTR) => continue,
-                    Err(e) => return Err(CallError::Io(e.into())),
-                    Ok(_) => {}
-                }
-                if fds[1].revents().is_some_and(|r| r.contains(PollFlags::POLLIN)) {
-                    let mut drain = [0u8; 16];
-                    let _ = nix::unistd::read(pipe, &mut drain);
-                    return Err(CallError::Interrupt);
+            if self.interrupts.is_some() || self.forwarding.is_some() {
+                match self.wait_readable() {
+                    Ok(()) => {}
+                    Err(CallError::Io(e)) if e.raw_os_error() == Some(nix::libc::EINTR) => continue,
+                    Err(err) => return Err(err),
                 }
             }
             let mut chunk = [0u8; 64 * 1024];
@@ -582,6 +611,74 @@ impl Connection {
                 Err(e) => return Err(CallError::Io(e)),
             };
             self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+impl Connection {
+    /// Waits until the server sends something, or fails with [`CallError::Interrupt`] on SIGINT;
+    /// a forwarded signal that arrives meanwhile is sent on to the command.
+    fn wait_readable(&mut self) -> Result<(), CallError> {
+        loop {
+            let fired = {
+                let mut fds = vec![PollFd::new(self.stream.as_fd(), PollFlags::POLLIN)];
+                fds.extend(self.interrupts.as_ref().map(|pipe| PollFd::new(pipe.as_fd(), PollFlags::POLLIN)));
+                let first_forwarded = fds.len();
+                if let Some((forwarder, _)) = &self.forwarding {
+                    fds.extend(forwarder.fds().map(|fd| PollFd::new(fd, PollFlags::POLLIN)));
+                }
+                poll(&mut fds, PollTimeout::NONE).map_err(|e| CallError::Io(e.into()))?;
+                let ready = |i: usize| fds[i].revents().is_some_and(|r| r.contains(PollFlags::POLLIN));
+                if self.interrupts.is_some() && ready(1) {
+                    if let Some(pipe) = &self.interrupts {
+                        let mut drain = [0u8; 16];
+                        let _ = nix::unistd::read(pipe, &mut drain);
+                    }
+                    return Err(CallError::Interrupt);
+                }
+                let fired: Vec<usize> = (first_forwarded..fds.len()).filter(|i| ready(*i)).collect();
+                if fired.is_empty() && fds[0].revents().is_some_and(|r| !r.is_empty()) {
+                    return Ok(());
+                }
+                fired.into_iter().map(|i| i - first_forwarded).collect::<Vec<_>>()
+            };
+            for index in fired {
+                self.forward(index);
+            }
+        }
+    }
+
+    /// Sends the forwarded signal of descriptor `index` to the command.
+    fn forward(&mut self, index: usize) {
+        let Some((name, id)) = self.forwarding.as_ref().and_then(|(f, id)| Some((f.fired(index)?, *id))) else {
+            return;
+        };
+        if self.remote_tty && name == "WINCH" {
+            let size = crate::tty::size();
+            let resize = ResizeParams { request_id: id.into(), rows: size.rows, cols: size.cols };
+            let _ = self.notifier().notify(RESIZE_NOTIFICATION, &resize);
+            return;
+        }
+        let params = SignalParams { request_id: id.into(), signal: name.to_owned() };
+        if self.send(Signal::NAME, &params).is_ok() {
+            Forwarder::after_forwarding(name);
+        }
+    }
+}
+
+/// Sends as much of `bytes` as one `sendmsg` takes, with `fds` attached; returns how much.
+fn send_with_fds(socket: BorrowedFd<'_>, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
+    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags, sendmsg};
+    let mut space = [std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(3))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !control.push(SendAncillaryMessage::ScmRights(fds)) {
+        return Err(io::Error::other("too many descriptors for one message"));
+    }
+    loop {
+        match sendmsg(socket, &[io::IoSlice::new(bytes)], &mut control, SendFlags::NOSIGNAL) {
+            Ok(sent) => return Ok(sent),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(errno) => return Err(errno.into()),
         }
     }
 }

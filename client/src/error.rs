@@ -21,6 +21,11 @@ pub enum ClientError {
     /// The command line names no command to run.
     #[error("no command given")]
     NoCommand,
+    /// `--tty` was given but standard input is not a terminal.
+    #[error(
+        "--tty needs a terminal on standard input (it puts that terminal in raw mode and gives the command a terminal of its size on the server)"
+    )]
+    TtyWithoutTerminal,
     /// The command runs in the client's directory, which must travel as JSON text.
     #[error("the current directory {0:?} is not valid UTF-8")]
     CwdNotUtf8(OsString),
@@ -158,7 +163,10 @@ impl ClientError {
     /// The exit status for this failure (the documented ones: see `mcli-client --help`).
     pub fn exit_status(&self) -> i32 {
         match self {
-            ClientError::NoCommand | ClientError::CwdNotUtf8(_) | ClientError::Cwd(_) => exit::USAGE,
+            ClientError::NoCommand
+            | ClientError::TtyWithoutTerminal
+            | ClientError::CwdNotUtf8(_)
+            | ClientError::Cwd(_) => exit::USAGE,
             ClientError::Connect(ConnectError::Busy(_)) => exit::TEMPFAIL,
             ClientError::ServerFile(_)
             | ClientError::RuntimeDir(_)

@@ -39,12 +39,15 @@ mod client;
 pub mod connection;
 pub mod error;
 pub mod exit;
+mod forward;
 mod jobs;
 mod local;
+mod passing;
 mod remote;
 mod route;
 mod stdin;
 mod target;
+mod tty;
 mod upgrade;
 
 pub use client::{Client, Command, Error, Output};

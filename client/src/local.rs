@@ -11,6 +11,7 @@ use mcli_shared::execution::{Capture, Execution, OneShotWorkers, OutputSink};
 use mcli_shared::paths;
 use mcli_shared::registry::Registry;
 use mcli_shared::runner::{Chunk, Invocation, Stdin};
+use mcli_shared::streams::Passed;
 use tokio_util::sync::CancellationToken;
 
 use crate::args::Cli;
@@ -38,6 +39,13 @@ pub fn run(name: &str, args: &[String], cli: &Cli) -> i32 {
         env: None,
         stdin: if stdin_is_forwarded() { Stdin::Inherit } else { Stdin::Null },
         timeout: cli.timeout.map(Duration::from_secs_f64),
+        // A process gets this client's own streams (its terminal, its files and pipes) unless
+        // the output is wanted for `--json`, or `--no-pass-streams` asks for it to be pumped.
+        passed: if crate::passing::streams_stay_with_mcli(cli) {
+            Passed::default()
+        } else {
+            Passed::own().unwrap_or_default()
+        },
         ..Invocation::default()
     };
     let execution = Execution::new(spec, invocation, &config);

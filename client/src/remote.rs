@@ -6,12 +6,13 @@ use std::io::{self, Write};
 use std::time::Duration;
 
 use mcli_protocol::framing::Framing;
-use mcli_protocol::{ExecuteParams, ExecuteResult, OutputParams, PROTOCOL_VERSION, Stream, code};
+use mcli_protocol::{ExecuteParams, ExecuteResult, OutputParams, PROTOCOL_VERSION, Stream, Streams, code};
 
 use crate::args::Cli;
 use crate::connection::{CallError, Connection};
 use crate::error::ClientError;
 use crate::exit::exit_status;
+use crate::passing;
 use crate::stdin::{pump_stdin, stdin_is_forwarded};
 use crate::target::Target;
 
@@ -22,10 +23,15 @@ const RETRIES: usize = 4;
 /// and returns its exit status. A missing server is [`ClientError::NoServer`], for the caller's
 /// fallback.
 pub fn run(target: &Target, params: &ExecuteParams, start: bool, cli: &Cli) -> Result<i32, ClientError> {
+    if cli.tty && !crate::tty::stdin_is_terminal() {
+        return Err(ClientError::TtyWithoutTerminal);
+    }
     // A server that was shutting down is replaced by a new one. A few attempts, not one: a
     // client told to retry can land in the backlog of the old server's closing listener.
     for attempt in 0..RETRIES {
-        let may_retry = attempt + 1 < RETRIES && !params.stdin_stream;
+        // Passed stdin may have been read by a command that started.
+        let may_retry =
+            attempt + 1 < RETRIES && !cli.tty && (!params.stdin_stream || passing::passes_streams(target, cli));
         let mut conn = target.connect(start, cli.quiet, Framing::Lines)?;
         if !cli.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
             conn.on_queued(|ahead| {
@@ -33,7 +39,14 @@ pub fn run(target: &Target, params: &ExecuteParams, start: bool, cli: &Cli) -> R
                 eprintln!("mcli-client: waiting for a free slot, {ahead} ahead");
             });
         }
-        match execute(&mut conn, params, cli.json) {
+        let how = if cli.tty {
+            How::Tty
+        } else if passing::passes_streams(target, cli) {
+            How::Passed
+        } else {
+            How::Streamed
+        };
+        match execute(&mut conn, params, cli.json, how) {
             // A retry is safe only if no input was consumed for the first attempt.
             Err(CallError::Rpc(err)) if err.code == code::SHUTTING_DOWN && may_retry => {
                 // The old server holds its name until it exits; a new one waits for it.
@@ -76,7 +89,20 @@ pub fn execute_params(name: &str, args: Vec<String>, cli: &Cli) -> Result<Execut
         no_cache: cli.no_cache,
         detach: false,
         protocol: Some(PROTOCOL_VERSION),
+        streams: None,
+        tty: None,
     })
+}
+
+/// How the command's streams travel.
+#[derive(Clone, Copy)]
+enum How {
+    /// Through the server: `mcli/output` and `mcli/stdin`.
+    Streamed,
+    /// This process's own, passed to the command over the local socket.
+    Passed,
+    /// Through the server, with the command on a pseudo-terminal there (`--tty`).
+    Tty,
 }
 
 /// Writes streamed output as it arrives.
@@ -92,8 +118,13 @@ fn write_output(output: &OutputParams) -> io::Result<()> {
     }
 }
 
-fn execute(conn: &mut Connection, params: &ExecuteParams, json: bool) -> Result<ExecuteResult, CallError> {
+fn execute(conn: &mut Connection, params: &ExecuteParams, json: bool, how: How) -> Result<ExecuteResult, CallError> {
     conn.cancel_on_interrupt()?;
+    match how {
+        How::Passed => return execute_passing(conn, params),
+        How::Tty => return crate::tty::execute(conn, params, write_output),
+        How::Streamed => {}
+    }
     let id = conn.send_execute(params)?;
     if params.stdin_stream {
         let notifier = conn.notifier();
@@ -106,6 +137,17 @@ fn execute(conn: &mut Connection, params: &ExecuteParams, json: bool) -> Result<
         });
     }
     if json { conn.wait_execute(id, |_| Ok(())) } else { conn.wait_execute(id, write_output) }
+}
+
+/// Runs the command with this process's stdin, stdout and stderr handed to it; the terminal's
+/// signals are forwarded to it meanwhile. Output the server writes itself comes as before.
+fn execute_passing(conn: &mut Connection, params: &ExecuteParams) -> Result<ExecuteResult, CallError> {
+    use std::os::fd::AsFd as _;
+    let params = ExecuteParams { streams: Some(Streams::Passed), stdin_stream: false, ..params.clone() };
+    let streams = passing::own_streams().map_err(CallError::Io)?;
+    let fds: Vec<_> = streams.iter().map(|stream| stream.as_fd()).collect();
+    let id = conn.send_execute_passing(&params, &fds)?;
+    conn.wait_execute(id, write_output)
 }
 
 /// Turns a call's result into output (with `--json`) and an exit status.

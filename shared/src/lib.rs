@@ -11,8 +11,10 @@ pub mod execution;
 pub mod lockfile;
 pub mod manifest;
 pub mod paths;
+pub mod pty;
 pub mod registry;
 pub mod runner;
+pub mod streams;
 pub mod tree;
 pub mod worker;
 

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -20,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::manifest::Manifest;
 use crate::registry::{CommandKind, CommandSpec};
+use crate::streams::{Group, Passed};
 use crate::tree::{TAG_VAR, Tree};
 use mcli_protocol::{ExecStatus, ExecuteResult, Stream, encode_output};
 
@@ -56,6 +58,15 @@ pub struct Invocation {
     pub timeout: Option<Duration>,
     /// The pause between SIGTERM and SIGKILL when the command is ended.
     pub kill_grace: Duration,
+    /// Streams the command reads and writes itself instead of pipes (a process only; a
+    /// built-in or a worker call ignores them).
+    pub passed: Passed,
+    /// Filled with the command's process group while it runs, for forwarded signals.
+    pub group: Option<Group>,
+    /// The master side of the pseudo-terminal whose slave `passed` holds: the command is made a
+    /// session leader with it as its controlling terminal, its output is read from the master
+    /// and its input written there.
+    pub tty: Option<OwnedFd>,
 }
 
 /// Puts captured output in a result: `stdout`/`stderr` for UTF-8, the `_b64` fields otherwise.
@@ -231,13 +242,15 @@ impl Drop for TreeGuard {
 /// grace, SIGKILL).
 pub async fn run_process(
     program: Program,
-    inv: Invocation,
+    mut inv: Invocation,
     out: &mpsc::Sender<Chunk>,
     cancel: &CancellationToken,
     started: Instant,
 ) -> Outcome {
     let tree = Tree::new();
-    let mut child = match command(&program, &inv, tree.tag()).spawn() {
+    let passed = std::mem::take(&mut inv.passed);
+    let tty = inv.tty.take();
+    let mut child = match command(&program, &inv, passed, tty.is_some(), tree.tag()).spawn() {
         Ok(child) => child,
         Err(err) => {
             let code = if err.kind() == io::ErrorKind::NotFound { 127 } else { 126 };
@@ -252,9 +265,10 @@ pub async fn run_process(
     // Declared after the child, so dropped before it: a dropped execution ends the tree while
     // its leader is not yet reaped (and its ids cannot have been reused).
     let mut tree = TreeGuard(tree);
-    tree.0.set_leader(child.id().map(|id| Pid::from_raw(id as i32)));
-    let stdin_task = child.stdin.take().map(|pipe| tokio::spawn(feed_stdin(pipe, inv.stdin)));
-    let mut pumps = tokio::spawn(pump_output(child.stdout.take(), child.stderr.take(), out.clone()));
+    let leader = child.id().map(|id| Pid::from_raw(id as i32));
+    tree.0.set_leader(leader);
+    let group = GroupGuard::set(inv.group.take(), leader);
+    let io = Io::start(&mut child, std::mem::take(&mut inv.stdin), tty, out);
 
     let ended = tokio::select! {
         status = child.wait() => Ok(status),
@@ -269,12 +283,8 @@ pub async fn run_process(
     // left behind after a normal exit runs on (a command may start a background service); only
     // a timeout, a cancel or a dropped execution ends the rest of the tree.
     tree.0.let_go();
-    if let Some(task) = stdin_task {
-        task.abort();
-    }
-    if tokio::time::timeout(DRAIN_AFTER_EXIT, &mut pumps).await.is_err() {
-        pumps.abort();
-    }
+    drop(group);
+    io.finish().await;
     match status {
         Ok(status) => Outcome::from_exit(status, ended, started),
         Err(err) => {
@@ -289,11 +299,89 @@ async fn note(out: &mpsc::Sender<Chunk>, text: String) {
     emit(out, Stream::Stderr, format!("{}: {text}\n", crate::program_name())).await;
 }
 
+/// Empties the command's [`Group`] when the command is over, or its execution dropped.
+struct GroupGuard(Option<Group>);
+
+impl GroupGuard {
+    /// Fills `group` with the group that `leader` leads.
+    fn set(group: Option<Group>, leader: Option<Pid>) -> GroupGuard {
+        if let Some(group) = &group {
+            group.set(leader);
+        }
+        GroupGuard(group)
+    }
+}
+
+/// The tasks that move a command's input and output.
+struct Io {
+    stdin: Option<tokio::task::JoinHandle<()>>,
+    pumps: tokio::task::JoinHandle<()>,
+    /// Input written to the command's terminal, and its output read, for a command on a
+    /// pseudo-terminal.
+    master_feed: Option<tokio::task::JoinHandle<()>>,
+    master_pump: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Io {
+    fn start(child: &mut tokio::process::Child, stdin: Stdin, tty: Option<OwnedFd>, out: &mpsc::Sender<Chunk>) -> Io {
+        let (master_pump, master_feed, stdin) = match tty {
+            Some(master) => {
+                let (pump, feed) = attach_tty(master, stdin, out);
+                (pump, feed, Stdin::Null)
+            }
+            None => (None, None, stdin),
+        };
+        Io {
+            stdin: child.stdin.take().map(|pipe| tokio::spawn(feed_stdin(pipe, stdin))),
+            pumps: tokio::spawn(pump_output(child.stdout.take(), child.stderr.take(), out.clone())),
+            master_feed,
+            master_pump,
+        }
+    }
+
+    /// Once the command has exited: stops feeding it, and lets its output drain for
+    /// [`DRAIN_AFTER_EXIT`] at most.
+    async fn finish(mut self) {
+        for task in [self.stdin.take(), self.master_feed.take()].into_iter().flatten() {
+            task.abort();
+        }
+        if tokio::time::timeout(DRAIN_AFTER_EXIT, &mut self.pumps).await.is_err() {
+            self.pumps.abort();
+        }
+        if let Some(pump) = self.master_pump {
+            // A blocking read cannot be aborted: a process left behind on the terminal keeps it
+            // until it closes the terminal; the output is no longer waited for.
+            let _ = tokio::time::timeout(DRAIN_AFTER_EXIT, pump).await;
+        }
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(group) = &self.0 {
+            group.clear();
+        }
+    }
+}
+
 /// The child process for `program`: the call's directory and environment (plus the program's
-/// own variables), its own process group, stdout and stderr piped.
-fn command(program: &Program, inv: &Invocation, tag: &str) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(&program.path);
-    cmd.args(&program.leading).args(&inv.args).process_group(0).kill_on_drop(false);
+/// own variables), its own process group, stdout and stderr piped unless `passed` brings them.
+fn command(program: &Program, inv: &Invocation, passed: Passed, tty: bool, tag: &str) -> tokio::process::Command {
+    let mut cmd = match crate::pty::setsid_program().filter(|_| tty) {
+        // Its own session (so its own process group) with the terminal on stdin as its
+        // controlling terminal.
+        Some(setsid) => {
+            let mut cmd = tokio::process::Command::new(setsid);
+            cmd.arg("--ctty").arg(&program.path);
+            cmd
+        }
+        None => {
+            let mut cmd = tokio::process::Command::new(&program.path);
+            cmd.process_group(0);
+            cmd
+        }
+    };
+    cmd.args(&program.leading).args(&inv.args).kill_on_drop(false);
     if let Some(cwd) = &inv.cwd {
         cmd.current_dir(cwd);
     }
@@ -301,13 +389,44 @@ fn command(program: &Program, inv: &Invocation, tag: &str) -> tokio::process::Co
         cmd.env_clear().envs(env);
     }
     cmd.envs(&program.extra_env).env(TAG_VAR, tag);
-    cmd.stdin(match &inv.stdin {
-        Stdin::Null => Stdio::null(),
-        Stdin::Bytes(_) | Stdin::Stream(_) => Stdio::piped(),
-        Stdin::Inherit => Stdio::inherit(),
+    cmd.stdin(match (&inv.stdin, passed.stdin) {
+        (_, Some(fd)) => Stdio::from(fd),
+        (Stdin::Null, None) => Stdio::null(),
+        (Stdin::Bytes(_) | Stdin::Stream(_), None) => Stdio::piped(),
+        (Stdin::Inherit, None) => Stdio::inherit(),
     });
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdout(passed.stdout.map_or_else(Stdio::piped, Stdio::from));
+    cmd.stderr(passed.stderr.map_or_else(Stdio::piped, Stdio::from));
     cmd
+}
+
+/// Starts reading the terminal's output and writing its input; the tasks that do it.
+fn attach_tty(
+    master: OwnedFd,
+    stdin: Stdin,
+    out: &mpsc::Sender<Chunk>,
+) -> (Option<tokio::task::JoinHandle<()>>, Option<tokio::task::JoinHandle<()>>) {
+    let feed = master.try_clone().ok().map(|writer| tokio::spawn(feed_master(writer, stdin)));
+    let out = out.clone();
+    let deliver = move |data| out.blocking_send(Chunk { stream: Stream::Stdout, data }).is_ok();
+    (Some(crate::pty::pump_master(master, deliver)), feed)
+}
+
+/// Writes the command's input to its terminal as it comes (what the user types, raw).
+async fn feed_master(master: OwnedFd, stdin: Stdin) {
+    match stdin {
+        Stdin::Bytes(bytes) => {
+            let _ = crate::pty::write_all(&master, bytes).await;
+        }
+        Stdin::Stream(mut chunks) => {
+            while let Some(chunk) = chunks.recv().await {
+                if crate::pty::write_all(&master, chunk).await.is_err() {
+                    return;
+                }
+            }
+        }
+        Stdin::Null | Stdin::Inherit => {}
+    }
 }
 
 /// Writes the command's input into its stdin pipe; a command that exits without reading all of

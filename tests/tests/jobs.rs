@@ -499,6 +499,16 @@ fn usage_and_params_errors_say_what_is_wrong() {
         r#"{"jsonrpc":"2.0","id":1,"method":"execute","params":{"command":"echo","detach":true,"stdin_stream":true}}"#,
     );
     assert!(streamed["error"]["message"].as_str().unwrap().contains("a detached job takes no `stdin_stream`"));
+    let on_a_terminal = raw(
+        r#"{"jsonrpc":"2.0","id":4,"method":"execute","params":{"command":"echo","detach":true,"tty":{"rows":24,"cols":80}}}"#,
+    );
+    assert!(
+        on_a_terminal["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`streams` or `tty`: its output goes to its files"),
+        "{on_a_terminal}"
+    );
     let empty = raw(r#"{"jsonrpc":"2.0","id":2,"method":"wait","params":{"ids":[]}}"#);
     assert!(empty["error"]["message"].as_str().unwrap().contains("`ids` must name 1 to 1000 jobs"), "{empty}");
     let missing = raw(r#"{"jsonrpc":"2.0","id":3,"method":"attach","params":{"id":5}}"#);

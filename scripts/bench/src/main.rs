@@ -8,6 +8,8 @@
 //! - script overhead: a trivial script run directly and through `mcli-client`, interleaved;
 //! - throughput: built-in `execute` calls over 8 persistent connections at once;
 //! - jobs: the `--detach` round trip, and following a job that writes 1 GiB (`jobs.rs`).
+//! - streams: the client's streams passed against streamed through the server (`streams.rs`);
+//!   `MCLI_BENCH_ONLY=streams` runs only these.
 //!
 //! `mcli-bench --compare OLD_BIN_DIR NEW_BIN_DIR` instead measures two builds side by side
 //! (`scripts/bench/compare.sh REF` builds REF and compares it with the work tree).
@@ -23,6 +25,7 @@ use mcli_protocol::ServerFile;
 
 mod compare;
 mod jobs;
+mod streams;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -41,6 +44,9 @@ fn main() -> anyhow::Result<()> {
     println!();
     println!("| measure | value |");
     println!("|---|---|");
+    if std::env::var("MCLI_BENCH_ONLY").is_ok_and(|only| only == "streams") {
+        return streams::run(&bench, iterations);
+    }
 
     bench.client(&["-q", "hello"]).status().context("first call")?;
     if std::env::var("MCLI_BENCH_ONLY").is_ok_and(|only| only == "jobs") {
@@ -112,6 +118,7 @@ fn main() -> anyhow::Result<()> {
     }
     bench.command("mcli-server", &["--socket-name", "nohist", "stop"]).status()?;
 
+    streams::run(&bench, iterations)?;
     warm_worker(&bench)?;
     idle_connections(&bench, 1000)?;
     http(&bench)?;

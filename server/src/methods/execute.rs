@@ -7,6 +7,7 @@
 //! (waiting in a bounded queue).
 
 use std::collections::BTreeMap;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -20,9 +21,10 @@ use mcli_protocol::{
 use mcli_shared::execution::{Capture, Execution, OutputSink};
 use mcli_shared::registry::{CommandKind, CommandSpec, LookupError};
 use mcli_shared::runner::{Chunk, Invocation, Outcome, Stdin};
+use mcli_shared::streams::{Group, Passed};
 use serde::Serialize;
 
-use super::error;
+use super::{error, streams};
 use crate::cache::{Entry, MAX_ENTRY_BYTES};
 use crate::executions::{Refusal, Slot};
 use crate::history::Record;
@@ -46,19 +48,23 @@ pub async fn execute(
     let timeout = requested_timeout(params.timeout)?;
     check_env(params.env.as_ref())?;
     check_cwd(params.cwd.as_deref()).await?;
-    let stdin = stdin_source(&params, &request)?;
     let (registry, generation) = state.commands.current().await;
     let spec = registry.get(&params.command).map_err(lookup_error)?;
     let stream = params.stream.unwrap_or(request.stream_by_default);
-    // A detached job always runs: its output is for the job's files, not from the cache.
-    let cache = cache_plan(&state, &spec, &params, &stdin, generation).filter(|_| !params.detach);
     let limit = state.config().server.max_captured_output;
+    let Prepared { stdin, cache, process, tty, out } = prepare(&state, &params, &request, &spec, generation)?;
+    // A detached job always runs: its output is for the job's files, not from the cache.
+    let cache = cache.filter(|_| !params.detach);
 
     if let Some(hit) = cache.as_ref().and_then(|(key, _)| state.cache.get(key)) {
-        return replay(&state, &request, &params, &spec, hit, stream).await;
+        return replay(&state, &request, &params, &spec, hit, stream, out).await;
     }
-    if params.detach && params.stdin_stream {
-        return Err(error(code::INVALID_PARAMS, "invalid params: a detached job takes no `stdin_stream`"));
+    if params.detach && (params.stdin_stream || params.streams.is_some() || params.tty.is_some()) {
+        // Checked once the passed descriptors are claimed (and so dropped), not left queued.
+        return Err(error(
+            code::INVALID_PARAMS,
+            "invalid params: a detached job takes no `stdin_stream`, `streams` or `tty`: its output goes to its files",
+        ));
     }
     let Some(slot) = take_slot(&state, &request, stream).await? else {
         return never_ran(&state, &request, &params, &spec, stream).await;
@@ -70,6 +76,9 @@ pub async fn execute(
         env: params.env.take(),
         stdin,
         timeout,
+        passed: process,
+        tty,
+        group: signal_route(&request, &spec),
         ..Invocation::default()
     };
     let execution = Execution::new(spec, invocation, &state.config());
@@ -81,6 +90,7 @@ pub async fn execute(
     let (id, started_at) = (running.id, SystemTime::now());
     tracing::debug!(execution = id, command = %execution.spec().name, "started");
     let mut sink = ResultSink::new(&request, id, stream, limit, cache.is_some());
+    sink.passed = out;
     let outcome = execution.run(&state.workers, &mut sink, &request.cancel).await;
     running.finish(outcome.status);
     tracing::debug!(execution = id, status = outcome.status.as_str(), "ended");
@@ -98,6 +108,50 @@ pub async fn execute(
     Ok(recorded(&state, &request, &params, started_at, result).await)
 }
 
+/// The process group that `signal` reaches for this request. A built-in or a worker call has
+/// no process of its own: its group is over from the start, so `signal` says `delivered: false`.
+fn signal_route(request: &RequestCtx, spec: &CommandSpec) -> Option<Group> {
+    let group = Group::default();
+    if !streams::is_process(spec) {
+        group.clear();
+    }
+    request.terminal.route(&request.key, group.clone()).then_some(group)
+}
+
+/// The command's streams (the client's passed ones, a terminal, or pipes) and the cache plan.
+struct Prepared {
+    stdin: Stdin,
+    cache: Option<(String, Duration)>,
+    /// Descriptors the process uses as its own stdio.
+    process: Passed,
+    /// The master side of the command's terminal, for `tty`.
+    tty: Option<OwnedFd>,
+    /// Passed stdout and stderr the server writes to itself.
+    out: streams::PassedOut,
+}
+
+fn prepare(
+    state: &State,
+    params: &ExecuteParams,
+    request: &RequestCtx,
+    spec: &CommandSpec,
+    generation: u64,
+) -> Result<Prepared, ErrorObjectOwned> {
+    let passed = streams::claim(params, request)?;
+    let mut stdin = stdin_source(params, request)?;
+    let cache = cache_plan(state, spec, params, &stdin, generation)
+        .filter(|_| !streams::stdin_is_input(passed.as_ref()) && params.tty.is_none());
+    let plan = streams::plan(passed, spec, cache.is_some());
+    if let Some(from_passed) = plan.stdin {
+        stdin = from_passed;
+    }
+    let (process, tty) = match streams::tty(params, spec, request)? {
+        Some((slave, master)) => (slave, Some(master)),
+        None => (plan.process, None),
+    };
+    Ok(Prepared { stdin, cache, process, tty, out: plan.out })
+}
+
 /// Answers a call from the cache: the kept output, replayed as the command wrote it.
 async fn replay(
     state: &State,
@@ -106,10 +160,12 @@ async fn replay(
     spec: &CommandSpec,
     hit: Entry,
     stream: bool,
+    passed: streams::PassedOut,
 ) -> Result<ExecuteResult, ErrorObjectOwned> {
     let execution = state.executions.begin(&spec.name, request.cancel.clone()).await.map_err(no_id)?;
     let (started, started_at) = (Instant::now(), SystemTime::now());
     let mut sink = ResultSink::new(request, execution.id, stream, state.config().server.max_captured_output, false);
+    sink.passed = passed;
     for chunk in hit.output {
         sink.accept(chunk).await;
     }
@@ -336,12 +392,23 @@ struct ResultSink<'a> {
     /// The output kept for the cache; dropped when it grows past what the cache keeps.
     kept: Option<Vec<Chunk>>,
     kept_bytes: usize,
+    /// The client's own stdout and stderr, passed with the request, when the server writes
+    /// the output there itself.
+    passed: streams::PassedOut,
 }
 
 impl<'a> ResultSink<'a> {
     fn new(request: &'a RequestCtx, id: u64, stream: bool, limit: usize, keep: bool) -> Self {
         let capture = Capture::new(if stream { 0 } else { limit });
-        ResultSink { request, id, stream, capture, kept: keep.then(Vec::new), kept_bytes: 0 }
+        ResultSink {
+            request,
+            id,
+            stream,
+            capture,
+            kept: keep.then(Vec::new),
+            kept_bytes: 0,
+            passed: Default::default(),
+        }
     }
 
     fn result(self, id: u64, command: String, outcome: Outcome, cached: bool) -> ExecuteResult {
@@ -363,6 +430,9 @@ impl OutputSink for ResultSink<'_> {
             } else {
                 kept.push(chunk.clone());
             }
+        }
+        if let Some(written) = self.passed.write(&chunk).await {
+            return written;
         }
         if self.stream {
             return send_output(self.request, self.id, chunk).await;

@@ -12,7 +12,9 @@ mod jobs;
 mod list;
 mod reload;
 mod shutdown;
+mod signal;
 mod status;
+mod streams;
 mod wait;
 
 use std::sync::Arc;
@@ -40,6 +42,7 @@ pub fn table(state: State) -> Methods {
     register::<protocol::Attach, _, _>(&mut module, attach::attach);
     register::<protocol::Wait, _, _>(&mut module, wait::wait);
     register::<protocol::Jobs, _, _>(&mut module, jobs::jobs);
+    register::<protocol::Signal, _, _>(&mut module, signal::signal);
     module.into()
 }
 

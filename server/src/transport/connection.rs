@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::context::ConnectionCtx;
 use super::dispatch::{self, error_reply};
 use super::hangup::{HANGUP_CHECK, Hangup};
+use super::terminal::Terminal;
 use crate::lifecycle::Lifecycle;
 
 /// Requests one connection may have in flight, batch members included; reading pauses beyond it.
@@ -48,7 +49,8 @@ where
 {
     /// A connection with peer number `id` on `transport`; nothing is read or written yet.
     pub fn new(lifecycle: &Arc<Lifecycle>, id: usize, transport: &'static str, reader: R, writer: W) -> Self {
-        let (ctx, outgoing) = ConnectionCtx::new(lifecycle, id, transport, true);
+        let terminal = Terminal::new(reader.passed_fds());
+        let (ctx, outgoing) = ConnectionCtx::with_terminal(lifecycle, id, transport, true, terminal);
         Connection {
             ctx,
             frames: FramedRead::new(reader, FrameCodec::detect(DEFAULT_MAX_FRAME)),
@@ -124,6 +126,17 @@ where
                     continue;
                 }
             };
+            // Passed streams go to their request here, in the order the requests came.
+            if let Some(key) = passed_request_key(&text) {
+                self.ctx.terminal.take_for(key);
+            }
+            if let Some(overflow) = self.ctx.terminal.overflow() {
+                tracing::debug!(connection = self.id(), "{overflow}");
+                self.send(error_reply("null", code::INVALID_REQUEST, &format!("invalid request: {overflow}"))).await;
+            }
+            if self.ctx.terminal.resize_from(&text) {
+                continue;
+            }
             // Standard input is delivered here, in order, not in a task of its own.
             if mentions_stdin(&text) && self.deliver_stdin(&text).await {
                 continue;
@@ -219,6 +232,32 @@ fn too_large(len: Option<usize>, limit: usize) -> Vec<u8> {
         None => format!("invalid request: a message is over the limit of {limit} bytes"),
     };
     error_reply("null", code::INVALID_REQUEST, &message)
+}
+
+/// The id (as the connection's key: its JSON text) of an `execute` request with
+/// `streams: "passed"`.
+fn passed_request_key(text: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Message<'a> {
+        #[serde(borrow)]
+        id: Option<&'a serde_json::value::RawValue>,
+        method: Option<std::borrow::Cow<'a, str>>,
+        params: Option<Params>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Params {
+        streams: Option<mcli_protocol::Streams>,
+    }
+    use mcli_protocol::Method as _;
+    // A cheap test first: most messages are not such requests.
+    memchr::memmem::find(text, b"passed")?;
+    let message: Message<'_> = serde_json::from_slice(text).ok()?;
+    let asks = message.method.as_deref() == Some(mcli_protocol::Execute::NAME)
+        && message.params.and_then(|p| p.streams) == Some(mcli_protocol::Streams::Passed);
+    if !asks {
+        return None;
+    }
+    Some(dispatch::id_key(message.id?))
 }
 
 /// A cheap first test: could this message be a `mcli/stdin` notification?

@@ -1,6 +1,7 @@
 //! What the requests of one connection share: the ordered, bounded queue of what goes out to
 //! the peer, the cancellation tokens of the requests in flight (with the bookkeeping that lets a
-//! `$/cancelRequest` overtake its request), and the routes of streamed standard input.
+//! `$/cancelRequest` overtake its request), the routes of streamed standard input, and the
+//! terminal side (passed streams, signal routes).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -11,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::recent::RecentKeys;
 use super::stdin::StdinRoutes;
+use super::terminal::Terminal;
 use crate::lifecycle::Lifecycle;
 
 /// Messages queued for writing; producers (streamed output) wait beyond it.
@@ -29,6 +31,8 @@ pub struct ConnectionCtx {
     pub transport: &'static str,
     /// Streamed standard input on its way to this connection's `execute` requests.
     pub stdin: Arc<StdinRoutes>,
+    /// Passed standard streams and the process groups that forwarded signals reach.
+    pub terminal: Arc<Terminal>,
     /// Cancelled when the connection fails or the server aborts; parent of every request's token.
     cancel: CancellationToken,
     requests: Mutex<Requests>,
@@ -53,6 +57,17 @@ impl ConnectionCtx {
         transport: &'static str,
         stream_by_default: bool,
     ) -> (Arc<ConnectionCtx>, mpsc::Receiver<Bytes>) {
+        Self::with_terminal(lifecycle, id, transport, stream_by_default, Terminal::default())
+    }
+
+    /// [`ConnectionCtx::new`] for a connection that may pass descriptors (see [`Terminal::new`]).
+    pub fn with_terminal(
+        lifecycle: &Lifecycle,
+        id: usize,
+        transport: &'static str,
+        stream_by_default: bool,
+        terminal: Terminal,
+    ) -> (Arc<ConnectionCtx>, mpsc::Receiver<Bytes>) {
         let (tx, rx) = mpsc::channel::<Bytes>(OUTGOING_QUEUE);
         let ctx = ConnectionCtx {
             id,
@@ -60,6 +75,7 @@ impl ConnectionCtx {
             stream_by_default,
             transport,
             stdin: Arc::new(StdinRoutes::default()),
+            terminal: Arc::new(terminal),
             cancel: lifecycle.abort.child_token(),
             requests: Mutex::new(Requests::default()),
         };

@@ -50,6 +50,8 @@ pub struct RequestCtx {
     pub key: String,
     /// Where the connection's streamed standard input is routed.
     pub stdin: Arc<StdinRoutes>,
+    /// The connection's passed streams and signal routes.
+    pub terminal: Arc<super::terminal::Terminal>,
     /// How the request came, for the history: `socket`, `stdio`, `tcp` or `http`.
     pub transport: &'static str,
     /// The most bytes the reply may have, its envelope included: a handler that can answer
@@ -321,6 +323,7 @@ async fn run(
         stream_by_default: conn.stream_by_default,
         key: key.clone(),
         stdin: Arc::clone(&conn.stdin),
+        terminal: Arc::clone(&conn.terminal),
         transport: conn.transport,
         max_reply,
     });
@@ -328,6 +331,7 @@ async fn run(
     conn.unregister_request(&key);
     // Input for a request that is over (or never ran, e.g. on bad params) is dropped from now on.
     conn.stdin.release(&key);
+    conn.terminal.release(&key);
     tracing::debug!(
         connection = conn.id,
         request = raw_id.get(),

@@ -2,7 +2,10 @@
 //! says here how its peer hangs up; the connection asks only this trait.
 
 use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::Arc;
 use std::time::Duration;
+
+use super::fds::{FdReader, PassedFds};
 
 /// How often a connection whose peer stopped sending checks whether the peer is gone.
 pub const HANGUP_CHECK: Duration = Duration::from_millis(200);
@@ -17,6 +20,21 @@ pub trait Hangup {
     /// commands are to end), rather than a half-close that still waits for the replies.
     fn end_of_input_is_hang_up(&self) -> bool {
         false
+    }
+
+    /// Where descriptors the peer passes are queued: the local socket only.
+    fn passed_fds(&self) -> Option<Arc<PassedFds>> {
+        None
+    }
+}
+
+impl Hangup for FdReader {
+    fn peer_hung_up(&self) -> bool {
+        self.half().peer_hung_up()
+    }
+
+    fn passed_fds(&self) -> Option<Arc<PassedFds>> {
+        Some(self.fds())
     }
 }
 

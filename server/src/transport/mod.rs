@@ -14,6 +14,7 @@ pub mod auth;
 pub mod connection;
 pub mod context;
 pub mod dispatch;
+pub mod fds;
 pub mod hangup;
 pub mod http;
 pub mod recent;
@@ -21,6 +22,7 @@ pub mod socket;
 pub mod stdin;
 pub mod stdio;
 pub mod tcp;
+pub mod terminal;
 
 use std::io;
 use std::sync::Arc;

@@ -2,7 +2,8 @@
 //! connections. When the name guard had to bind the socket anew, accepting goes on on the new one.
 //! A connection from a process of another user is refused with one error line: the file modes
 //! keep others out only as long as nobody changes them (and never keep out root), so the
-//! kernel's word on the peer (SO_PEERCRED) decides.
+//! kernel's word on the peer (SO_PEERCRED) decides. A client may pass its standard streams with
+//! a request (`fds.rs`).
 
 use std::io;
 use std::path::Path;
@@ -49,6 +50,7 @@ pub async fn serve(transports: Transports, listener: Listener, rebound: mpsc::Re
                 return;
             }
             let (reader, writer) = stream.into_split();
+            let reader = super::fds::FdReader::new(reader);
             super::serve(served, Peer { id, transport: "socket", token: None }, reader, writer).await;
         }
     };

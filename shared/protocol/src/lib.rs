@@ -9,12 +9,16 @@ pub mod framing;
 mod jobs;
 mod seconds;
 mod server_file;
+pub mod terminal;
 
 pub use jobs::{
     Attach, AttachParams, JobInfo, JobNotFound, Jobs, JobsParams, JobsResult, Wait, WaitParams, WaitResult,
 };
 pub use seconds::{Seconds, SecondsError};
 pub use server_file::ServerFile;
+pub use terminal::{
+    FORWARDED_SIGNALS, RESIZE_NOTIFICATION, ResizeParams, SignalParams, SignalResult, Streams, TtySize,
+};
 
 use std::collections::BTreeMap;
 
@@ -118,6 +122,12 @@ pub struct HandoverResult {
     pub running: usize,
 }
 
+method!(
+    /// Forward a terminal's signal to the process group of a command this connection runs
+    /// (see [`terminal`]).
+    Signal, "signal", SignalParams, SignalResult
+);
+
 /// What `reload` did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReloadResult {
@@ -213,6 +223,14 @@ pub struct ExecuteParams {
     /// The protocol revision the client speaks; checked when present.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<u32>,
+    /// `passed`: the client's stdin, stdout and stderr came with this request (local socket
+    /// only); see [`terminal::Streams`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub streams: Option<Streams>,
+    /// Run the command on a pseudo-terminal of this size, for clients that cannot pass their
+    /// own (TCP, editors); see [`terminal`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tty: Option<TtySize>,
 }
 
 /// How an execution ended.
