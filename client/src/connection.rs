@@ -654,7 +654,7 @@ impl Connection {
             return;
         };
         if self.remote_tty && name == "WINCH" {
-            let size = crate::tty::size();
+            let size = crate::forward::terminal_size();
             let resize = ResizeParams { request_id: id.into(), rows: size.rows, cols: size.cols };
             let _ = self.notifier().notify(RESIZE_NOTIFICATION, &resize);
             return;

@@ -67,3 +67,13 @@ impl Drop for Forwarder {
         }
     }
 }
+
+/// The size of the terminal on standard input (24 x 80 when it cannot be read).
+pub fn terminal_size() -> mcli_protocol::TtySize {
+    match rustix::termios::tcgetwinsize(io::stdin().as_fd()) {
+        Ok(size) if size.ws_row > 0 && size.ws_col > 0 => {
+            mcli_protocol::TtySize { rows: size.ws_row, cols: size.ws_col }
+        }
+        _ => mcli_protocol::TtySize { rows: 24, cols: 80 },
+    }
+}

@@ -7,8 +7,8 @@
 use std::io;
 use std::os::fd::AsFd;
 
-use mcli_protocol::{ExecuteParams, ExecuteResult, OutputParams, TtySize};
-use rustix::termios::{OptionalActions, Termios, tcgetattr, tcgetwinsize, tcsetattr};
+use mcli_protocol::{ExecuteParams, ExecuteResult, OutputParams};
+use rustix::termios::{OptionalActions, Termios, tcgetattr, tcsetattr};
 
 use crate::connection::{CallError, Connection};
 use crate::stdin::pump_stdin;
@@ -16,14 +16,6 @@ use crate::stdin::pump_stdin;
 /// Whether standard input is a terminal.
 pub fn stdin_is_terminal() -> bool {
     rustix::termios::isatty(io::stdin().as_fd())
-}
-
-/// The size of the terminal on standard input (24 x 80 when it cannot be read).
-pub fn size() -> TtySize {
-    match tcgetwinsize(io::stdin().as_fd()) {
-        Ok(size) if size.ws_row > 0 && size.ws_col > 0 => TtySize { rows: size.ws_row, cols: size.ws_col },
-        _ => TtySize { rows: 24, cols: 80 },
-    }
 }
 
 /// The terminal in raw mode until dropped, which restores it as it was.
@@ -52,7 +44,12 @@ pub fn execute(
     params: &ExecuteParams,
     on_output: impl FnMut(&OutputParams) -> io::Result<()>,
 ) -> Result<ExecuteResult, CallError> {
-    let params = ExecuteParams { tty: Some(size()), stdin_stream: true, streams: None, ..params.clone() };
+    let params = ExecuteParams {
+        tty: Some(crate::forward::terminal_size()),
+        stdin_stream: true,
+        streams: None,
+        ..params.clone()
+    };
     let raw = RawMode::enter()?;
     let id = conn.send_execute(&params)?;
     conn.forward_signals(id, true)?;

@@ -51,7 +51,6 @@ pub async fn execute(
     let (registry, generation) = state.commands.current().await;
     let spec = registry.get(&params.command).map_err(lookup_error)?;
     let stream = params.stream.unwrap_or(request.stream_by_default);
-    let limit = state.config().server.max_captured_output;
     let Prepared { stdin, cache, process, tty, out } = prepare(&state, &params, &request, &spec, generation)?;
     // A detached job always runs: its output is for the job's files, not from the cache.
     let cache = cache.filter(|_| !params.detach);
@@ -85,11 +84,25 @@ pub async fn execute(
     if let Some(slot) = slot_for_job {
         return crate::jobs::detach(&state, slot, execution, &params, request.transport).await;
     }
-    let time_limit = execution.time_limit();
+    run_attached(&state, &request, &params, execution, stream, cache, out).await
+}
+
+/// Runs `execution` for the caller, who waits for its result: streamed or captured output,
+/// the result cached when it may be, then recorded in the history.
+async fn run_attached(
+    state: &State,
+    request: &RequestCtx,
+    params: &ExecuteParams,
+    execution: Execution,
+    stream: bool,
+    cache: Option<(String, Duration)>,
+    out: streams::PassedOut,
+) -> Result<ExecuteResult, ErrorObjectOwned> {
+    let (time_limit, limit) = (execution.time_limit(), state.config().server.max_captured_output);
     let running = state.executions.begin(&execution.spec().name, request.cancel.clone()).await.map_err(no_id)?;
     let (id, started_at) = (running.id, SystemTime::now());
     tracing::debug!(execution = id, command = %execution.spec().name, "started");
-    let mut sink = ResultSink::new(&request, id, stream, limit, cache.is_some());
+    let mut sink = ResultSink::new(request, id, stream, limit, cache.is_some());
     sink.passed = out;
     let outcome = execution.run(&state.workers, &mut sink, &request.cancel).await;
     running.finish(outcome.status);
@@ -105,7 +118,7 @@ pub async fn execute(
     if result.status == ExecStatus::TimedOut {
         result.time_limit = time_limit;
     }
-    Ok(recorded(&state, &request, &params, started_at, result).await)
+    Ok(recorded(state, request, params, started_at, result).await)
 }
 
 /// The process group that `signal` reaches for this request. A built-in or a worker call has
