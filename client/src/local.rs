@@ -33,19 +33,19 @@ pub fn run(name: &str, args: &[String], cli: &Cli) -> i32 {
         Ok(runtime) => runtime,
         Err(source) => return report_for(cli.json, &ClientError::LocalRuntime { command: name.to_owned(), source }),
     };
+    // A process gets this client's own streams (its terminal, its files and pipes) unless the
+    // output is wanted for `--json`, or `--no-pass-streams` asks for it to be pumped.
+    let own_streams = !crate::passing::streams_stay_with_mcli(cli);
     let invocation = Invocation {
         args: args.to_vec(),
         cwd: std::env::current_dir().ok(),
         env: None,
         stdin: if stdin_is_forwarded() { Stdin::Inherit } else { Stdin::Null },
         timeout: cli.timeout.map(Duration::from_secs_f64),
-        // A process gets this client's own streams (its terminal, its files and pipes) unless
-        // the output is wanted for `--json`, or `--no-pass-streams` asks for it to be pumped.
-        passed: if crate::passing::streams_stay_with_mcli(cli) {
-            Passed::default()
-        } else {
-            Passed::own().unwrap_or_default()
-        },
+        passed: if own_streams { Passed::own().unwrap_or_default() } else { Passed::default() },
+        // With the client's own streams the command is part of the client's job, as in a
+        // direct run: it reads the terminal, and Ctrl-Z stops both, `fg` resumes both.
+        in_callers_group: own_streams,
         ..Invocation::default()
     };
     let execution = Execution::new(spec, invocation, &config);

@@ -67,6 +67,11 @@ pub struct Invocation {
     /// session leader with it as its controlling terminal, its output is read from the master
     /// and its input written there.
     pub tty: Option<OwnedFd>,
+    /// Run the process in the caller's process group rather than a group of its own: the
+    /// client's local mode with its own terminal, where the terminal's signals and job control
+    /// (Ctrl-C, Ctrl-Z, `fg`, reading the terminal) must reach the command as in a direct run.
+    /// A timeout or cancel then ends it through its descendants and tag, never by group.
+    pub in_callers_group: bool,
 }
 
 /// Puts captured output in a result: `stdout`/`stderr` for UTF-8, the `_b64` fields otherwise.
@@ -266,7 +271,11 @@ pub async fn run_process(
     // its leader is not yet reaped (and its ids cannot have been reused).
     let mut tree = TreeGuard(tree);
     let leader = child.id().map(|id| Pid::from_raw(id as i32));
-    tree.0.set_leader(leader);
+    if inv.in_callers_group {
+        tree.0.set_leader_in_callers_group(leader);
+    } else {
+        tree.0.set_leader(leader);
+    }
     let group = GroupGuard::set(inv.group.take(), leader);
     let io = Io::start(&mut child, std::mem::take(&mut inv.stdin), tty, out);
 
@@ -377,7 +386,9 @@ fn command(program: &Program, inv: &Invocation, passed: Passed, tty: bool, tag: 
         }
         None => {
             let mut cmd = tokio::process::Command::new(&program.path);
-            cmd.process_group(0);
+            if !inv.in_callers_group {
+                cmd.process_group(0);
+            }
             cmd
         }
     };

@@ -46,6 +46,12 @@ impl Tree {
         (self.leader, self.group) = (pid, pid);
     }
 
+    /// The command's first process, left in its caller's process group: the tree is found
+    /// from it and by its tag, and no group is ever signalled (that would be the caller's).
+    pub fn set_leader_in_callers_group(&mut self, pid: Option<Pid>) {
+        (self.leader, self.group) = (pid, None);
+    }
+
     /// Forgets the leader once it is reaped: its id may be reused from then on, so the walk by
     /// parent links stops (its children have a new parent by now anyway). Its group and the tag
     /// still find what it left behind.

@@ -102,6 +102,29 @@ fn local_mode_commands_inherit_the_terminal() {
 }
 
 #[test]
+fn local_mode_commands_read_the_terminal_and_stop_and_resume_with_the_client() {
+    let env = TestEnv::new();
+    script(&env, "ask", "echo ready; read line; echo \"got $line\"");
+    script(&env, "pausable", "echo ready; sleep 0.3; echo done");
+    let on_pty = |line: &str, typed: &str| {
+        let mut cmd = env.command("python3");
+        cmd.args(["-c", ON_PTY, "33", "99", "bash", "-c", line, "job"]).arg(env.bin("mcli-client"));
+        Run::of(cmd.env("MCLI_DAEMON_ROUTING", "0").env("PTY_TYPE", typed))
+    };
+    // Reading the terminal: the command is in the terminal's foreground job, not stopped by
+    // SIGTTIN.
+    let run = on_pty(r#""$1" ask"#, "hello\r");
+    run.expect_code(0);
+    assert!(run.stdout.contains("got hello"), "{run:?}");
+    // Ctrl-Z stops the client and the command together, and the shell's `fg` resumes both.
+    // The shell runs with job control (`set -m`), as an interactive one does.
+    let run = on_pty(r#"set -m; "$1" pausable; echo "[job stopped]"; fg"#, "\u{1a}");
+    run.expect_code(0);
+    let (stopped, done) = (run.stdout.find("[job stopped]"), run.stdout.find("done"));
+    assert!(stopped.is_some() && stopped < done, "stopped before it was done: {run:?}");
+}
+
+#[test]
 fn output_to_a_file_is_written_by_the_command_itself() {
     let env = TestEnv::new();
     // 8 MiB, and the command says what its stdout is: the file itself, not a pipe.
