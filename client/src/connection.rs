@@ -139,6 +139,8 @@ pub struct Connection {
     /// Whether the command runs on a terminal on the server (`--tty`): window changes then go
     /// as `mcli/resize`.
     remote_tty: bool,
+    /// The release the server file names, read when connecting by name (for the release check).
+    server_release: Option<String>,
 }
 
 /// Sends notifications on a connection from any thread.
@@ -279,11 +281,11 @@ impl Connection {
     /// Connects and compares the peer's pid with the server file's: the inner `Err` says why
     /// they differ.
     fn connect_named(server: &ServerPaths) -> Result<Result<Self, String>, ConnectError> {
-        let (conn, peer_pid) = Self::connect_checked(&server.socket)?;
+        let (mut conn, peer_pid) = Self::connect_checked(&server.socket)?;
         let named = paths::read_server_file(&server.server_file).ok().and_then(|t| ServerFile::parse(&t).ok());
         // A pid of 0 is a peer in another pid namespace, whose pid this one cannot see; a peer
         // in a namespace below this one has another pid there than the one it wrote.
-        if let Some(file) = named
+        if let Some(file) = &named
             && peer_pid != 0
             && !file.is_listener(peer_pid)
             && same_pid_namespace(peer_pid)
@@ -295,7 +297,14 @@ impl Connection {
                 server.server_file.display()
             )));
         }
+        conn.server_release = named.map(|file| file.version);
         Ok(Ok(conn))
+    }
+
+    /// The release of the server, as its server file named it when this connection was made
+    /// by name ([`Connection::connect_server`]).
+    pub fn server_release(&self) -> Option<&str> {
+        self.server_release.as_deref()
     }
 
     /// Connects to the socket at `path`, checking that the process listening there runs as
@@ -394,6 +403,7 @@ impl Connection {
             on_queued: None,
             forwarding: None,
             remote_tty: false,
+            server_release: None,
         })
     }
 

@@ -6,8 +6,8 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use mcli_protocol::{Handover, HandoverParams, NoParams, ServerFile, Status};
-use mcli_shared::paths::{self, ServerPaths};
+use mcli_protocol::{Handover, HandoverParams, NoParams, Status};
+use mcli_shared::paths::ServerPaths;
 
 use crate::autostart::Starter;
 use crate::connection::{ConnectError, Connection};
@@ -16,10 +16,8 @@ use crate::connection::{ConnectError, Connection};
 /// `conn` itself, or one to the server that replaced it.
 pub fn match_release(server: &ServerPaths, mut conn: Connection, quiet: bool) -> Result<Connection, ConnectError> {
     let mine = mcli_shared::VERSION;
-    let Some(file) = paths::read_server_file(&server.server_file).ok().and_then(|t| ServerFile::parse(&t).ok()) else {
-        return Ok(conn);
-    };
-    if file.version == mine {
+    // The server file was read to connect: no second read on the round trip.
+    if conn.server_release().is_none_or(|theirs| theirs == mine) {
         return Ok(conn);
     }
     let Ok(status) = conn.call::<Status>(&NoParams {}) else { return Ok(conn) };

@@ -27,6 +27,8 @@ pub enum HandoverError {
     NothingToHand,
     #[error("cannot pass the listeners on: {0}")]
     Duplicate(#[source] std::io::Error),
+    #[error("the hand-over failed, so this server goes on serving: {0}")]
+    Task(String),
     #[error("the new server did not start, so this one goes on serving: {0}")]
     Start(#[from] autostart::StartError),
 }
@@ -70,7 +72,7 @@ pub async fn hand_over(state: &State, params: HandoverParams) -> Result<Handover
         }
         Err(join) => {
             take_back(state);
-            return Err(HandoverError::Duplicate(std::io::Error::other(join.to_string())));
+            return Err(HandoverError::Task(join.to_string()));
         }
     };
     state.workers.offered(true);

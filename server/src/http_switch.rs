@@ -74,17 +74,23 @@ pub fn wanted(config: &Config, auto_started: bool) -> Result<Wanted, String> {
     let api = &config.api_daemon;
     let on = api.enabled && (!auto_started || api.auto_start);
     let addr = on.then(|| api.http_addr());
-    if let Some(addr) = &addr
-        && !api.require_token
-        && !is_loopback(addr)
-    {
-        return Err(format!("`api_daemon.require_token = false` is allowed only for a loopback address, not {addr}"));
+    if let Some(addr) = &addr {
+        allowed(addr, api.require_token)?;
     }
     Ok(Wanted { addr, require_token: api.require_token })
 }
 
+/// Checks that a bridge at `addr` may go without the token: only on loopback.
+pub fn allowed(addr: &str, require_token: bool) -> Result<(), String> {
+    if require_token || is_loopback(addr) {
+        Ok(())
+    } else {
+        Err(format!("`api_daemon.require_token = false` is allowed only for a loopback address, not {addr}"))
+    }
+}
+
 /// Whether `addr` (`HOST:PORT`) is a loopback address.
-pub fn is_loopback(addr: &str) -> bool {
+fn is_loopback(addr: &str) -> bool {
     let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host).trim_matches(['[', ']']);
     host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }

@@ -68,7 +68,7 @@ pub(super) fn already_running(conn: &mut Connection, server: &ServerPaths) -> an
 pub(super) enum NameLock {
     Taken(std::fs::File),
     /// Another server holds the name and answers on the socket.
-    Answering(Connection),
+    Answering(Box<Connection>),
 }
 
 /// Takes the name lock, waiting while another server holds it without answering (one that is
@@ -82,7 +82,7 @@ pub(super) fn take_name(server: &ServerPaths) -> anyhow::Result<NameLock> {
             return Ok(NameLock::Taken(lock));
         }
         if let Some(conn) = connect(server)? {
-            return Ok(NameLock::Answering(conn));
+            return Ok(NameLock::Answering(Box::new(conn)));
         }
         if Instant::now() >= deadline {
             bail!(

@@ -184,15 +184,13 @@ fn name_lock(server: &ServerPaths, how: How, activated: bool) -> anyhow::Result<
 /// Where the HTTP bridge listens, if it is on: `--http [ADDR]`, or `[api_daemon] enabled` (for
 /// a server started on demand only with `auto_start` too).
 fn http_addr(config: &Config, listen: &Listen, auto_started: bool) -> anyhow::Result<Option<String>> {
+    use crate::http_switch;
     let api = &config.api_daemon;
     let addr = match listen.http.as_deref() {
         Some("") => api.http_addr(),
         Some(addr) => addr.to_owned(),
-        None if api.enabled && (!auto_started || api.auto_start) => api.http_addr(),
-        None => return Ok(None),
+        None => return http_switch::wanted(config, auto_started).map(|wanted| wanted.addr).map_err(anyhow::Error::msg),
     };
-    if !api.require_token && !crate::http_switch::is_loopback(&addr) {
-        bail!("`api_daemon.require_token = false` is allowed only for a loopback address, not {addr}");
-    }
+    http_switch::allowed(&addr, api.require_token).map_err(anyhow::Error::msg)?;
     Ok(Some(addr))
 }
