@@ -262,6 +262,31 @@ fn shutdown_lets_running_commands_finish() {
 }
 
 #[test]
+fn a_request_sent_as_the_server_closes_its_connections_is_answered_not_dropped() {
+    let env = TestEnv::new();
+    env.server(&["start"]).expect_code(0);
+    let mut conn = mcli_tests::RawConn::connect(&env.socket("server"));
+    conn.send(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"shutdown\",\"params\":{}}\n");
+    let stopping = conn.read_json_line();
+    assert!(stopping.get("result").is_some(), "{stopping}");
+    // Nothing runs, so the server closes its connections at once; a request that crosses the
+    // close gets an answer a client retries on, where it used to find the connection closed.
+    let execute = r#"{"jsonrpc":"2.0","id":2,"method":"execute","params":{"command":"hello","args":[]}}"#;
+    let batch = format!("[{execute},{{\"jsonrpc\":\"2.0\",\"method\":\"mcli/ping\"}}]\n");
+    conn.send(format!("{execute}\n").as_bytes());
+    conn.send(batch.as_bytes());
+    let reply = conn.read_json_line();
+    assert_eq!(reply["id"], 2, "{reply}");
+    assert_eq!(reply["error"]["code"], -32004, "{reply}");
+    assert!(reply["error"]["message"].as_str().unwrap().contains("shutting down"), "{reply}");
+    let replies = conn.read_json_line();
+    assert_eq!(replies.as_array().map(Vec::len), Some(1), "{replies}");
+    assert_eq!(replies[0]["error"]["code"], -32004, "{replies}");
+    drop(conn);
+    wait_until("the server has exited", || env.server_pids().is_empty());
+}
+
+#[test]
 fn a_new_command_during_shutdown_starts_a_new_server() {
     let mut env = TestEnv::new();
     let (pid, _) = env.foreground_server(&[]);

@@ -28,6 +28,10 @@ const MAX_IN_FLIGHT: usize = 64;
 const _: () = assert!(dispatch::MAX_BATCH <= MAX_IN_FLIGHT);
 /// How many queued messages the writer coalesces into one write.
 const WRITE_BATCH_BYTES: usize = 64 * 1024;
+/// How long a connection open when the server closes connections is still read, to answer
+/// what it sends with [`SHUTTING_DOWN`].
+const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+const SHUTTING_DOWN: &str = "the server is shutting down; try again";
 
 /// A stream connection: the peer's messages in, replies and notifications out.
 pub struct Connection<R, W> {
@@ -153,6 +157,27 @@ where
                 drop(permit);
             });
         }
+    }
+
+    /// Once the server closes connections: answers every request the peer still sends (and
+    /// any read but not yet run) with "shutting down", which clients retry on the successor or
+    /// a new server, until the peer stops sending or [`LINGER`] has passed. Closing at once
+    /// would drop such a request unanswered, and its client could not tell whether it ran.
+    pub async fn refuse_while_closing(&mut self) {
+        if !self.lifecycle.close_connections.is_cancelled() || self.ctx.transport == "stdio" {
+            return;
+        }
+        let refuse = async {
+            while let Some(Ok(frame)) = self.frames.next().await {
+                self.start_writer();
+                if let Frame::Message(text) = frame
+                    && let Some(reply) = dispatch::refusal(&text, code::SHUTTING_DOWN, SHUTTING_DOWN)
+                {
+                    self.send(reply).await;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LINGER, refuse).await;
     }
 
     /// Waits, once the peer sends no more, for the requests in flight. They go on (the peer may

@@ -443,6 +443,33 @@ fn parse_error_reply(err: &serde_json::Error) -> Vec<u8> {
     error_reply("null", code::PARSE_ERROR, &format!("parse error: {err}"))
 }
 
+/// The error reply with `code` and `message` to every request in `text` (a message or a
+/// batch); `None` when it holds no request (notifications only, or nothing readable).
+pub fn refusal(text: &[u8], code: i32, message: &str) -> Option<Vec<u8>> {
+    let id_of = |member: &RawValue| {
+        #[derive(serde::Deserialize)]
+        struct Request<'a> {
+            #[serde(borrow)]
+            id: Option<&'a RawValue>,
+        }
+        let id = serde_json::from_str::<Request<'_>>(member.get()).ok()?.id?;
+        Some(error_reply(id.get(), code, message))
+    };
+    let text = std::str::from_utf8(text).ok()?;
+    if !is_batch(text) {
+        return id_of(serde_json::from_str(text).ok()?);
+    }
+    let Ok(Batch::Members(members)) = parse_batch(text) else { return None };
+    let replies: Vec<Vec<u8>> = members.into_iter().filter_map(id_of).collect();
+    if replies.is_empty() {
+        return None;
+    }
+    let mut batch = b"[".to_vec();
+    batch.extend(replies.join(&b","[..]));
+    batch.push(b']');
+    Some(batch)
+}
+
 /// A complete error response with the given raw id.
 pub fn error_reply(raw_id: &str, code: i32, message: &str) -> Vec<u8> {
     let message = serde_json::to_string(message).unwrap_or_else(|_| "\"error\"".to_owned());

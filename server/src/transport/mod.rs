@@ -204,6 +204,7 @@ where
     };
     if admitted {
         connection.serve_messages(&transports.methods).await;
+        connection.refuse_while_closing().await;
     }
     connection.finish().await;
     tracing::debug!(connection = peer.id, "closed");
