@@ -462,3 +462,32 @@ fn a_job_running_across_a_restart_is_followed_from_the_new_server() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "one\ntwo\n", "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.status.code(), Some(3));
 }
+
+#[test]
+fn a_job_running_on_the_previous_server_is_cancelled_from_the_new_one() {
+    let env = TestEnv::new();
+    env.server(&["start"]).expect_code(0);
+    let detached = env.client(&["-d", "sleep", "120"]);
+    detached.expect_code(0);
+    let id = detached.stdout.trim().to_owned();
+    let old = env.server_pids();
+    env.server(&["restart"]).expect_code(0);
+    let cancel = env.server(&["cancel", &id]);
+    cancel.expect_code(0);
+    // The old server ends the job as cancelled, as if it had been asked directly, and exits.
+    let attach = env.client(&["--attach", &id]);
+    attach.expect_code(130);
+    let jobs = env.server(&["jobs", "--json"]);
+    let jobs: serde_json::Value = serde_json::from_str(&jobs.stdout).unwrap();
+    let job = jobs["jobs"]
+        .as_array()
+        .expect("a list of jobs")
+        .iter()
+        .find(|j| j["id"].to_string() == id)
+        .expect("the job is listed");
+    assert_eq!(job["state"], "cancelled", "{job}");
+    wait_until("the previous server has exited", || old.iter().all(|pid| process_gone(*pid)));
+    // A job that runs nowhere any more cannot be cancelled again.
+    let again = env.server(&["cancel", &id]);
+    assert_ne!(again.code, Some(0), "{again:?}");
+}

@@ -8,6 +8,7 @@
 //! What is in memory per job is a `watch` of how many bytes were written and whether the job
 //! ended, so that followers re-read the files when there is more: nothing grows with output.
 
+mod elsewhere;
 mod follow;
 mod meta;
 mod recover;
@@ -15,6 +16,7 @@ mod run;
 mod sink;
 mod store;
 
+pub use elsewhere::{answer_cancel_requests, cancel_elsewhere};
 pub use follow::{Follow, FollowError};
 pub use meta::Meta;
 pub use recover::recover;

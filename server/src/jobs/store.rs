@@ -15,6 +15,8 @@ use super::meta::Meta;
 /// whose output was pruned keeps its `meta.json` until then, so that it is reported as pruned
 /// rather than unknown).
 const MAX_JOB_DIRS: usize = 10_000;
+/// A file in a job's directory that asks the server running it to cancel it.
+const CANCEL_FILE: &str = "cancel";
 
 /// What a running job tells its followers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -104,6 +106,20 @@ impl Jobs {
         };
         let size = |name: &str| std::fs::metadata(dir.join(name)).map_or(0, |m| m.len());
         Ok(Lookup::Found(Box::new(meta.clone()), size("stdout"), size("stderr")))
+    }
+
+    /// Asks the server that runs job `id` (a previous one, still finishing it after a restart)
+    /// to cancel it: a `cancel` file in the job's directory, which that server looks for
+    /// (blocking).
+    pub fn request_cancel(&self, id: u64) -> io::Result<()> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let path = self.job_dir(id).join(CANCEL_FILE);
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path).map(drop)
+    }
+
+    /// Whether a cancel of job `id` was asked for by [`Jobs::request_cancel`] (blocking).
+    pub fn cancel_requested(&self, id: u64) -> bool {
+        self.job_dir(id).join(CANCEL_FILE).exists()
     }
 
     /// Every job on disk, newest first (blocking). Directories that are not jobs are skipped.
