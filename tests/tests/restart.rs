@@ -483,7 +483,7 @@ fn a_job_running_on_the_previous_server_is_cancelled_from_the_new_one() {
         .as_array()
         .expect("a list of jobs")
         .iter()
-        .find(|j| j["id"].to_string() == id)
+        .find(|j| j["id"].as_u64().map(|n| n.to_string()) == Some(id.clone()))
         .expect("the job is listed");
     assert_eq!(job["state"], "cancelled", "{job}");
     wait_until("the previous server has exited", || old.iter().all(|pid| process_gone(*pid)));
