@@ -124,15 +124,19 @@ impl Jobs {
 
     /// Every job on disk, newest first (blocking). Directories that are not jobs are skipped.
     pub fn all(&self) -> Vec<(Meta, u64, u64)> {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else { return Vec::new() };
+        self.newest_first().collect()
+    }
+
+    /// The jobs on disk, newest first, each read when the iterator gets to it (blocking): a
+    /// caller that wants a few reads a few, whatever the number of jobs kept.
+    pub fn newest_first(&self) -> impl Iterator<Item = (Meta, u64, u64)> + '_ {
+        let entries = std::fs::read_dir(&self.dir).into_iter().flatten();
         let mut ids: Vec<u64> = entries.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok()).collect();
         ids.sort_unstable_by(|a, b| b.cmp(a));
-        ids.into_iter()
-            .filter_map(|id| match self.lookup(id) {
-                Ok(Lookup::Found(meta, out, err)) => Some((*meta, out, err)),
-                _ => None,
-            })
-            .collect()
+        ids.into_iter().filter_map(|id| match self.lookup(id) {
+            Ok(Lookup::Found(meta, out, err)) => Some((*meta, out, err)),
+            _ => None,
+        })
     }
 
     /// Keeps the output of all jobs within `total_max` bytes, pruning the oldest finished jobs'

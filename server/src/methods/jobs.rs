@@ -18,14 +18,17 @@ pub async fn jobs(params: JobsParams, state: State, _: RequestCtx) -> Result<Job
         ));
     }
     let limit = params.limit.unwrap_or(100).min(1000) as usize;
-    let all = tokio::task::spawn_blocking(move || state.jobs.all())
-        .await
-        .map_err(|e| error(code::INTERNAL_ERROR, format!("internal error: {e}")))?;
-    let jobs = all
-        .into_iter()
-        .filter(|(meta, _, _)| params.state.as_deref().is_none_or(|s| s == meta.state.as_str()))
-        .take(limit)
-        .map(|(meta, out, err)| meta.to_info(out, err))
-        .collect();
+    let jobs = tokio::task::spawn_blocking(move || {
+        let wanted = |meta: &crate::jobs::Meta| params.state.as_deref().is_none_or(|s| s == meta.state.as_str());
+        state
+            .jobs
+            .newest_first()
+            .filter(|(meta, _, _)| wanted(meta))
+            .take(limit)
+            .map(|(meta, out, err)| meta.to_info(out, err))
+            .collect()
+    })
+    .await
+    .map_err(|e| error(code::INTERNAL_ERROR, format!("internal error: {e}")))?;
     Ok(JobsResult { jobs })
 }
