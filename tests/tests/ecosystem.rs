@@ -73,6 +73,8 @@ fn bash_completes_command_names_from_the_commands_dirs_without_a_server() {
     assert!(all.contains(&"hello".to_owned()) && all.contains(&"greet".to_owned()), "{all:?}");
     // After an option and its value, still the command position.
     assert_eq!(bash_complete(&env, &script, &["mcli-client", "-t", "5", "gre"]), ["greet"]);
+    // Every option that takes a value, as clap defines them: not only those the script knew.
+    assert_eq!(bash_complete(&env, &script, &["mcli-client", "--on-interrupt", "detach", "gre"]), ["greet"]);
     // An option completes as clap defines them.
     assert!(bash_complete(&env, &script, &["mcli-client", "--no-"]).contains(&"--no-cache".to_owned()));
     // After the command: its arguments, which are file names.
@@ -155,13 +157,14 @@ fn fish_completes_command_names() {
     let script = completions(&env, "fish");
     let mut cmd = env.command("fish");
     cmd.env("PATH", path_with_bins()).arg("--no-config").arg("-c").arg(format!(
-        "source {}; complete -C 'mcli-client gre'; complete -C 'mcli-client greet gre'",
+        "source {}; complete -C 'mcli-client gre'; complete -C 'mcli-client greet gre'; \
+         complete -C 'mcli-client --on-interrupt detach gre'",
         script.display()
     ));
     let run = Run::of(&mut cmd);
     run.expect_code(0);
     let names: Vec<&str> = run.stdout.lines().map(|l| l.split('\t').next().unwrap_or(l)).collect();
-    assert_eq!(names, ["greet"], "{}", run.stdout);
+    assert_eq!(names, ["greet", "greet"], "{}", run.stdout);
 }
 
 /// Renders a page with `man -l` (through a file, as a user who saved it would) and checks that

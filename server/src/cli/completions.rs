@@ -52,12 +52,35 @@ fn script(target: Target) -> String {
         _ => client,
     };
     let names = match target {
-        Target::Bash => BASH_NAMES,
-        Target::Zsh => ZSH_NAMES,
-        Target::Fish => FISH_NAMES,
-        Target::Elvish | Target::Powershell => "",
+        Target::Bash => BASH_NAMES.replace(VALUED, &valued_options().join("|")),
+        Target::Zsh => ZSH_NAMES.replace(VALUED, &valued_options().join("|")),
+        Target::Fish => FISH_NAMES.replace(VALUED, &valued_options().join(" ")),
+        Target::Elvish | Target::Powershell => String::new(),
     };
     format!("{server}\n{client}\n{names}")
+}
+
+/// Where the scripts list the options of `mcli-client` that take one value (the word after
+/// such an option is its value, not the command).
+const VALUED: &str = "@VALUED@";
+
+/// `mcli-client`'s options that take exactly one value, short and long, as clap defines them
+/// (`-s` among them: the scripts match it before this list).
+fn valued_options() -> Vec<String> {
+    let mut client = mcli_client::args::Cli::command();
+    // Until it is built, an argument's number of values is only what was set explicitly.
+    client.build();
+    let one_value = |arg: &&clap::Arg| {
+        !arg.is_positional()
+            && arg.get_action().takes_values()
+            && arg.get_num_args().is_some_and(|n| n.min_values() == 1 && n.max_values() == 1)
+    };
+    let mut options = Vec::new();
+    for arg in client.get_arguments().filter(one_value) {
+        options.extend(arg.get_short().map(|short| format!("-{short}")));
+        options.extend(arg.get_long().map(|long| format!("--{long}")));
+    }
+    options
 }
 
 fn generate(shell: Shell, mut command: clap::Command, name: &str) -> String {
@@ -78,7 +101,7 @@ _mcli_client_names() {
         if [[ -n $skip ]]; then skip=""; continue; fi
         case "$word" in
             -s|--socket-name) server=(-s "${COMP_WORDS[i+1]}"); skip=1 ;;
-            -a|--alternate-editor|-t|--timeout|-f|--server-file) skip=1 ;;
+            @VALUED@) skip=1 ;;
             -*) ;;
             *) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur")); return 0 ;;
         esac
@@ -104,7 +127,7 @@ _mcli_client_names() {
         if [[ -n $skip ]]; then skip=""; continue; fi
         case $word in
             -s|--socket-name) server=(-s "${words[i+1]}"); skip=1 ;;
-            -a|--alternate-editor|-t|--timeout|-f|--server-file) skip=1 ;;
+            @VALUED@) skip=1 ;;
             -*) ;;
             *) _files; return ;;
         esac
@@ -130,7 +153,7 @@ function __mcli_client_at_command
             continue
         end
         switch $word
-            case -s --socket-name -a --alternate-editor -t --timeout -f --server-file
+            case @VALUED@
                 set skip 1
             case '-*'
             case '*'
