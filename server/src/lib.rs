@@ -486,12 +486,40 @@ struct Signals {
 impl Signals {
     fn install() -> anyhow::Result<Signals> {
         use tokio::signal::unix::{SignalKind, signal};
+        restore_default_signals_for_commands();
         Ok(Signals {
             term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
             int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
             hup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
         })
     }
+}
+
+/// Signals that a process ignores stay ignored in the programs it starts, and a server inherits
+/// them from whoever started it: a client run as a background job (`&` ignores SIGQUIT), a
+/// program that ignores job control signals. A command run by the server would then ignore
+/// them too, whichever client it runs for, and a forwarded SIGQUIT or Ctrl-Z would do nothing.
+/// Catching each such signal here (doing nothing with it: it was ignored) gives the commands
+/// the default action, as a shell would, since an exec resets caught signals to their default.
+fn restore_default_signals_for_commands() {
+    use nix::sys::signal::Signal::*;
+    const RESTORED: [nix::sys::signal::Signal; 11] =
+        [SIGQUIT, SIGTSTP, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2, SIGALRM, SIGVTALRM, SIGPROF, SIGXCPU, SIGXFSZ];
+    let Some(ignored) = ignored_signals() else { return };
+    let caught = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for signal in RESTORED.into_iter().filter(|s| ignored & (1 << (*s as u64 - 1)) != 0) {
+        match signal_hook::flag::register(signal as i32, Arc::clone(&caught)) {
+            Ok(_) => tracing::debug!(%signal, "inherited as ignored; commands get the default action"),
+            Err(err) => tracing::warn!(%signal, %err, "inherited as ignored, and so it stays for commands"),
+        }
+    }
+}
+
+/// The mask of signals this process ignores, as `/proc/self/status` says (`SigIgn`).
+fn ignored_signals() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let mask = status.lines().find_map(|line| line.strip_prefix("SigIgn:"))?;
+    u64::from_str_radix(mask.trim(), 16).ok()
 }
 
 /// SIGTERM or SIGINT starts a graceful shutdown; a second one skips the grace period. SIGHUP

@@ -96,3 +96,25 @@ fn sighup_to_the_daemon_does_not_end_it() {
     env.client(&["-q", "hello"]).expect_code(0);
     assert_eq!(env.status_json()["pid"].as_u64(), Some(pid as u64));
 }
+
+#[test]
+fn a_server_started_where_signals_are_ignored_runs_commands_with_the_default_actions() {
+    let env = TestEnv::new();
+    let dir = env.config_home.join("mcli/commands");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("ignored");
+    std::fs::write(&path, "#!/bin/sh\nsed -n 's/^SigIgn:[[:space:]]*//p' /proc/self/status\n").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // As a client run in the background of a script would start it: SIGQUIT ignored, and
+    // job control signals ignored by its parent.
+    let mut start = env.command("sh");
+    start.arg("-c").arg("trap '' QUIT TSTP TTIN TTOU USR1; exec \"$0\" start").arg(env.bin("mcli-server"));
+    Run::of(&mut start).expect_code(0);
+    let run = env.client(&["-q", "ignored"]);
+    run.expect_code(0);
+    let mask = u64::from_str_radix(run.stdout.trim(), 16).unwrap_or_else(|e| panic!("{e}: {run:?}"));
+    for signal in [Signal::SIGQUIT, Signal::SIGTSTP, Signal::SIGTTIN, Signal::SIGTTOU, Signal::SIGUSR1] {
+        assert_eq!(mask & (1 << (signal as u64 - 1)), 0, "{signal} is ignored by the command: {mask:#x}");
+    }
+    env.server(&["stop"]).expect_code(0);
+}
