@@ -257,11 +257,13 @@ fn printing_to_a_pipe_closed_early_ends_quietly_as_sigpipe_would() {
         ("mcli-server", vec!["history"]),
         ("mcli-server", vec!["status", "--json"]),
     ] {
+        // The reading end is closed before the program starts, so that its first write fails
+        // however soon it comes.
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
         let mut cmd = env.command(env.bin(program));
-        cmd.args(&args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn");
-        drop(child.stdout.take());
-        let out = child.wait_with_output().expect("wait");
+        cmd.args(&args).stdout(writer).stderr(std::process::Stdio::piped());
+        let out = cmd.spawn().expect("spawn").wait_with_output().expect("wait");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!stderr.contains("panicked"), "{program} {args:?}: {stderr}");
         assert_eq!(out.status.code(), Some(141), "{program} {args:?}: {stderr}");

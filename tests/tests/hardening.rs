@@ -122,14 +122,19 @@ impl Impostor {
         matches!(self.child.try_wait(), Ok(None))
     }
 
-    /// Ends it and returns what it printed: one `got ...` line per connection.
-    fn finish(mut self) -> Vec<String> {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    /// Ends it, once it has heard `expected` connections (or waited [`WAIT`] for each), and
+    /// returns what it printed: one `got ...` line per connection. It serves one connection at
+    /// a time, so the last ones may still wait in its backlog when the clients have exited.
+    fn finish(mut self, expected: usize) -> Vec<String> {
         let mut heard = Vec::new();
-        while let Ok(line) = self.lines.recv_timeout(WAIT) {
+        while heard.len() < expected {
+            let Ok(line) = self.lines.recv_timeout(WAIT) else { break };
             heard.push(line);
         }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // Anything more it printed: the reading thread ends at the end of its output.
+        heard.extend(self.lines.iter());
         heard
     }
 }
@@ -229,7 +234,7 @@ fn a_socket_of_another_uid_is_refused_by_the_client_stop_and_status() {
     }
     assert!(impostor.alive(), "nothing stopped the impostor");
     assert!(env.server_pids().is_empty(), "no server was started past the impostor");
-    let heard = impostor.finish();
+    let heard = impostor.finish(5);
     assert_eq!(heard.len(), 5, "one connection per call: {heard:?}");
     assert!(heard.iter().all(|l| l == "got b''"), "no request reached the impostor: {heard:?}");
 }
@@ -264,8 +269,8 @@ fn a_socket_of_this_uid_that_is_not_the_named_server_is_refused() {
     let run = env.server(&["stop"]);
     run.expect_code(1);
     assert!(run.stderr.contains(&want), "{}", run.stderr);
-    let heard = impostor.finish();
-    assert!(!heard.is_empty() && heard.iter().all(|l| l == "got b''"), "no request reached it: {heard:?}");
+    let heard = impostor.finish(2);
+    assert!(heard.len() >= 2 && heard.iter().all(|l| l == "got b''"), "no request reached it: {heard:?}");
 }
 
 #[test]
