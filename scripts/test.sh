@@ -40,6 +40,7 @@ fi
 # The ecosystem tests check the completion scripts in real shells and render the man pages.
 need zsh zsh "tests/tests/ecosystem.rs" || true
 need fish fish "tests/tests/ecosystem.rs" || true
+need elvish elvish "tests/tests/ecosystem.rs" || true
 need groff groff "tests/tests/ecosystem.rs" || true
 need man man-db "tests/tests/ecosystem.rs" || true
 # `script` (util-linux's bsdutils) gives a command a terminal: the jobs tests' progress of --wait.

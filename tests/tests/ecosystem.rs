@@ -543,3 +543,89 @@ fn zsh_offers_command_names_at_the_command_position() {
     assert!(names.lines().any(|l| l == "greet") && names.lines().any(|l| l == "hello"), "{}", run.stdout);
     assert_eq!(after, "<files>\n");
 }
+
+/// Runs `show N WORDS...` for each query in an interactive elvish (its line editor, which holds
+/// the completers, needs a terminal: a pty from Python's `pty`), after sourcing `script`, and
+/// returns each query's candidates: names as `NAME:x`, the completer's other candidates (clap's
+/// options, file names) as `OTHER:stem`.
+fn elvish_complete(env: &TestEnv, script: &Path, queries: &[&str]) -> Vec<Vec<String>> {
+    let mut commands = format!("eval (slurp < {})\n", script.display());
+    commands.push_str(
+        "fn show {|q @words| $edit:completion:arg-completer[mcli-client] $@words | each {|c| \
+         if (eq (kind-of $c) string) { echo 'MCLI'$q' NAME:'$c } else { echo 'MCLI'$q' OTHER:'$c[stem] } } }\n",
+    );
+    for (n, words) in queries.iter().enumerate() {
+        commands.push_str(&format!("show {n} {words}\n"));
+    }
+    commands.push_str("echo MCLIDONE\n");
+    let file = env.root.path().join("queries.elv");
+    std::fs::write(&file, commands).unwrap();
+    let driver = r#"
+import os, pty, select, sys, time
+pid, fd = pty.fork()
+if pid == 0:
+    os.execvp("elvish", ["elvish", "-norc"])
+os.write(fd, ("eval (slurp < %s); exit\n" % sys.argv[1]).encode())
+out, deadline = b"", time.time() + 30
+while b"MCLIDONE" not in out and time.time() < deadline:
+    if select.select([fd], [], [], 0.5)[0]:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+try:
+    os.kill(pid, 9)
+except ProcessLookupError:
+    pass
+sys.stdout.write(out.decode(errors="replace"))
+"#;
+    let mut cmd = env.command("python3");
+    cmd.env("PATH", path_with_bins()).env("TERM", "dumb").arg("-c").arg(driver).arg(&file);
+    let run = Run::of(&mut cmd);
+    assert!(run.stdout.contains("MCLIDONE"), "elvish did not finish: {run:?}");
+    let mut found = vec![Vec::new(); queries.len()];
+    for line in run.stdout.lines().map(|l| l.trim_end_matches('\r')) {
+        // The first line of output can follow the line editor's escapes.
+        let Some(at) = line.find("MCLI") else { continue };
+        let Some((n, candidate)) = line[at + 4..].split_once(' ') else { continue };
+        if let Some(slot) = n.parse::<usize>().ok().and_then(|n| found.get_mut(n)) {
+            slot.push(candidate.to_owned());
+        }
+    }
+    found
+}
+
+#[test]
+fn elvish_completes_command_names() {
+    need("elvish");
+    need("python3");
+    let env = TestEnv::new();
+    script_command(&env, "greet");
+    script_command(&env, "grow");
+    let script = completions(&env, "elvish");
+    std::fs::write(env.root.path().join("grape.txt"), "").unwrap();
+    let root = env.root.path().display().to_string();
+    let found = elvish_complete(
+        &env,
+        &script,
+        &[
+            "mcli-client gr",
+            "mcli-client -t 5 gre",
+            "mcli-client --on-interrupt detach gre",
+            &format!("mcli-client greet {root}/grap"),
+            "mcli-client --no-",
+        ],
+    );
+    assert_eq!(found[0], ["NAME:greet", "NAME:grow"], "{found:?}");
+    assert_eq!(found[1], ["NAME:greet"], "{found:?}");
+    assert_eq!(found[2], ["NAME:greet"], "{found:?}");
+    // After the command: file names, no command names.
+    assert!(found[3].contains(&format!("OTHER:{root}/grape.txt")), "{found:?}");
+    assert!(found[3].iter().all(|c| c.starts_with("OTHER:")), "{found:?}");
+    // An option: clap's completion.
+    assert!(found[4].contains(&"OTHER:--no-cache".to_owned()), "{found:?}");
+    assert!(env.server_pids().is_empty(), "completing must not start a server");
+}
