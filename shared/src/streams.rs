@@ -6,12 +6,14 @@
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 /// Descriptors a command reads and writes itself; a stream left `None` is piped as usual.
 #[derive(Debug, Default)]
@@ -91,13 +93,62 @@ fn next_read(fd: &OwnedFd, tx: &mpsc::Sender<Bytes>, buf: &mut [u8]) -> Option<u
     }
 }
 
-/// Writes all of `data` to `file` off the async threads (the descriptor is the client's, in
-/// blocking mode, and may be a slow terminal or a full pipe).
-pub async fn write_blocking(file: &Arc<File>, data: Bytes) -> io::Result<()> {
+/// Writes all of `data` to `file` off the async threads: the descriptor is the client's, in
+/// blocking mode, and may be a slow terminal or a pipe whose reader does not read (a pager
+/// waiting for a key). Gives up as soon as `cancel` fires, or the future is dropped: neither
+/// the call nor a thread stays blocked in the write (the thread ends within [`WRITE_CHECK`]).
+pub async fn write_blocking(file: &Arc<File>, data: Bytes, cancel: &CancellationToken) -> io::Result<()> {
     let file = Arc::clone(file);
-    tokio::task::spawn_blocking(move || (&*file).write_all(&data).and_then(|()| (&*file).flush()))
-        .await
-        .unwrap_or_else(|join| Err(io::Error::other(join)))
+    let abandon = Abandon::default();
+    let abandoned = Arc::clone(&abandon.0);
+    let write = tokio::task::spawn_blocking(move || write_unless_abandoned(&file, &data, &abandoned));
+    tokio::select! {
+        written = write => written.unwrap_or_else(|join| Err(io::Error::other(join))),
+        () = cancel.cancelled() => Err(io::Error::new(io::ErrorKind::Interrupted, "cancelled")),
+    }
+}
+
+/// How often a write to a descriptor with no room looks whether it was given up.
+const WRITE_CHECK: u16 = 200;
+
+/// Set when dropped: tells the writing thread to give up.
+#[derive(Default)]
+struct Abandon(Arc<AtomicBool>);
+
+impl Drop for Abandon {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Writes `data` to `file` until it is all written or `abandoned` is set. A pipe, socket or
+/// terminal is written once it has room, at most `PIPE_BUF` bytes at a time (what a pipe with
+/// room takes without blocking), so the flag is looked at between writes; a regular file is
+/// written whole.
+fn write_unless_abandoned(file: &File, mut data: &[u8], abandoned: &AtomicBool) -> io::Result<()> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let whole = file.metadata().is_ok_and(|m| m.file_type().is_file());
+    while !data.is_empty() {
+        if abandoned.load(Ordering::Relaxed) {
+            return Err(io::Error::new(io::ErrorKind::Interrupted, "cancelled"));
+        }
+        if !whole {
+            let mut fds = [PollFd::new(file.as_fd(), PollFlags::POLLOUT)];
+            match poll(&mut fds, PollTimeout::from(WRITE_CHECK)) {
+                Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
+                Ok(_) => {}
+                Err(err) => return Err(err.into()),
+            }
+        }
+        let len = if whole { data.len() } else { data.len().min(nix::libc::PIPE_BUF) };
+        match (&*file).write(&data[..len]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => data = &data[n..],
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(())
 }
 
 /// The process group of a running command, for signals from its client's terminal. A signal

@@ -375,3 +375,29 @@ fn python_is_available_for_these_tests() {
     let found = Command::new("python3").arg("-c").arg("import pty").status();
     assert!(found.is_ok_and(|s| s.success()), "python3 is needed for the terminal tests (scripts/test.sh installs it)");
 }
+
+#[test]
+fn ctrl_c_ends_a_call_whose_output_the_server_writes_to_a_pipe_nobody_reads() {
+    // A cached manifest's output goes through the server, which writes it to the passed pipe
+    // itself. The pipe's reader never reads, as a pager waiting for a key: the server's write
+    // blocks, and Ctrl-C must still end the call (and the write), as it would a direct run.
+    let env = TestEnv::new();
+    let dir = env.config_home.join("mcli/commands");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("big.toml"),
+        "run = [\"sh\", \"-c\", \"head -c 1048576 /dev/zero | tr '\\\\0' x; exec sleep 300\"]\n[cache]\nttl = 60\n",
+    )
+    .unwrap();
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    let client = env.client_cmd(&["-q", "big"]).stdout(writer).stderr(Stdio::piped()).spawn().unwrap();
+    env.wait_for_active(mcli_tests::Active::Any);
+    kill(Pid::from_raw(client.id() as i32), Signal::SIGINT).unwrap();
+    let run = Run::wait(client);
+    assert_eq!(run.code, Some(130), "{run:?}");
+    // The server gave the write up: the pipe ends (its last writer closed) short of the output.
+    let mut read = Vec::new();
+    std::io::Read::read_to_end(&mut { reader }, &mut read).unwrap();
+    assert!(read.len() < 1024 * 1024, "the server wrote on after the cancel: {} bytes", read.len());
+    assert!(read.iter().all(|b| *b == b'x'));
+}

@@ -444,7 +444,7 @@ impl OutputSink for ResultSink<'_> {
                 kept.push(chunk.clone());
             }
         }
-        if let Some(written) = self.passed.write(&chunk).await {
+        if let Some(written) = self.passed.write(&chunk, &self.request.cancel).await {
             return written;
         }
         if self.stream {

@@ -15,6 +15,7 @@ use mcli_shared::pty::{Pty, setsid_program};
 use mcli_shared::registry::{CommandKind, CommandSpec};
 use mcli_shared::runner::{Chunk, Stdin};
 use mcli_shared::streams::{Passed, is_input, read_in_chunks, write_blocking};
+use tokio_util::sync::CancellationToken;
 
 use super::error;
 use crate::transport::dispatch::RequestCtx;
@@ -128,12 +129,12 @@ pub struct PassedOut {
 impl PassedOut {
     /// Writes `chunk` to its passed stream: `None` when that stream was not passed (the chunk
     /// goes the usual way), else whether it could be written (a reader that closed its end
-    /// ends the command).
-    pub async fn write(&self, chunk: &Chunk) -> Option<bool> {
+    /// ends the command). A cancel of the call gives the write up.
+    pub async fn write(&self, chunk: &Chunk, cancel: &CancellationToken) -> Option<bool> {
         let file = match chunk.stream {
             Stream::Stdout => self.stdout.as_ref(),
             Stream::Stderr => self.stderr.as_ref(),
         }?;
-        Some(write_blocking(file, chunk.data.clone()).await.is_ok())
+        Some(write_blocking(file, chunk.data.clone(), cancel).await.is_ok())
     }
 }
