@@ -23,6 +23,8 @@ use crate::worker::{self, Call, Worker};
 
 /// Chunks of output in flight between a command and its sink; the command waits beyond it.
 const OUTPUT_QUEUE: usize = 16;
+/// How long output may still take to be delivered once a call was cancelled or timed out.
+const OUTPUT_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Where a command's output goes.
 pub trait OutputSink: Send {
@@ -82,6 +84,7 @@ impl Execution {
         cancel: &CancellationToken,
     ) -> Outcome {
         let Execution { spec, inv, .. } = self;
+        let limit = inv.timeout;
         let (tx, mut rx) = mpsc::channel::<Chunk>(OUTPUT_QUEUE);
         let run = async move {
             let started = Instant::now();
@@ -108,14 +111,49 @@ impl Execution {
                 }
             }
         };
-        let forward = async {
-            while let Some(chunk) = rx.recv().await {
-                if !sink.accept(chunk).await {
-                    cancel.cancel();
-                }
+        let delivered = forward(&mut rx, sink, cancel, limit);
+        tokio::join!(run, delivered).0
+    }
+}
+
+/// Hands the command's output to `sink` as it comes. Once the call is cancelled or past its
+/// time limit the command is being ended, and a sink that then takes longer than
+/// [`OUTPUT_GRACE`] over one piece of output (a client's pipe that nobody reads) gets no more
+/// of it: nothing may keep the call from ending. A sink that refuses output cancels the call.
+async fn forward(
+    rx: &mut mpsc::Receiver<Chunk>,
+    sink: &mut impl OutputSink,
+    cancel: &CancellationToken,
+    limit: Option<std::time::Duration>,
+) {
+    let over = async {
+        tokio::select! {
+            () = cancel.cancelled() => {}
+            () = runner::deadline(limit) => {}
+        }
+    };
+    tokio::pin!(over);
+    let (mut is_over, mut given_up) = (false, false);
+    while let Some(chunk) = rx.recv().await {
+        if given_up {
+            continue;
+        }
+        let accept = sink.accept(chunk);
+        tokio::pin!(accept);
+        let accepted = loop {
+            if is_over {
+                break tokio::time::timeout(OUTPUT_GRACE, &mut accept).await.ok();
+            }
+            tokio::select! {
+                accepted = &mut accept => break Some(accepted),
+                () = &mut over => is_over = true,
             }
         };
-        tokio::join!(run, forward).0
+        match accepted {
+            Some(true) => {}
+            Some(false) => cancel.cancel(),
+            None => given_up = true,
+        }
     }
 }
 

@@ -376,28 +376,43 @@ fn python_is_available_for_these_tests() {
     assert!(found.is_ok_and(|s| s.success()), "python3 is needed for the terminal tests (scripts/test.sh installs it)");
 }
 
-#[test]
-fn ctrl_c_ends_a_call_whose_output_the_server_writes_to_a_pipe_nobody_reads() {
-    // A cached manifest's output goes through the server, which writes it to the passed pipe
-    // itself. The pipe's reader never reads, as a pager waiting for a key: the server's write
-    // blocks, and Ctrl-C must still end the call (and the write), as it would a direct run.
-    let env = TestEnv::new();
+/// A cached manifest `big` (its output goes through the server, which writes it to the passed
+/// pipe itself) that writes 1 MiB, then waits; `extra` goes into its manifest.
+fn big_cached_command(env: &TestEnv, extra: &str) {
     let dir = env.config_home.join("mcli/commands");
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("big.toml"),
-        "run = [\"sh\", \"-c\", \"head -c 1048576 /dev/zero | tr '\\\\0' x; exec sleep 300\"]\n[cache]\nttl = 60\n",
-    )
-    .unwrap();
+    let run = r#"run = ["sh", "-c", "head -c 1048576 /dev/zero | tr '\\0' x; exec sleep 300"]"#;
+    std::fs::write(dir.join("big.toml"), format!("{run}\n{extra}[cache]\nttl = 60\n")).unwrap();
+}
+
+/// Runs `big` with its stdout a pipe that nobody reads, as a pager waiting for a key: the
+/// server's write blocks. `end` ends the call (Ctrl-C, or nothing while the time limit runs
+/// out), which must end as a direct run would, with `code`, and the write with it.
+fn end_a_call_writing_to_a_pipe_nobody_reads(env: &TestEnv, end: impl FnOnce(u32), code: i32) {
     let (reader, writer) = std::io::pipe().expect("pipe");
     let client = env.client_cmd(&["-q", "big"]).stdout(writer).stderr(Stdio::piped()).spawn().unwrap();
     env.wait_for_active(mcli_tests::Active::Any);
-    kill(Pid::from_raw(client.id() as i32), Signal::SIGINT).unwrap();
+    end(client.id());
     let run = Run::wait(client);
-    assert_eq!(run.code, Some(130), "{run:?}");
+    assert_eq!(run.code, Some(code), "{run:?}");
     // The server gave the write up: the pipe ends (its last writer closed) short of the output.
     let mut read = Vec::new();
     std::io::Read::read_to_end(&mut { reader }, &mut read).unwrap();
-    assert!(read.len() < 1024 * 1024, "the server wrote on after the cancel: {} bytes", read.len());
+    assert!(read.len() < 1024 * 1024, "the server wrote on after the call ended: {} bytes", read.len());
     assert!(read.iter().all(|b| *b == b'x'));
+}
+
+#[test]
+fn ctrl_c_ends_a_call_whose_output_the_server_writes_to_a_pipe_nobody_reads() {
+    let env = TestEnv::new();
+    big_cached_command(&env, "");
+    let interrupt = |pid| kill(Pid::from_raw(pid as i32), Signal::SIGINT).unwrap();
+    end_a_call_writing_to_a_pipe_nobody_reads(&env, interrupt, 130);
+}
+
+#[test]
+fn a_time_limit_ends_a_call_whose_output_the_server_writes_to_a_pipe_nobody_reads() {
+    let env = TestEnv::new();
+    big_cached_command(&env, "timeout = 1\n");
+    end_a_call_writing_to_a_pipe_nobody_reads(&env, |_| {}, 124);
 }
