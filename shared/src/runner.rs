@@ -9,6 +9,8 @@ use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -328,7 +330,7 @@ struct Io {
     /// Input written to the command's terminal, and its output read, for a command on a
     /// pseudo-terminal.
     master_feed: Option<tokio::task::JoinHandle<()>>,
-    master_pump: Option<tokio::task::JoinHandle<()>>,
+    master_pump: Option<MasterPump>,
 }
 
 impl Io {
@@ -357,10 +359,12 @@ impl Io {
         if tokio::time::timeout(DRAIN_AFTER_EXIT, &mut self.pumps).await.is_err() {
             self.pumps.abort();
         }
-        if let Some(pump) = self.master_pump {
-            // A blocking read cannot be aborted: a process left behind on the terminal keeps it
-            // until it closes the terminal; the output is no longer waited for.
-            let _ = tokio::time::timeout(DRAIN_AFTER_EXIT, pump).await;
+        if let Some(MasterPump { pump, stop }) = self.master_pump {
+            // A process left behind on the terminal keeps it open: its output is no longer
+            // waited for, and the terminal is closed (hung up) once the reader sees `stop`.
+            if tokio::time::timeout(DRAIN_AFTER_EXIT, pump).await.is_err() {
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
         }
     }
 }
@@ -416,11 +420,19 @@ fn attach_tty(
     master: OwnedFd,
     stdin: Stdin,
     out: &mpsc::Sender<Chunk>,
-) -> (Option<tokio::task::JoinHandle<()>>, Option<tokio::task::JoinHandle<()>>) {
+) -> (Option<MasterPump>, Option<tokio::task::JoinHandle<()>>) {
     let feed = master.try_clone().ok().map(|writer| tokio::spawn(feed_master(writer, stdin)));
     let out = out.clone();
     let deliver = move |data| out.blocking_send(Chunk { stream: Stream::Stdout, data }).is_ok();
-    (Some(crate::pty::pump_master(master, deliver)), feed)
+    let stop = Arc::new(AtomicBool::new(false));
+    let pump = crate::pty::pump_master(master, Arc::clone(&stop), deliver);
+    (Some(MasterPump { pump, stop }), feed)
+}
+
+/// The reader of a command's terminal, and what stops it.
+struct MasterPump {
+    pump: tokio::task::JoinHandle<()>,
+    stop: Arc<AtomicBool>,
 }
 
 /// Writes the command's input to its terminal as it comes (what the user types, raw).

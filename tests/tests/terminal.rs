@@ -416,3 +416,33 @@ fn a_time_limit_ends_a_call_whose_output_the_server_writes_to_a_pipe_nobody_read
     big_cached_command(&env, "timeout = 1\n");
     end_a_call_writing_to_a_pipe_nobody_reads(&env, |_| {}, 124);
 }
+
+/// The terminals (`/dev/ptmx` masters) process `pid` holds open.
+fn masters_held(pid: u32) -> usize {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return 0 };
+    fds.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok()).filter(|target| target.ends_with("ptmx")).count()
+}
+
+#[test]
+fn a_process_left_on_a_tty_call_does_not_keep_the_servers_terminal() {
+    let env = TestEnv::new();
+    let pidfile = env.root.path().join("left.pid");
+    // It ignores the hang-up and keeps the terminal as its output, as a careless daemon would.
+    let body = format!("(trap '' HUP; exec sleep 300) & echo $! > {}; echo started", pidfile.display());
+    script(&env, "leave", &body);
+    let file = tcp_server(&env);
+    let server = env.status_json()["pid"].as_u64().unwrap() as u32;
+    let run = on_pty(&env, &env.bin("mcli-client"), &["-q", "-f", &file, "--tty", "leave"]);
+    run.expect_code(0);
+    assert!(run.stdout.contains("started"), "{run:?}");
+    struct KillOnDrop(i32);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = kill(Pid::from_raw(self.0), Signal::SIGKILL);
+        }
+    }
+    let _left = KillOnDrop(std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap());
+    // The call is over: the server closes the terminal (the reader does not wait for the
+    // process left on it), as an ssh session's end would.
+    wait_until("the server has closed the call's terminal", || masters_held(server) == 0);
+}
