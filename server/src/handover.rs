@@ -80,7 +80,6 @@ pub async fn hand_over(state: &State, params: HandoverParams) -> Result<Handover
     let _ = sd_notify::notify(&[sd_notify::NotifyState::MainPid(started.pid)]);
     let running = state.executions.active().len();
     state.lifecycle.hand_over();
-    state.lifecycle.tasks.spawn(crate::jobs::answer_cancel_requests(state.clone()));
     Ok(HandoverResult { pid: started.pid, line: started.line, running })
 }
 

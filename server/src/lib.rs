@@ -104,6 +104,7 @@ pub async fn serve(options: ServeOptions, name_lock: Option<File>) -> anyhow::Re
         tokio::spawn(reload_on_config_change(state.clone(), watcher, changes));
     }
     tokio::spawn(reap_workers(state.clone()));
+    tokio::spawn(jobs::answer_cancel_requests(state.clone()));
     announce_ready(&readiness_line(&state), notify_ready)?;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
 
@@ -265,6 +266,7 @@ pub async fn serve_stdio(config: Config, paths: ServerPaths) -> anyhow::Result<(
     let state = Inner::new(config, paths, commands, history, ids, Listening::default());
     let methods = methods::table(state.clone());
     tokio::spawn(reap_workers(state.clone()));
+    tokio::spawn(jobs::answer_cancel_requests(state.clone()));
     let session = transport::stdio::serve(transport::Transports::new(Arc::clone(&state.lifecycle), methods));
     tokio::spawn(end_session_on_signals(state.clone(), Signals::install()?));
     tokio::select! {

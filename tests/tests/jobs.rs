@@ -542,3 +542,23 @@ fn http_bad_ids_and_queries_are_refused() {
     jobs.expect_code(0);
     assert!(jobs.stdout.contains("echo kept"), "{jobs:?}");
 }
+
+#[test]
+fn a_job_of_an_editors_stdio_session_is_cancelled_through_the_daemon() {
+    let env = TestEnv::new();
+    env.server(&["start"]).expect_code(0);
+    let mut session = env.server_cmd(&["--stdio"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut stdin = session.stdin.take().unwrap();
+    stdin
+        .write_all(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"execute\",\"params\":{\"command\":\"sleep\",\"args\":[\"120\"],\"detach\":true}}\n")
+        .unwrap();
+    let line = read_line_within(session.stdout.take().unwrap(), WAIT).expect("the session answers");
+    let reply: Value = serde_json::from_str(&line).unwrap();
+    let id = reply["result"]["id"].as_u64().unwrap_or_else(|| panic!("{reply}")).to_string();
+    wait_until("the session's job runs", || job(&env, &id)["state"] == "running");
+    // The daemon does not run it: the session, which does, is asked through the job's files.
+    env.server(&["cancel", &id]).expect_code(0);
+    wait_until("the job is cancelled", || job(&env, &id)["state"] == "cancelled");
+    drop(stdin);
+    Run::wait(session).expect_code(0);
+}

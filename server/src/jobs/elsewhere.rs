@@ -1,8 +1,9 @@
-//! Jobs across a restart: a server that handed its listeners over still runs its detached jobs
-//! to their end, while clients talk to its successor. A `cancel` sent to the successor reaches
-//! such a job through the job's directory: the successor leaves a `cancel` file there, and the
-//! old server, which looks for one while it finishes, cancels the job as if asked directly (so
-//! it ends `cancelled`, with the grace period and the whole process tree).
+//! Jobs run by another server of the same name: one that handed its listeners over runs its
+//! detached jobs to their end while clients talk to its successor, and an editor's `--stdio`
+//! session runs its own. A `cancel` sent to any of them reaches the job through the job's
+//! directory: the server asked leaves a `cancel` file there, and the one running the job, which
+//! looks for one while it runs detached jobs, cancels it as if asked directly (so it ends
+//! `cancelled`, with the grace period and the whole process tree).
 
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use super::recover::server_alive;
 use super::store::{Jobs, Lookup};
 use crate::state::State;
 
-/// How often a server that handed over looks for cancel requests.
+/// How often a server running detached jobs looks for cancel requests.
 const LOOK_EVERY: Duration = Duration::from_millis(200);
 
 /// Asks another live server that runs job `id` to cancel it; false when no such job runs
@@ -31,11 +32,12 @@ pub fn cancel_elsewhere(jobs: &Jobs, id: u64) -> bool {
     }
 }
 
-/// In a server that handed its listeners over: cancels each of its running jobs whose
-/// directory asks for it, until running commands are ended for good.
+/// Cancels each detached job of this server whose directory asks for it, until running
+/// commands are ended for good.
 pub async fn answer_cancel_requests(state: State) {
     loop {
         let running: Vec<u64> = state.executions.active().iter().map(|command| command.id).collect();
+        let running: Vec<u64> = running.into_iter().filter(|id| state.jobs.progress(*id).is_some()).collect();
         let asked = if running.is_empty() {
             Vec::new()
         } else {
