@@ -139,9 +139,29 @@ impl Jobs {
         })
     }
 
+    /// Whether the jobs' output and directories are within their bounds, from the sizes of the
+    /// files alone (no `meta.json` read): what a job's end usually finds (blocking).
+    fn within_bounds(&self, total_max: u64) -> bool {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else { return true };
+        let (mut dirs, mut total) = (0usize, 0u64);
+        for entry in entries.flatten() {
+            if entry.file_name().to_str().and_then(|name| name.parse::<u64>().ok()).is_none() {
+                continue;
+            }
+            dirs += 1;
+            for name in ["stdout", "stderr"] {
+                total += std::fs::metadata(entry.path().join(name)).map_or(0, |m| m.len());
+            }
+        }
+        dirs <= MAX_JOB_DIRS && total <= total_max
+    }
+
     /// Keeps the output of all jobs within `total_max` bytes, pruning the oldest finished jobs'
     /// output first, and the job directories within [`MAX_JOB_DIRS`] (blocking).
     pub fn prune(&self, total_max: u64) {
+        if self.within_bounds(total_max) {
+            return;
+        }
         let mut jobs = self.all();
         jobs.reverse();
         let mut total: u64 = jobs.iter().map(|(_, out, err)| out + err).sum();
