@@ -27,6 +27,8 @@ pub(super) fn stop(server: &ServerPaths) -> anyhow::Result<()> {
     };
     let pid = conn.call::<protocol::Status>(&NoParams {})?.pid;
     conn.call::<protocol::Shutdown>(&ShutdownParams { graceful: Some(true) })?;
+    // Nothing more to ask: an open connection would be read on by the closing server.
+    drop(conn);
     let wait = SHUTDOWN_GRACE + Duration::from_secs(5);
     let deadline = Instant::now() + wait;
     loop {
