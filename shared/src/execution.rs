@@ -117,23 +117,34 @@ impl Execution {
 }
 
 /// Hands the command's output to `sink` as it comes. Once the call is cancelled or past its
-/// time limit the command is being ended, and a sink that then takes longer than
-/// [`OUTPUT_GRACE`] over one piece of output (a client's pipe that nobody reads) gets no more
-/// of it: nothing may keep the call from ending. A sink that refuses output cancels the call.
+/// time limit the command is being ended, and what the sink has not taken [`OUTPUT_GRACE`]
+/// later (a client's pipe that nobody reads) is dropped: nothing may keep the call from
+/// ending. A sink that refuses output cancels the call.
 async fn forward(
     rx: &mut mpsc::Receiver<Chunk>,
     sink: &mut impl OutputSink,
     cancel: &CancellationToken,
     limit: Option<std::time::Duration>,
 ) {
+    use tokio::time::{Instant, sleep_until, timeout_at};
+    // Computed now: the limit runs from the start, not from the first output.
+    let deadline = limit.map(|limit| Instant::now() + limit);
+    let limit_passed = async {
+        match deadline {
+            Some(at) => sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
     let over = async {
         tokio::select! {
             () = cancel.cancelled() => {}
-            () = runner::deadline(limit) => {}
+            () = limit_passed => {}
         }
     };
     tokio::pin!(over);
-    let (mut is_over, mut given_up) = (false, false);
+    // Once over: when the output still undelivered is given up.
+    let mut give_up_at: Option<Instant> = None;
+    let mut given_up = false;
     while let Some(chunk) = rx.recv().await {
         if given_up {
             continue;
@@ -141,12 +152,12 @@ async fn forward(
         let accept = sink.accept(chunk);
         tokio::pin!(accept);
         let accepted = loop {
-            if is_over {
-                break tokio::time::timeout(OUTPUT_GRACE, &mut accept).await.ok();
+            if let Some(at) = give_up_at {
+                break timeout_at(at, &mut accept).await.ok();
             }
             tokio::select! {
                 accepted = &mut accept => break Some(accepted),
-                () = &mut over => is_over = true,
+                () = &mut over => give_up_at = Some(Instant::now() + OUTPUT_GRACE),
             }
         };
         match accepted {

@@ -95,20 +95,21 @@ fn next_read(fd: &OwnedFd, tx: &mpsc::Sender<Bytes>, buf: &mut [u8]) -> Option<u
 
 /// Writes all of `data` to `file` off the async threads: the descriptor is the client's, in
 /// blocking mode, and may be a slow terminal or a pipe whose reader does not read (a pager
-/// waiting for a key). Gives up as soon as `cancel` fires, or the future is dropped: neither
-/// the call nor a thread stays blocked in the write (the thread ends within [`WRITE_CHECK`]).
+/// waiting for a key). Once `cancel` fires, the write goes on while the reader takes it (what
+/// the command said as it was ended still shows) and gives up when the reader has taken nothing
+/// for [`WRITE_CHECK`] ms; dropping the future gives it up at once. Neither the call nor a
+/// thread stays blocked in the write.
 pub async fn write_blocking(file: &Arc<File>, data: Bytes, cancel: &CancellationToken) -> io::Result<()> {
     let file = Arc::clone(file);
     let abandon = Abandon::default();
     let abandoned = Arc::clone(&abandon.0);
-    let write = tokio::task::spawn_blocking(move || write_unless_abandoned(&file, &data, &abandoned));
-    tokio::select! {
-        written = write => written.unwrap_or_else(|join| Err(io::Error::other(join))),
-        () = cancel.cancelled() => Err(io::Error::new(io::ErrorKind::Interrupted, "cancelled")),
-    }
+    let cancel = cancel.clone();
+    tokio::task::spawn_blocking(move || write_while_taken(&file, &data, &cancel, &abandoned))
+        .await
+        .unwrap_or_else(|join| Err(io::Error::other(join)))
 }
 
-/// How often a write to a descriptor with no room looks whether it was given up.
+/// How long, in milliseconds, a write waits for room before it looks whether it was given up.
 const WRITE_CHECK: u16 = 200;
 
 /// Set when dropped: tells the writing thread to give up.
@@ -121,20 +122,27 @@ impl Drop for Abandon {
     }
 }
 
-/// Writes `data` to `file` until it is all written or `abandoned` is set. A pipe, socket or
-/// terminal is written once it has room, at most `PIPE_BUF` bytes at a time (what a pipe with
-/// room takes without blocking), so the flag is looked at between writes; a regular file is
-/// written whole.
-fn write_unless_abandoned(file: &File, mut data: &[u8], abandoned: &AtomicBool) -> io::Result<()> {
+/// Writes `data` to `file` until it is all written, `abandoned` is set, or `cancel` has fired
+/// and the reader takes nothing. A pipe, socket or terminal is written once it has room, at
+/// most `PIPE_BUF` bytes at a time (what a pipe with room takes without blocking), so the flags
+/// are looked at between writes; a regular file is written whole.
+fn write_while_taken(
+    file: &File,
+    mut data: &[u8],
+    cancel: &CancellationToken,
+    abandoned: &AtomicBool,
+) -> io::Result<()> {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let given_up = || io::Error::new(io::ErrorKind::Interrupted, "cancelled");
     let whole = file.metadata().is_ok_and(|m| m.file_type().is_file());
     while !data.is_empty() {
         if abandoned.load(Ordering::Relaxed) {
-            return Err(io::Error::new(io::ErrorKind::Interrupted, "cancelled"));
+            return Err(given_up());
         }
         if !whole {
             let mut fds = [PollFd::new(file.as_fd(), PollFlags::POLLOUT)];
             match poll(&mut fds, PollTimeout::from(WRITE_CHECK)) {
+                Ok(0) if cancel.is_cancelled() => return Err(given_up()),
                 Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
                 Ok(_) => {}
                 Err(err) => return Err(err.into()),
@@ -145,6 +153,8 @@ fn write_unless_abandoned(file: &File, mut data: &[u8], abandoned: &AtomicBool) 
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => data = &data[n..],
             Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            // A descriptor the client left non-blocking: wait for room as for any other.
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock && !whole => {}
             Err(err) => return Err(err),
         }
     }

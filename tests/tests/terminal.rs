@@ -396,8 +396,12 @@ fn end_a_call_writing_to_a_pipe_nobody_reads(env: &TestEnv, end: impl FnOnce(u32
     let run = Run::wait(client);
     assert_eq!(run.code, Some(code), "{run:?}");
     // The server gave the write up: the pipe ends (its last writer closed) short of the output.
-    let mut read = Vec::new();
-    std::io::Read::read_to_end(&mut { reader }, &mut read).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut read = Vec::new();
+        let _ = tx.send(std::io::Read::read_to_end(&mut { reader }, &mut read).map(|_| read));
+    });
+    let read = rx.recv_timeout(mcli_tests::WAIT).expect("the pipe ends: the server let it go").unwrap();
     assert!(read.len() < 1024 * 1024, "the server wrote on after the call ended: {} bytes", read.len());
     assert!(read.iter().all(|b| *b == b'x'));
 }

@@ -180,7 +180,10 @@ async fn replay(
     let mut sink = ResultSink::new(request, execution.id, stream, state.config().server.max_captured_output, false);
     sink.passed = passed;
     for chunk in hit.output {
-        sink.accept(chunk).await;
+        // The client is gone, or cancelled and takes no more.
+        if !sink.accept(chunk).await {
+            break;
+        }
     }
     let (exit_code, duration) = (hit.exit_code, started.elapsed());
     let outcome = Outcome { status: ExecStatus::Completed, exit_code, signal: None, duration };
