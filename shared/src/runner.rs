@@ -359,12 +359,11 @@ impl Io {
         if tokio::time::timeout(DRAIN_AFTER_EXIT, &mut self.pumps).await.is_err() {
             self.pumps.abort();
         }
-        if let Some(MasterPump { pump, stop }) = self.master_pump {
+        if let Some(mut master) = self.master_pump {
             // A process left behind on the terminal keeps it open: its output is no longer
-            // waited for, and the terminal is closed (hung up) once the reader sees `stop`.
-            if tokio::time::timeout(DRAIN_AFTER_EXIT, pump).await.is_err() {
-                stop.store(true, std::sync::atomic::Ordering::Relaxed);
-            }
+            // waited for, and the terminal is closed (hung up) once the reader, stopped as
+            // `master` drops, sees it.
+            let _ = tokio::time::timeout(DRAIN_AFTER_EXIT, &mut master.pump).await;
         }
     }
 }
@@ -429,10 +428,17 @@ fn attach_tty(
     (Some(MasterPump { pump, stop }), feed)
 }
 
-/// The reader of a command's terminal, and what stops it.
+/// The reader of a command's terminal, stopped when this is dropped (the call is over, or its
+/// execution was dropped).
 struct MasterPump {
     pump: tokio::task::JoinHandle<()>,
     stop: Arc<AtomicBool>,
+}
+
+impl Drop for MasterPump {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Writes the command's input to its terminal as it comes (what the user types, raw).
