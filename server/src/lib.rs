@@ -73,6 +73,7 @@ pub struct ServeOptions {
 /// live server owns the name, so a socket file left behind can be replaced. Returns the lock
 /// (unless another server took the name meanwhile), for the caller to drop last.
 pub async fn serve(options: ServeOptions, name_lock: Option<File>) -> anyhow::Result<Option<File>> {
+    restore_default_signals_for_commands();
     let ServeOptions { config, paths, notify_ready, auto_started, tcp, http, inherited, handover_from, http_from_flag } =
         options;
     let (history, ids) = open_history(&config, &paths)?;
@@ -255,6 +256,7 @@ fn readiness_line(state: &state::State) -> String {
 /// editor spawns it: no socket, no name; the session ends when standard input closes (its
 /// running commands with it) or on `shutdown`.
 pub async fn serve_stdio(config: Config, paths: ServerPaths) -> anyhow::Result<()> {
+    restore_default_signals_for_commands();
     let (history, ids) = open_history(&config, &paths)?;
     if history.is_none()
         && let Err(err) = mcli_shared::paths::ensure_runtime_dir(&paths.dir)
@@ -488,7 +490,6 @@ struct Signals {
 impl Signals {
     fn install() -> anyhow::Result<Signals> {
         use tokio::signal::unix::{SignalKind, signal};
-        restore_default_signals_for_commands();
         Ok(Signals {
             term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
             int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
@@ -503,6 +504,7 @@ impl Signals {
 /// them too, whichever client it runs for, and a forwarded SIGQUIT or Ctrl-Z would do nothing.
 /// Catching each such signal here (doing nothing with it: it was ignored) gives the commands
 /// the default action, as a shell would, since an exec resets caught signals to their default.
+/// Called first, before anything can run a command.
 fn restore_default_signals_for_commands() {
     use nix::sys::signal::Signal::*;
     const RESTORED: [nix::sys::signal::Signal; 11] =
