@@ -16,21 +16,33 @@ use crate::state::State;
 /// How often a server running detached jobs looks for cancel requests.
 const LOOK_EVERY: Duration = Duration::from_millis(200);
 
-/// Asks another live server that runs job `id` to cancel it; false when no such job runs
-/// elsewhere (blocking).
+/// Asks another live server that runs job `id` to cancel it, and waits (up to [`ACK_WAIT`])
+/// for that server to say it did by removing the request; false when no such job runs
+/// elsewhere, or nothing acted on the request (the job ended meanwhile, or that server is of a
+/// release that does not look for requests) (blocking).
 pub fn cancel_elsewhere(jobs: &Jobs, id: u64) -> bool {
     let Ok(Lookup::Found(meta, _, _)) = jobs.lookup(id) else { return false };
     if meta.state != ExecStatus::Running || !server_alive(meta.server_pid) {
         return false;
     }
-    match jobs.request_cancel(id) {
-        Ok(()) => true,
-        Err(err) => {
-            tracing::warn!(job = id, %err, "cannot ask the previous server to cancel the job");
-            false
-        }
+    if let Err(err) = jobs.request_cancel(id) {
+        tracing::warn!(job = id, %err, "cannot ask the server running the job to cancel it");
+        return false;
     }
+    let until = std::time::Instant::now() + ACK_WAIT;
+    while std::time::Instant::now() < until {
+        if !jobs.cancel_requested(id) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    jobs.clear_cancel_request(id);
+    tracing::warn!(job = id, pid = meta.server_pid, "the server running the job did not act on the cancel");
+    false
 }
+
+/// How long a cancel waits for the server running the job to act on it: a few of its looks.
+const ACK_WAIT: Duration = Duration::from_secs(2);
 
 /// Cancels each detached job of this server whose directory asks for it, until running
 /// commands are ended for good.
@@ -49,8 +61,12 @@ pub async fn answer_cancel_requests(state: State) {
             .unwrap_or_default()
         };
         for id in asked {
+            // The request goes once acted on, which tells the asking server; a job that has
+            // ended meanwhile leaves it, and the asker says nothing was cancelled.
             if state.executions.cancel(id) {
-                tracing::info!(job = id, "cancelled at the new server's request");
+                tracing::info!(job = id, "cancelled at another server's request");
+                let state = state.clone();
+                let _ = tokio::task::spawn_blocking(move || state.jobs.clear_cancel_request(id)).await;
             }
         }
         tokio::select! {

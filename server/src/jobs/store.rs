@@ -117,9 +117,16 @@ impl Jobs {
         std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path).map(drop)
     }
 
-    /// Whether a cancel of job `id` was asked for by [`Jobs::request_cancel`] (blocking).
+    /// Whether a cancel of job `id` was asked for by [`Jobs::request_cancel`] and not yet
+    /// acted on (blocking).
     pub fn cancel_requested(&self, id: u64) -> bool {
         self.job_dir(id).join(CANCEL_FILE).exists()
+    }
+
+    /// Takes back a cancel request, or, from the server that acted on it, says it did: the
+    /// file goes (blocking).
+    pub fn clear_cancel_request(&self, id: u64) {
+        let _ = std::fs::remove_file(self.job_dir(id).join(CANCEL_FILE));
     }
 
     /// Every job on disk, newest first (blocking). Directories that are not jobs are skipped.
