@@ -23,7 +23,8 @@ use crate::worker::{self, Call, Worker};
 
 /// Chunks of output in flight between a command and its sink; the command waits beyond it.
 const OUTPUT_QUEUE: usize = 16;
-/// How long output may still take to be delivered once a call was cancelled or timed out.
+/// How long output may still take to be delivered once a call was cancelled or timed out,
+/// besides the command's kill grace.
 const OUTPUT_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Where a command's output goes.
@@ -84,7 +85,8 @@ impl Execution {
         cancel: &CancellationToken,
     ) -> Outcome {
         let Execution { spec, inv, .. } = self;
-        let limit = inv.timeout;
+        // What the command still says as it is ended, within its kill grace, is delivered.
+        let (limit, grace) = (inv.timeout, inv.kill_grace + OUTPUT_GRACE);
         let (tx, mut rx) = mpsc::channel::<Chunk>(OUTPUT_QUEUE);
         let run = async move {
             let started = Instant::now();
@@ -111,20 +113,21 @@ impl Execution {
                 }
             }
         };
-        let delivered = forward(&mut rx, sink, cancel, limit);
+        let delivered = forward(&mut rx, sink, cancel, limit, grace);
         tokio::join!(run, delivered).0
     }
 }
 
 /// Hands the command's output to `sink` as it comes. Once the call is cancelled or past its
-/// time limit the command is being ended, and what the sink has not taken [`OUTPUT_GRACE`]
-/// later (a client's pipe that nobody reads) is dropped: nothing may keep the call from
-/// ending. A sink that refuses output cancels the call.
+/// time limit the command is being ended, and what the sink has not taken `grace` later (a
+/// client's pipe that nobody reads) is dropped: nothing may keep the call from ending. A sink
+/// that refuses output cancels the call.
 async fn forward(
     rx: &mut mpsc::Receiver<Chunk>,
     sink: &mut impl OutputSink,
     cancel: &CancellationToken,
     limit: Option<std::time::Duration>,
+    grace: std::time::Duration,
 ) {
     use tokio::time::{Instant, sleep_until, timeout_at};
     // Computed now: the limit runs from the start, not from the first output.
@@ -157,7 +160,7 @@ async fn forward(
             }
             tokio::select! {
                 accepted = &mut accept => break Some(accepted),
-                () = &mut over => give_up_at = Some(Instant::now() + OUTPUT_GRACE),
+                () = &mut over => give_up_at = Some(Instant::now() + grace),
             }
         };
         match accepted {
