@@ -105,8 +105,12 @@ impl Impostor {
         let stdout = BufReader::new(child.stdout.take().unwrap());
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
-            for line in stdout.lines().map_while(Result::ok) {
-                let _ = tx.send(line);
+            // Whole lines only: a line cut short by the kill at the end is not a connection.
+            let mut stdout = stdout;
+            let mut line = String::new();
+            while stdout.read_line(&mut line).is_ok_and(|n| n > 0) && line.ends_with('\n') {
+                let _ = tx.send(line.trim_end().to_owned());
+                line.clear();
             }
         });
         let impostor = Impostor { child, lines };
@@ -122,13 +126,18 @@ impl Impostor {
         matches!(self.child.try_wait(), Ok(None))
     }
 
-    /// Ends it, once it has heard `expected` connections (or waited [`WAIT`] for each), and
-    /// returns what it printed: one `got ...` line per connection. It serves one connection at
-    /// a time, so the last ones may still wait in its backlog when the clients have exited.
+    /// Ends it, once it has heard `expected` connections (or waited [`WAIT`] for each) and then
+    /// nothing more for a moment, and returns what it printed: one `got ...` line per
+    /// connection. It serves one connection at a time, so the last ones may still wait in its
+    /// backlog when the clients have exited.
     fn finish(mut self, expected: usize) -> Vec<String> {
         let mut heard = Vec::new();
         while heard.len() < expected {
             let Ok(line) = self.lines.recv_timeout(WAIT) else { break };
+            heard.push(line);
+        }
+        // Then what else comes while it is still answering (a client may connect more than once).
+        while let Ok(line) = self.lines.recv_timeout(std::time::Duration::from_millis(300)) {
             heard.push(line);
         }
         let _ = self.child.kill();
