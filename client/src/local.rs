@@ -54,8 +54,10 @@ pub fn run(name: &str, args: &[String], cli: &Cli) -> i32 {
     let cancel = CancellationToken::new();
     let outcome = runtime.block_on(async {
         // Ctrl-C cancels the command (its process group does not get the terminal's signal);
-        // a second one leaves at once. The handler is in place before the command starts.
-        let interrupts = tokio::spawn(cancel_on_interrupt(cancel.clone()));
+        // a second one leaves at once. The handler is in place before the command starts: here,
+        // not in the task, which may first run after the command has started.
+        let sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
+        let interrupts = tokio::spawn(cancel_on_interrupt(sigint, cancel.clone()));
         let outcome = execution.run(&OneShotWorkers, &mut output, &cancel).await;
         interrupts.abort();
         outcome
@@ -79,9 +81,9 @@ pub fn run(name: &str, args: &[String], cli: &Cli) -> i32 {
     exit_status(&result)
 }
 
-/// SIGINT cancels the command; a second one exits at once.
-async fn cancel_on_interrupt(cancel: CancellationToken) {
-    let Ok(mut sigint) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()) else { return };
+/// SIGINT (through `sigint`) cancels the command; a second one exits at once.
+async fn cancel_on_interrupt(sigint: Option<tokio::signal::unix::Signal>, cancel: CancellationToken) {
+    let Some(mut sigint) = sigint else { return };
     if sigint.recv().await.is_some() {
         cancel.cancel();
     }
