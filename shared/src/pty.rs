@@ -7,7 +7,7 @@
 //! controlling terminal by util-linux's `setsid --ctty` rather than in a `pre_exec` hook.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::OpenOptionsExt as _;
@@ -58,41 +58,23 @@ pub fn setsid_program() -> Option<PathBuf> {
 /// Reads what the command writes to its terminal, on a blocking thread, handing each piece to
 /// `deliver` (false: nobody takes it any more) until the terminal is closed (every slave
 /// descriptor gone: EIO) or `stop` is set: a process left behind that keeps the terminal open
-/// does not keep the reader (it is looked at every [`STOP_CHECK`] ms). The master is closed
-/// when it returns, which hangs the terminal up for what is left on it, as when an ssh session
-/// ends.
+/// does not keep the reader. The master is closed when it returns, which hangs the terminal up
+/// for what is left on it, as when an ssh session ends.
 pub fn pump_master(
     master: OwnedFd,
     stop: Arc<AtomicBool>,
     mut deliver: impl FnMut(Bytes) -> bool + Send + 'static,
 ) -> tokio::task::JoinHandle<()> {
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     tokio::task::spawn_blocking(move || {
-        let mut file = File::from(master);
         let mut buf = vec![0u8; 32 * 1024];
-        while !stop.load(Ordering::Relaxed) {
-            let mut fds = [PollFd::new(file.as_fd(), PollFlags::POLLIN)];
-            match poll(&mut fds, PollTimeout::from(STOP_CHECK)) {
-                Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
-                Ok(_) => {}
-                Err(_) => return,
-            }
-            match file.read(&mut buf) {
-                Ok(0) => return,
-                Ok(n) => {
-                    if !deliver(Bytes::copy_from_slice(&buf[..n])) {
-                        return;
-                    }
-                }
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return,
+        let stopped = || stop.load(Ordering::Relaxed);
+        while let Some(n) = crate::streams::read_when_ready(master.as_fd(), &mut buf, stopped) {
+            if !deliver(Bytes::copy_from_slice(&buf[..n])) {
+                return;
             }
         }
     })
 }
-
-/// How often, in milliseconds, the terminal's reader looks whether it should stop.
-const STOP_CHECK: u16 = 200;
 
 /// Writes `data` to the terminal of `master` (what the user types), off the async threads.
 pub async fn write_all(master: &OwnedFd, data: Bytes) -> io::Result<()> {

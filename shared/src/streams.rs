@@ -5,7 +5,7 @@
 
 use std::fs::File;
 use std::io::{self, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -53,13 +53,13 @@ pub fn is_input(fd: &OwnedFd) -> bool {
 
 /// Reads `fd` to its end on a thread of its own, in chunks on a bounded channel (the reader
 /// waits for the command), for a command that takes its input as a stream. The thread also
-/// ends, within [`INPUT_CHECK`], once the command no longer takes input: a client's stdin that
-/// never closes does not keep it.
+/// ends, within [`READ_CHECK`] ms, once the command no longer takes input: a client's stdin
+/// that never closes does not keep it.
 pub fn read_in_chunks(fd: OwnedFd) -> mpsc::Receiver<Bytes> {
     let (tx, rx) = mpsc::channel(8);
     std::thread::spawn(move || {
         let mut buf = vec![0u8; 64 * 1024];
-        while let Some(n) = next_read(&fd, &tx, &mut buf) {
+        while let Some(n) = read_when_ready(fd.as_fd(), &mut buf, || tx.is_closed()) {
             if tx.blocking_send(Bytes::copy_from_slice(&buf[..n])).is_err() {
                 return;
             }
@@ -68,18 +68,19 @@ pub fn read_in_chunks(fd: OwnedFd) -> mpsc::Receiver<Bytes> {
     rx
 }
 
-/// How often a reader of passed input checks that its command still takes input.
-const INPUT_CHECK: u16 = 200;
+/// How often, in milliseconds, a reader waiting for input looks whether it was given up.
+const READ_CHECK: u16 = 200;
 
-/// The next read of `fd` into `buf`: `None` at its end, on an error, or once `tx` is closed.
-fn next_read(fd: &OwnedFd, tx: &mpsc::Sender<Bytes>, buf: &mut [u8]) -> Option<usize> {
+/// The next read of `fd` into `buf`, once there is something to read: `None` at its end, on an
+/// error, or once `given_up` says so (looked at every [`READ_CHECK`] ms while nothing comes).
+pub(crate) fn read_when_ready(fd: BorrowedFd<'_>, buf: &mut [u8], given_up: impl Fn() -> bool) -> Option<usize> {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     loop {
-        if tx.is_closed() {
+        if given_up() {
             return None;
         }
-        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, PollTimeout::from(INPUT_CHECK)) {
+        let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(READ_CHECK)) {
             Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
             Ok(_) => {}
             Err(_) => return None,
