@@ -490,4 +490,5 @@ fn a_job_running_on_the_previous_server_is_cancelled_from_the_new_one() {
     // A job that runs nowhere any more cannot be cancelled again.
     let again = env.server(&["cancel", &id]);
     assert_ne!(again.code, Some(0), "{again:?}");
+    assert!(again.stderr.contains(&format!("nothing runs with id {id}")), "{again:?}");
 }
